@@ -1,0 +1,446 @@
+"""Typed run configuration: dataclasses validated once, loaded from YAML with file:line errors.
+
+A run config is a YAML file with one mapping per section (``model``, ``parallel``, ``data``,
+``train``, ``checkpoint``) plus ``out_dir``.  ``inherit: other.yaml`` (relative to the file)
+merges another file underneath.  Every field carries a help string; every constraint is checked
+once, in ``__post_init__``, and a broken one raises :class:`ConfigError` naming the field, the
+value and the constraint (and the YAML file and line when the value came from a file).
+
+This module is a leaf: it imports only the standard library and PyYAML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or violates a constraint."""
+
+
+def cfg(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with a help string (shown by ``megatron-retro config --help-fields``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a GPT (or RETRO) decoder built from megatron-core layer specs."""
+
+    arch: Literal["gpt", "retro"] = cfg("gpt", "model family: 'gpt' or 'retro'")
+    num_layers: int = cfg(2, "number of decoder transformer layers")
+    hidden_size: int = cfg(128, "model width d")
+    num_attention_heads: int = cfg(4, "attention heads; must divide hidden_size")
+    num_query_groups: Optional[int] = cfg(None, "key/value head groups for GQA (None = MHA)")
+    ffn_hidden_size: Optional[int] = cfg(None, "MLP inner width (None = 4*d, or 8/3*d rounded for SwiGLU)")
+    kv_channels: Optional[int] = cfg(None, "per-head width (None = hidden_size / heads)")
+    vocab_size: Optional[int] = cfg(None, "vocabulary size (None = taken from the tokenizer)")
+    make_vocab_size_divisible_by: int = cfg(128, "pad the embedding table to a multiple of this times TP")
+    seq_length: int = cfg(256, "training sequence length ns")
+    activation: Literal["swiglu", "gelu", "squared_relu"] = cfg("swiglu", "MLP activation")
+    normalization: Literal["RMSNorm", "LayerNorm"] = cfg("RMSNorm", "normalisation layer type")
+    norm_epsilon: float = cfg(1e-5, "epsilon of the normalisation layers")
+    position_embedding: Literal["rope", "learned_absolute", "none"] = cfg("rope", "position encoding")
+    rotary_percent: float = cfg(1.0, "fraction of each head's channels that get rotary embeddings")
+    rotary_base: int = cfg(10000, "rotary embedding base")
+    untie_embeddings: bool = cfg(True, "separate input embedding and output projection weights")
+    add_bias_linear: bool = cfg(False, "biases in the linear layers")
+    hidden_dropout: float = cfg(0.0, "dropout on residual branches")
+    attention_dropout: float = cfg(0.0, "dropout on attention probabilities")
+    init_method_std: float = cfg(0.02, "std of the normal weight initialisation")
+    attention_backend: Literal["auto", "sdpa", "unfused", "te"] = cfg(
+        "auto", "core attention: 'auto' = Transformer Engine if importable else torch SDPA")
+
+    def __post_init__(self) -> None:
+        _require(self.num_layers >= 1, f"model.num_layers={self.num_layers}: must be >= 1")
+        _require(self.hidden_size >= 1, f"model.hidden_size={self.hidden_size}: must be >= 1")
+        _require(self.num_attention_heads >= 1,
+                 f"model.num_attention_heads={self.num_attention_heads}: must be >= 1")
+        _require(self.hidden_size % self.num_attention_heads == 0 or self.kv_channels is not None,
+                 f"model.hidden_size={self.hidden_size}: must be divisible by "
+                 f"model.num_attention_heads={self.num_attention_heads} (or set model.kv_channels)")
+        if self.num_query_groups is not None:
+            _require(self.num_query_groups >= 1
+                     and self.num_attention_heads % self.num_query_groups == 0,
+                     f"model.num_query_groups={self.num_query_groups}: must divide "
+                     f"model.num_attention_heads={self.num_attention_heads}")
+        _require(self.seq_length >= 1, f"model.seq_length={self.seq_length}: must be >= 1")
+        _require(0.0 < self.rotary_percent <= 1.0,
+                 f"model.rotary_percent={self.rotary_percent}: must be in (0, 1]")
+        for name in ("hidden_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"model.{name}={value}: must be in [0, 1)")
+        _require(self.vocab_size is None or self.vocab_size >= 2,
+                 f"model.vocab_size={self.vocab_size}: must be >= 2")
+        _require(self.init_method_std > 0, f"model.init_method_std={self.init_method_std}: must be > 0")
+
+    @property
+    def head_dim(self) -> int:
+        return self.kv_channels or self.hidden_size // self.num_attention_heads
+
+    @property
+    def ffn_size(self) -> int:
+        """MLP inner width; NVIDIA's SwiGLU GPTs use 8/3*d rounded up to a multiple of 64."""
+        if self.ffn_hidden_size is not None:
+            return self.ffn_hidden_size
+        if self.activation == "swiglu":
+            return int(math.ceil(8 * self.hidden_size / 3 / 64) * 64)
+        return 4 * self.hidden_size
+
+
+@dataclass
+class ParallelConfig:
+    """How the model is split; data parallel size is whatever the world size leaves."""
+
+    tp: int = cfg(1, "tensor model parallel size")
+    pp: int = cfg(1, "pipeline model parallel size")
+    vpp: Optional[int] = cfg(None, "virtual pipeline chunks per stage (interleaved 1F1B); None = off")
+    sequence_parallel: bool = cfg(False, "shard norm/dropout activations along the sequence (needs tp > 1)")
+    backend: Literal["auto", "nccl", "gloo"] = cfg("auto", "collective backend: auto = nccl with CUDA else gloo")
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp"):
+            _require(getattr(self, name) >= 1, f"parallel.{name}={getattr(self, name)}: must be >= 1")
+        if self.vpp is not None:
+            _require(self.vpp >= 2 and self.pp >= 2,
+                     f"parallel.vpp={self.vpp}: needs vpp >= 2 and parallel.pp >= 2 (pp={self.pp})")
+        _require(not self.sequence_parallel or self.tp > 1,
+                 f"parallel.sequence_parallel=true: needs parallel.tp > 1 (tp={self.tp})")
+
+    def check_world(self, world_size: int) -> int:
+        """Return the data-parallel size for ``world_size`` ranks, or raise naming the mismatch."""
+        mp = self.tp * self.pp
+        _require(world_size % mp == 0,
+                 f"world size {world_size} is not divisible by parallel.tp*parallel.pp={self.tp}*{self.pp}={mp}")
+        return world_size // mp
+
+
+@dataclass
+class DataConfig:
+    """Where the training text and tokenizer come from."""
+
+    source: Literal["bundled", "indexed"] = cfg(
+        "bundled", "'bundled' = generate the synthetic encyclopedia; 'indexed' = use data.prefix")
+    dir: str = cfg("data/bundled", "directory of the prepared data (corpus, tokenizer, indexed dataset)")
+    prefix: Optional[str] = cfg(None, "megatron indexed-dataset prefix (.bin/.idx) for source=indexed")
+    tokenizer: Optional[str] = cfg(None, "tokenizer model file (None = <data.dir>/tokenizer.model)")
+    num_entities: int = cfg(1500, "entities in the generated encyclopedia (bundled source)")
+    vocab_size: int = cfg(4096, "vocabulary of the tokenizer trained on the bundled corpus")
+    seed: int = cfg(1234, "seed of the corpus generator and the sample shuffling")
+    split: str = cfg("98,2,0", "train,valid,test weights of the document split")
+
+    def __post_init__(self) -> None:
+        _require(self.source != "indexed" or bool(self.prefix),
+                 "data.prefix: required when data.source=indexed")
+        _require(self.num_entities >= 10, f"data.num_entities={self.num_entities}: must be >= 10")
+        _require(self.vocab_size >= 64, f"data.vocab_size={self.vocab_size}: must be >= 64")
+        parts = self.split.split(",")
+        ok = len(parts) == 3 and all(p.strip().replace(".", "", 1).isdigit() for p in parts)
+        _require(ok and sum(float(p) for p in parts) > 0,
+                 f"data.split={self.split!r}: must be three non-negative weights 'train,valid,test'")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule."""
+
+    steps: int = cfg(100, "optimizer steps to run (total, including resumed ones)")
+    micro_batch_size: int = cfg(4, "sequences per micro-batch per data-parallel rank")
+    global_batch_size: Optional[int] = cfg(None, "sequences per step over all DP ranks (None = micro*dp)")
+    lr: float = cfg(1e-3, "peak learning rate")
+    min_lr: float = cfg(1e-4, "final learning rate of the decay")
+    lr_warmup_steps: int = cfg(10, "linear warm-up steps")
+    lr_decay_style: Literal["cosine", "linear", "constant"] = cfg("cosine", "decay after warm-up")
+    weight_decay: float = cfg(0.01, "AdamW weight decay")
+    adam_beta1: float = cfg(0.9, "Adam beta1")
+    adam_beta2: float = cfg(0.95, "Adam beta2")
+    adam_eps: float = cfg(1e-8, "Adam epsilon")
+    clip_grad: float = cfg(1.0, "global gradient-norm clip (0 = off)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = cfg("auto", "auto = bf16 on CUDA, fp32 on CPU")
+    seed: int = cfg(1234, "seed of weight init and dropout")
+    log_interval: int = cfg(1, "steps between progress-bar / metrics updates")
+    eval_interval: int = cfg(50, "steps between held-out evaluations (0 = only at the end)")
+    eval_iters: int = cfg(4, "micro-batches per held-out evaluation")
+    recompute: bool = cfg(False, "recompute activations of every layer in backward")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "micro_batch_size", "log_interval", "eval_iters"):
+            _require(getattr(self, name) >= 1, f"train.{name}={getattr(self, name)}: must be >= 1")
+        _require(self.global_batch_size is None or self.global_batch_size >= 1,
+                 f"train.global_batch_size={self.global_batch_size}: must be >= 1")
+        _require(self.lr > 0, f"train.lr={self.lr}: must be > 0")
+        _require(0 <= self.min_lr <= self.lr, f"train.min_lr={self.min_lr}: must be in [0, train.lr={self.lr}]")
+        _require(0 <= self.lr_warmup_steps <= self.steps,
+                 f"train.lr_warmup_steps={self.lr_warmup_steps}: must be in [0, train.steps={self.steps}]")
+        _require(self.clip_grad >= 0, f"train.clip_grad={self.clip_grad}: must be >= 0")
+        _require(self.eval_interval >= 0, f"train.eval_interval={self.eval_interval}: must be >= 0")
+
+    def num_microbatches(self, dp: int) -> int:
+        """Gradient-accumulation steps for ``dp`` data-parallel ranks, or raise naming the mismatch."""
+        gbs = self.global_batch_size or self.micro_batch_size * dp
+        per_step = self.micro_batch_size * dp
+        _require(gbs % per_step == 0,
+                 f"train.global_batch_size={gbs}: must be divisible by train.micro_batch_size*dp="
+                 f"{self.micro_batch_size}*{dp}={per_step}")
+        return gbs // per_step
+
+
+@dataclass
+class CheckpointConfig:
+    """Sharded, atomically written, resumable checkpoints."""
+
+    dir: Optional[str] = cfg(None, "checkpoint directory (None = <out_dir>/checkpoints)")
+    save_interval: int = cfg(0, "steps between checkpoints (0 = only at the end)")
+    keep_last: int = cfg(2, "complete checkpoints kept; older ones are deleted")
+    resume: bool = cfg(True, "continue from the newest complete checkpoint in checkpoint.dir")
+    load: Optional[str] = cfg(None, "initialise weights from this checkpoint (e.g. a pretrained base)")
+
+    def __post_init__(self) -> None:
+        _require(self.save_interval >= 0, f"checkpoint.save_interval={self.save_interval}: must be >= 0")
+        _require(self.keep_last >= 1, f"checkpoint.keep_last={self.keep_last}: must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    out_dir: str = cfg("runs/default", "directory for metrics, plots and (by default) checkpoints")
+
+    def __post_init__(self) -> None:
+        _require(self.parallel.pp <= self.model.num_layers,
+                 f"parallel.pp={self.parallel.pp}: must be <= model.num_layers={self.model.num_layers}")
+        chunks = self.parallel.pp * (self.parallel.vpp or 1)
+        _require(self.model.num_layers % chunks == 0,
+                 f"model.num_layers={self.model.num_layers}: must be divisible by "
+                 f"parallel.pp*vpp={chunks}")
+        _require(self.model.num_attention_heads % self.parallel.tp == 0,
+                 f"model.num_attention_heads={self.model.num_attention_heads}: must be divisible "
+                 f"by parallel.tp={self.parallel.tp}")
+        groups = self.model.num_query_groups or self.model.num_attention_heads
+        _require(groups % self.parallel.tp == 0,
+                 f"model.num_query_groups={groups}: must be divisible by parallel.tp={self.parallel.tp}")
+        _require(self.model.ffn_size % self.parallel.tp == 0,
+                 f"model.ffn_hidden_size={self.model.ffn_size}: must be divisible by parallel.tp={self.parallel.tp}")
+        if self.parallel.sequence_parallel:
+            _require(self.model.seq_length % self.parallel.tp == 0,
+                     f"model.seq_length={self.model.seq_length}: must be divisible by parallel.tp="
+                     f"{self.parallel.tp} with sequence parallelism")
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.checkpoint.dir or os.path.join(self.out_dir, "checkpoints")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: YAML -> nested dicts (with line marks) -> type-checked dataclasses.
+
+_Marks = dict[tuple[str, ...], str]  # key path -> "file:line"
+
+
+def _collect_marks(node: yaml.Node, path: tuple[str, ...], source: str, marks: _Marks) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = path + (str(key_node.value),)
+            marks[key_path] = f"{source}:{key_node.start_mark.line + 1}"
+            _collect_marks(value_node, key_path, source, marks)
+
+
+def _read_yaml(path: str, marks: _Marks) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the top level must be a mapping of sections, got {type(data).__name__}")
+    own: _Marks = {}
+    if node is not None:
+        _collect_marks(node, (), path, own)
+    base_name = data.pop("inherit", None)
+    if base_name is not None:
+        base_path = os.path.join(os.path.dirname(path), str(base_name))
+        base = _read_yaml(base_path, marks)
+        data = _deep_merge(base, data)
+    marks.update(own)
+    return data
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value  # built by _build
+    raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict, path: tuple[str, ...], marks: _Marks) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        key_path = path + (str(key),)
+        dotted = ".".join(key_path)
+        where = f"{marks[key_path]}: {dotted}" if key_path in marks else dotted
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{where}: unknown key (known keys{' of ' + '.'.join(path) if path else ''}: {known})")
+        tp = hints[key]
+        value = _coerce(value, tp, where)
+        if dataclasses.is_dataclass(tp):
+            value = _build(tp, value, key_path, marks)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        # Point at the line of the field the message starts with, when it came from a file.
+        message = str(e)
+        key_path = tuple(message.split("=", 1)[0].split(":", 1)[0].strip().split("."))
+        if key_path in marks and not message.startswith(marks[key_path]):
+            raise ConfigError(f"{marks[key_path]}: {message}") from None
+        raise
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """``section.key=value`` -> (("section", "key"), parsed YAML scalar)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return tuple(key.split(".")), value
+
+
+def apply_overrides(data: dict, overrides: list[str], marks: Optional[_Marks] = None) -> dict:
+    for text in overrides:
+        key_path, value = parse_override(text)
+        node = data
+        for part in key_path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = child
+        node[key_path[-1]] = value
+        if marks is not None:
+            marks[key_path] = f"override '{text}'"
+    return data
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> RunConfig:
+    """Read ``path`` (optional), apply ``section.key=value`` overrides, validate, return a RunConfig."""
+    marks: _Marks = {}
+    data = _read_yaml(path, marks) if path else {}
+    apply_overrides(data, list(overrides or []), marks)
+    return config_from_dict(data, marks)
+
+
+def config_from_dict(data: dict, marks: Optional[_Marks] = None) -> RunConfig:
+    """Build and validate a RunConfig from nested dicts (``marks`` maps key paths to file:line)."""
+    return _build(RunConfig, data, (), marks or {})
+
+
+def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted name, help, default) of every field, for ``megatron-retro config --fields``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(field_help(tp, f"{prefix}{f.name}."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            rows.append((f"{prefix}{f.name}", f.metadata.get("help", ""), default))
+    return rows

@@ -1,0 +1,30 @@
+"""Packaging for megatron_retro: the library, its Triton kernels and the `megatron-retro` CLI."""
+from setuptools import find_packages, setup
+
+setup(
+    name="megatron_retro",
+    version="0.1.0",
+    description="PEFT of GPT and RETRO with retrieval on megatron-core (TP/PP/SP/DP)",
+    python_requires=">=3.10",
+    packages=find_packages(include=["megatron_retro", "megatron_retro.*"]) + ["megatron_retro.kernels"],
+    # The Triton kernels live in the top-level kernels/ folder but install as
+    # megatron_retro.kernels: a top-level module named `kernels` collides with a PyPI package.
+    package_dir={"megatron_retro.kernels": "kernels"},
+    install_requires=[
+        "torch==2.13.0",  # install it first: `pip install torch==2.13.0` (CPU build on local disk)
+        "megatron-core==0.16.1",
+        "numpy>=1.26",
+        "pyyaml>=6.0",
+        "psutil>=5.9",  # hidden dependency of megatron dist_checkpointing's async writers
+        "safetensors>=0.4",
+        "sentencepiece==0.2.3",
+        "tqdm>=4.66",
+        "tensorboard>=2.16",
+        "matplotlib>=3.8",
+        "triton==3.9.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+    },
+    entry_points={"console_scripts": ["megatron-retro=megatron_retro.cli:main"]},
+)
