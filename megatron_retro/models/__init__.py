@@ -1,0 +1,1 @@
+"""Models built from megatron-core layer specs: GPT (and RETRO, which fills the cross-attention slot)."""

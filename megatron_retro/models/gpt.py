@@ -1,0 +1,71 @@
+"""Build megatron-core GPTModel chunks for this rank (one per virtual pipeline stage)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from megatron_retro.config import ModelConfig, ParallelConfig
+
+
+def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
+    """Megatron pads the embedding table so every TP shard has the same, aligned size."""
+    multiple = divisible_by * tp
+    return ((vocab_size + multiple - 1) // multiple) * multiple
+
+
+def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bool, post_process: bool,
+                    vp_stage: Optional[int] = None):
+    """One GPTModel holding this stage's layers (embedding on the first, output on the last)."""
+    from megatron.core.models.gpt import GPTModel
+
+    from megatron_retro.models.gpt_spec import get_gpt_block_spec
+
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=get_gpt_block_spec(model, config, vp_stage=vp_stage),
+        vocab_size=vocab_size,
+        max_sequence_length=model.seq_length,
+        pre_process=pre_process,
+        post_process=post_process,
+        parallel_output=True,
+        share_embeddings_and_output_weights=not model.untie_embeddings,
+        position_embedding_type=model.position_embedding,
+        rotary_percent=model.rotary_percent,
+        rotary_base=model.rotary_base,
+        vp_stage=vp_stage,
+    )
+
+
+def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int, precision: str = "auto",
+                    recompute: bool = False) -> list:
+    """This rank's model chunks (a list of length vpp, or 1), on the current device.
+
+    ``vocab_size`` is the tokenizer's; it is padded here for TP.  Requires parallel_state to be
+    initialised (world size 1 is fine).
+    """
+    import torch
+    from megatron.core import parallel_state
+
+    from megatron_retro.models.transformer_config import make_transformer_config
+
+    config = make_transformer_config(model, parallel, precision, recompute=recompute)
+    padded = padded_vocab_size(vocab_size, model.make_vocab_size_divisible_by, parallel.tp)
+    chunks = []
+    for vp_stage in range(parallel.vpp or 1):
+        stage = vp_stage if parallel.vpp else None
+        chunk = build_gpt_chunk(
+            model, config, padded,
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+            vp_stage=stage,
+        )
+        if torch.cuda.is_available():
+            chunk.cuda(torch.cuda.current_device())
+        chunk.model_type = _encoder_or_decoder()
+        chunks.append(chunk)
+    return chunks
+
+
+def _encoder_or_decoder():
+    from megatron.core.enums import ModelType
+
+    return ModelType.encoder_or_decoder

@@ -1,0 +1,83 @@
+"""Core attention through torch's fused ``scaled_dot_product_attention`` for the local spec.
+
+megatron-core's ``DotProductAttention`` materialises the [b, np, sq, sk] score and probability
+matrices and copies them for an in-place mask: on CPU that costs ~0.3 s a step at seq 512.  This
+module keeps megatron's interface (same constructor, same forward arguments, same output layout)
+and lets torch pick its fused kernel (flash / memory-efficient on GPU, the fused CPU kernel here).
+
+Notation: sq query length, sk key length, b micro-batch, np heads on this TP rank, ng key/value
+groups on this rank, hn head width.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from megatron.core import tensor_parallel
+from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.transformer_config import TransformerConfig
+from megatron.core.utils import divide
+
+
+class SDPAttention(MegatronModule):
+    """Drop-in for DotProductAttention: [sq, b, np, hn] q, [sk, b, ng, hn] k/v -> [sq, b, np*hn]."""
+
+    def __init__(self, config: TransformerConfig, layer_number: int, attn_mask_type: AttnMaskType,
+                 attention_type: str, attention_dropout: Optional[float] = None,
+                 softmax_scale: Optional[float] = None, cp_comm_type: Optional[str] = None,
+                 pg_collection=None) -> None:
+        super().__init__(config=config)
+        if config.context_parallel_size != 1:
+            raise ValueError("SDPAttention: context parallelism needs Transformer Engine attention")
+        tp_size = pg_collection.tp.size() if pg_collection is not None else \
+            tensor_parallel.get_tensor_model_parallel_world_size()
+        self.attn_mask_type = attn_mask_type
+        self.num_heads = divide(config.num_attention_heads, tp_size)
+        self.num_groups = divide(config.num_query_groups, tp_size)
+        self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(config.kv_channels)
+        self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: Optional[torch.Tensor], attn_mask_type: Optional[AttnMaskType] = None,
+                attention_bias: Optional[torch.Tensor] = None, packed_seq_params=None) -> torch.Tensor:
+        if packed_seq_params is not None or attention_bias is not None:
+            raise NotImplementedError("SDPAttention: packed sequences / attention bias need TE attention")
+        mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
+        sq, b, np_, hn = query.shape
+        sk = key.shape[0]
+        q = query.permute(1, 2, 0, 3)  # [b, np, sq, hn]
+        k = key.permute(1, 2, 0, 3)    # [b, ng, sk, hn]
+        v = value.permute(1, 2, 0, 3)  # [b, ng, sk, hn]
+        attn_mask, is_causal = self._sdpa_mask(attention_mask, mask_type, sq, sk, query.device)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if dropout_p > 0.0 and not self.config.sequence_parallel:
+            with tensor_parallel.get_cuda_rng_tracker().fork():
+                out = self._sdpa(q, k, v, attn_mask, is_causal, dropout_p)
+        else:
+            out = self._sdpa(q, k, v, attn_mask, is_causal, dropout_p)
+        # [b, np, sq, hn] -> [sq, b, np*hn]
+        return out.permute(2, 0, 1, 3).reshape(sq, b, np_ * hn)
+
+    def _sdpa(self, q, k, v, attn_mask, is_causal, dropout_p):
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+            scale=self.softmax_scale, enable_gqa=self.num_heads != self.num_groups)
+
+    @staticmethod
+    def _sdpa_mask(attention_mask: Optional[torch.Tensor], mask_type: AttnMaskType, sq: int, sk: int,
+                   device: torch.device) -> tuple[Optional[torch.Tensor], bool]:
+        """megatron masks are True where attention is *forbidden*; SDPA's bool masks the opposite."""
+        causal = mask_type == AttnMaskType.causal
+        if attention_mask is None:
+            if causal and sq != sk:
+                # Decoding with a KV cache: the sq new queries are the last sq positions.
+                allowed = torch.ones(sq, sk, dtype=torch.bool, device=device).tril(diagonal=sk - sq)
+                return allowed, False
+            return None, causal
+        allowed = ~attention_mask.to(torch.bool)
+        if causal:
+            allowed = allowed & torch.ones(sq, sk, dtype=torch.bool, device=device).tril(diagonal=sk - sq)
+        return allowed, False

@@ -1,0 +1,1 @@
+"""Training: pretraining / fine-tuning loops on megatron-core schedules, optimizer, checkpoints."""
