@@ -57,6 +57,7 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
         persist_layer_norm=False,
         cross_entropy_loss_fusion=False,
         batch_p2p_sync=on_gpu,  # the batched p2p sync path assumes CUDA
+        batch_p2p_comm=on_gpu,  # gloo: batched isend/irecv pairs mismatch in the interleaved schedule
         deallocate_pipeline_outputs=True,
     )
     if recompute:

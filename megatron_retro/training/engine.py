@@ -60,6 +60,15 @@ class Engine:
             end_wd=train.weight_decay, wd_incr_steps=max(train.steps, 1), wd_incr_style="constant")
 
     # ----------------------------------------------------------------------------------------
+    def forward_backward(self, microbatches: Iterable[dict], forward_only: bool = False
+                         ) -> tuple[Optional[float], int]:
+        """Run megatron's schedule over the micro-batches; gradients end in each param's main_grad.
+
+        Returns (per-token mean loss over the global batch, loss tokens) on the last pipeline
+        stage, (None, 0) elsewhere.
+        """
+        return self._reduce_loss(self._run_schedule(list(microbatches), forward_only))
+
     def _run_schedule(self, microbatches: list, forward_only: bool) -> list:
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -90,11 +99,10 @@ class Engine:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
         lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step uses
-        reports = self._run_schedule(list(microbatches), forward_only=False)
+        loss, tokens = self.forward_backward(microbatches)
         ok, grad_norm, _ = self.optimizer.step()
         if ok:
             self.scheduler.step(increment=1)
-        loss, tokens = self._reduce_loss(reports)
         return StepResult(loss=loss, tokens=tokens, grad_norm=None if grad_norm is None else float(grad_norm),
                           lr=lr, skipped=not ok)
 
@@ -103,5 +111,4 @@ class Engine:
         """Per-token mean loss over the given micro-batches (last pipeline stage; None elsewhere)."""
         for chunk in self.chunks:
             chunk.eval()
-        reports = self._run_schedule(list(microbatches), forward_only=True)
-        return self._reduce_loss(reports)[0]
+        return self.forward_backward(microbatches, forward_only=True)[0]
