@@ -1,0 +1,98 @@
+"""Training metrics: one JSON line per step in metrics.jsonl, TensorBoard scalars, a PNG loss curve.
+
+On resume the lines of steps after the restored checkpoint are dropped (they belong to the
+killed run's lost progress), so metrics.jsonl always describes one consistent run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str) -> list[dict]:
+    rows = []
+    if not os.path.isfile(path):
+        return rows
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything after it is lost progress
+    return rows
+
+
+class MetricsWriter:
+    """Writes only on the logging rank (``enabled``); a no-op elsewhere."""
+
+    def __init__(self, out_dir: str, enabled: bool, resume_step: int = 0, tensorboard: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(out_dir, METRICS_FILE)
+        self.out_dir = out_dir
+        self._tb = None
+        if not enabled:
+            return
+        os.makedirs(out_dir, exist_ok=True)
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a", encoding="utf-8")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=resume_step + 1)
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, row["step"])
+
+    def close(self, plot: bool = True) -> Optional[str]:
+        if not self.enabled:
+            return None
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        return plot_loss_curve(self.path, os.path.join(self.out_dir, "loss_curve.png")) if plot else None
+
+
+def plot_loss_curve(metrics_path: str, png_path: str) -> Optional[str]:
+    """Training loss per step and held-out loss where measured; returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    valid = [(r["step"], r["valid_loss"]) for r in rows if r.get("valid_loss") is not None]
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(*zip(*train), label="train loss", lw=1)
+    if valid:
+        ax.plot(*zip(*valid), "o-", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png_path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return png_path
