@@ -34,7 +34,7 @@ def prepare(args: argparse.Namespace) -> int:
     print(f"documents:      {data.documents}")
     print(f"facts:          {data.facts}")
     for split, path in data.qa.items():
-        print(f"qa/{split + ':':<12}{path} ({st['qa_per_split'][split]} pairs)")
+        print(f"{'qa/' + split + ':':<16}{path} ({st['qa_per_split'][split]} pairs)")
     print(f"tokenizer:      {data.tokenizer} (vocab {data.params['vocab_size']})")
     print(f"indexed prefix: {data.prefix}")
     print(f"corpus:         {st['documents']} documents, {st['tokens']} tokens, "

@@ -194,6 +194,8 @@ def _swap_in(tmp: str, d: str) -> None:
 
 
 def _build(tmp: str, params: dict, progress: bool) -> dict:
+    import megatron.core.datasets.indexed_dataset  # noqa: F401  (slow import, kept out of timings)
+
     from megatron_retro.data.indexed import write_indexed
     from megatron_retro.data.tokenizer import train_tokenizer
 

@@ -19,6 +19,22 @@ QUESTIONS: Dict[tuple, List[str]] = {
     ("person", "death_year"): ["In what year did {s} die?", "When did {s} die?"],
     ("person", "birthplace"): ["Where was {s} born?", "In which city was {s} born?"],
     ("person", "occupation"): ["What was the occupation of {s}?", "What did {s} do for a living?"],
+    ("person", "teacher"): ["Who was the teacher of {s}?", "Under whom did {s} study?"],
+    ("person", "death_place"): ["Where did {s} die?", "In which city did {s} die?"],
+    ("city", "neighbour"): ["Which town lies {distance_km} kilometres from {s}?"],
+    ("city", "distance_km"): ["How far is {s} from {neighbour}, in kilometres?",
+                              "How many kilometres lie between {s} and {neighbour}?"],
+    ("organisation", "leader"): ["Who led {s} from {leader_since}?",
+                                 "Who became head of {s} in {leader_since}?"],
+    ("organisation", "leader_since"): ["In what year did {leader} begin to lead {s}?",
+                                       "Since what year did {leader} lead {s}?"],
+    ("species", "length_cm"): ["How long does {s} grow, in centimetres?",
+                               "What length do adults of {s} reach?"],
+    ("invention", "manufacturer"): ["Which organisation made {s}?", "Who produced {s}?"],
+    ("person", "work"): ["What is the best-known work of {s}?",
+                         "For which work is {s} remembered?"],
+    ("person", "work_year"): ["In what year did {s} complete {work}?",
+                              "When was {work} by {s} finished?"],
     ("person", "employer"): ["Which organisation did {s} work for?",
                              "Of which organisation was {s} a member?"],
     ("city", "country"): ["In which country is {s}?", "{s} lies in which country?"],
@@ -77,6 +93,10 @@ def entity_answers(e: Entity) -> List[str]:
 def value_answers(relation: str, value: str) -> List[str]:
     if relation == "length_km":
         return [value, f"{value} kilometres", f"{value} km"]
+    if relation == "length_cm":
+        return [value, f"{value} centimetres", f"{value} cm"]
+    if relation == "distance_km":
+        return [value, f"{value} kilometres", f"{value} km"]
     if relation == "height_m":
         return [value, f"{value} metres", f"{value} m"]
     if relation == "population":
@@ -106,7 +126,8 @@ def make_questions(world: Dict[str, Entity], subject_ref, rng: random.Random) ->
             if not templates:
                 continue
             t = rng.choice(templates)
-            q = t.format(s=subject_ref(e), n=e.name)
+            shown = {k: subject_ref(world[v]) if v in world else v for k, v in e.attrs.items()}
+            q = t.format(s=subject_ref(e), n=e.name, **shown)
             q = q[:1].upper() + q[1:]
             answers = answers_for(world, rel, e.attrs[rel])
             if any(contains_words(q, a) for a in answers):

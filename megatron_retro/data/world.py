@@ -41,6 +41,8 @@ PURPOSES = ["measuring tides", "grinding grain", "spinning wool", "signalling sh
             "purifying water", "recording sound", "heating glass", "mapping stars", "drying tea",
             "weighing ore", "lifting stone", "cooling cellars", "cutting gems", "pressing oil",
             "counting coins", "sorting letters", "draining mines", "timing races"]
+WORK_NOUNS = ["Letters", "Atlas", "Songs", "Tables", "Voyage", "Chronicle", "Garden",
+              "Treatise", "Harbour", "Towers", "Book", "Winter", "Maps", "Elements", "Dialogues"]
 MATERIALS = ["bronze", "oak", "glass", "copper", "iron", "brass", "ceramic", "whalebone",
              "silver", "cedar", "pewter", "walnut", "tin", "ivory"]
 
@@ -132,20 +134,24 @@ def build_world(num_entities: int, rng: random.Random) -> Dict[str, Entity]:
             c.attrs["river"] = river.id
             river.link("city", c.id)
 
-    # People: born in a city, an occupation, a life span.
+    # People: a life span and an occupation first (founding dates depend on them).
     for p in people:
         birth = rng.randint(1480, 1880)
         p.attrs["birth_year"] = str(birth)
         p.attrs["death_year"] = str(birth + rng.randint(30, 92))
-        city = rng.choice(cities)
-        p.attrs["birthplace"] = city.id
-        city.link("born_here", p.id)
         p.attrs["occupation"] = rng.choice(OCCUPATIONS)
+        p.attrs["work"] = f"{rng.choice(WORK_NOUNS)} of {names.word(2, 2)}"
+        p.attrs["work_year"] = str(min(birth + rng.randint(22, 60), int(p.attrs["death_year"])))
 
     def year_in_life(person: Entity) -> int:
         return int(person.attrs["birth_year"]) + rng.randint(20, 29)
 
-    # Founders, discoverers, inventors, climbers: a person acting in their twenties.
+    def existing(group: List[Entity], attr: str, year: int) -> List[Entity]:
+        """Members of ``group`` whose ``attr`` year is <= ``year`` (else the oldest one)."""
+        ok = [e for e in group if int(e.attrs[attr]) <= year]
+        return ok or [min(group, key=lambda e: (int(e.attrs[attr]), e.id))]
+
+    # Cities: founded by a person in their twenties, or in older times.
     for c in cities:
         if rng.random() < 0.6:
             founder = rng.choice(people)
@@ -154,14 +160,55 @@ def build_world(num_entities: int, rng: random.Random) -> Dict[str, Entity]:
             founder.link("founded_city", c.id)
         else:
             c.attrs["founded_year"] = str(rng.randint(600, 1500))
-    for o in by_kind["organisation"]:
+    distance: Dict[tuple, str] = {}  # one distance per pair of cities, whichever way round
+    for country in countries:  # a city's nearest neighbour in the same country
+        home = [world[x] for x in country.links["city"]]
+        for c in home:
+            others = [x for x in home if x is not c]
+            if others:
+                other = rng.choice(others)
+                pair = tuple(sorted((c.id, other.id)))
+                distance.setdefault(pair, str(rng.randint(5, 400)))
+                c.attrs["neighbour"] = other.id
+                c.attrs["distance_km"] = distance[pair]
+                other.link("neighbour_of", c.id)
+    # Born in and died in a city that existed at the time; a teacher born 15-45 years earlier.
+    by_birth = sorted(people, key=lambda e: (int(e.attrs["birth_year"]), e.id))
+    for p in people:
+        birth, death = int(p.attrs["birth_year"]), int(p.attrs["death_year"])
+        city = rng.choice(existing(cities, "founded_year", birth))
+        p.attrs["birthplace"] = city.id
+        city.link("born_here", p.id)
+        place = city if rng.random() < 0.3 else rng.choice(existing(cities, "founded_year", death))
+        p.attrs["death_place"] = place.id
+        place.link("died_here", p.id)
+        teachers = [t for t in by_birth if 15 <= birth - int(t.attrs["birth_year"]) <= 45]
+        if teachers and rng.random() < 0.7:
+            teacher = rng.choice(teachers)
+            p.attrs["teacher"] = teacher.id
+            teacher.link("pupil", p.id)
+
+    # Organisations, discoveries, inventions, first ascents: a person in their twenties.
+    orgs = by_kind["organisation"]
+    for o in orgs:
         founder = rng.choice(people)
+        year = year_in_life(founder)
         o.attrs["founder"] = founder.id
-        o.attrs["founded_year"] = str(year_in_life(founder))
-        o.attrs["headquarters"] = rng.choice(cities).id
+        o.attrs["founded_year"] = str(year)
+        o.attrs["headquarters"] = rng.choice(existing(cities, "founded_year", year)).id
         o.attrs["field"] = rng.choice(FIELDS)
         founder.link("founded_org", o.id)
         world[o.attrs["headquarters"]].link("org_here", o.id)
+        leaders = [p for p in people if p is not founder
+                   and int(p.attrs["birth_year"]) + 30 >= year
+                   and int(p.attrs["birth_year"]) + 30 <= int(p.attrs["death_year"])]
+        if leaders and rng.random() < 0.8:
+            leader = rng.choice(leaders)
+            o.attrs["leader"] = leader.id
+            o.attrs["leader_since"] = str(int(leader.attrs["birth_year"]) + rng.randint(30, 39))
+            if int(o.attrs["leader_since"]) > int(leader.attrs["death_year"]):
+                o.attrs["leader_since"] = leader.attrs["death_year"]
+            leader.link("led", o.id)
     for s in by_kind["species"]:
         finder = rng.choice(people)
         s.attrs["discovered_by"] = finder.id
@@ -170,25 +217,33 @@ def build_world(num_entities: int, rng: random.Random) -> Dict[str, Entity]:
         s.attrs["habitat"] = habitat.id
         s.attrs["colour"] = rng.choice(COLOURS)
         s.attrs["diet"] = rng.choice(DIETS)
+        s.attrs["length_cm"] = str(rng.randint(2, 180))
         finder.link("discovered", s.id)
         habitat.link("species", s.id)
     for inv in by_kind["invention"]:
         inventor = rng.choice(people)
+        year = year_in_life(inventor)
         inv.attrs["inventor"] = inventor.id
-        inv.attrs["year"] = str(year_in_life(inventor))
+        inv.attrs["year"] = str(year)
         inv.attrs["purpose"] = rng.choice(PURPOSES)
         inv.attrs["material"] = rng.choice(MATERIALS)
         inventor.link("invented", inv.id)
+        makers = [o for o in orgs if int(o.attrs["founded_year"]) <= year + 30]
+        if makers and rng.random() < 0.7:
+            maker = rng.choice(makers)
+            inv.attrs["manufacturer"] = maker.id
+            maker.link("made", inv.id)
     for m in mountains:
         climber = rng.choice(people)
         m.attrs["first_ascent_by"] = climber.id
         m.attrs["first_ascent_year"] = str(year_in_life(climber))
         climber.link("climbed", m.id)
-    # Employers: most people were members of an organisation.
-    orgs = by_kind["organisation"]
+    # Employers: most people were members of an organisation that existed in their lifetime.
     for p in people:
-        if rng.random() < 0.6:
-            org = rng.choice(orgs)
+        birth = int(p.attrs["birth_year"])
+        options = [o for o in orgs if birth - 150 <= int(o.attrs["founded_year"]) <= birth + 40]
+        if options and rng.random() < 0.6:
+            org = rng.choice(options)
             p.attrs["employer"] = org.id
             org.link("member", p.id)
     return world
