@@ -56,7 +56,7 @@ def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: O
     if data is None:
         from megatron_retro.training.data_setup import build_pretrain_data
 
-        data = build_pretrain_data(cfg)
+        data = build_pretrain_data(cfg, dp=ctx.dp)
     train = cfg.train
     num_micro = train.num_microbatches(ctx.dp)
     global_batch = num_micro * train.micro_batch_size * ctx.dp

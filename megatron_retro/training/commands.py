@@ -1,0 +1,32 @@
+"""CLI: `megatron-retro pretrain --config C [--tp T --pp P --steps N --out DIR] [key=value ...]`."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    from megatron_retro.cli import add_run_config_args
+
+    p = subparsers.add_parser("pretrain", help="pretrain a GPT (single process or under torchrun/Slurm/mpirun)")
+    add_run_config_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_pretrain)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    import json
+
+    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.parallel.initialize import destroy_parallel
+    from megatron_retro.training.pretrain import pretrain
+
+    cfg = run_config_from_args(args)
+    try:
+        result = pretrain(cfg, progress=not args.no_progress)
+    finally:
+        destroy_parallel()
+    if result.losses:
+        print(json.dumps({"final_step": result.final_step, "train_loss": result.last_loss,
+                          "valid_loss": result.valid_loss, "checkpoint": result.checkpoint,
+                          "metrics": f"{cfg.out_dir}/metrics.jsonl"}))
+    return 0

@@ -1,0 +1,40 @@
+"""Pretraining data for a run: the bundled (or a user's indexed) corpus as megatron GPT datasets.
+
+Rank 0 prepares the data directory first (generation, tokenizer, indexed dataset), the other
+ranks wait at a barrier and then reuse it, so concurrent ranks never race on the same files.
+"""
+from __future__ import annotations
+
+import torch.distributed as dist
+
+from megatron_retro.config import RunConfig
+from megatron_retro.training.pretrain import PretrainData
+
+
+def _rank0_first(fn):
+    if dist.is_initialized() and dist.get_rank() != 0:
+        dist.barrier()
+        return fn()
+    out = fn()
+    if dist.is_initialized():
+        dist.barrier()
+    return out
+
+
+def build_pretrain_data(cfg: RunConfig, dp: int = 1) -> PretrainData:
+    from megatron_retro.data.indexed import build_gpt_datasets
+    from megatron_retro.data.prepare import resolve_data
+    from megatron_retro.data.tokenizer import load_tokenizer
+
+    data = _rank0_first(lambda: resolve_data(cfg.data))
+    tokenizer = load_tokenizer(data.tokenizer)
+    train = cfg.train
+    global_batch = train.global_batch_size or train.micro_batch_size * dp
+    num_samples = (train.steps * global_batch, train.eval_iters * train.micro_batch_size * dp, None)
+    train_ds, valid_ds, _ = build_gpt_datasets(data.prefix, tokenizer, cfg.model.seq_length, cfg.data.split,
+                                               num_samples=num_samples, seed=cfg.data.seed)
+    if valid_ds is None:
+        from megatron_retro.errors import UserError
+
+        raise UserError(f"data.split={cfg.data.split!r}: the valid weight is 0; held-out loss needs documents")
+    return PretrainData(train=train_ds, valid=valid_ds, vocab_size=tokenizer.vocab_size)
