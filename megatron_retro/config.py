@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -184,8 +185,8 @@ class TrainConfig:
                  f"train.global_batch_size={self.global_batch_size}: must be >= 1")
         _require(self.lr > 0, f"train.lr={self.lr}: must be > 0")
         _require(0 <= self.min_lr <= self.lr, f"train.min_lr={self.min_lr}: must be in [0, train.lr={self.lr}]")
-        _require(0 <= self.lr_warmup_steps <= self.steps,
-                 f"train.lr_warmup_steps={self.lr_warmup_steps}: must be in [0, train.steps={self.steps}]")
+        _require(0 <= self.lr_warmup_steps < self.steps or self.lr_warmup_steps == 0,
+                 f"train.lr_warmup_steps={self.lr_warmup_steps}: must be in [0, train.steps={self.steps})")
         _require(self.clip_grad >= 0, f"train.clip_grad={self.clip_grad}: must be >= 0")
         _require(self.eval_interval >= 0, f"train.eval_interval={self.eval_interval}: must be >= 0")
 
@@ -306,6 +307,9 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -339,6 +343,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)

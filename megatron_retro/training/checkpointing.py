@@ -12,6 +12,11 @@ A checkpoint directory is complete iff it has no ``.tmp`` suffix and holds ``sta
 ``state.json`` is written last, inside the temporary directory, before the atomic rename.  A run
 killed at any moment therefore leaves the previous complete checkpoint as the newest one.
 
+Fault injection for tests: with ``MEGATRON_RETRO_FAULT_KILL_IN_SAVE=<step>`` in the environment
+the process SIGKILLs its process group (as a job scheduler would: the checkpoint writer helper
+processes die too) in the middle of writing that step's checkpoint (after the shards, before
+``state.json`` and the rename), the worst moment for a crash.
+
 Nothing executable is unpickled: dist_checkpointing's ``.metadata`` is a pickle of torch DCP
 dataclasses, so it is first read with an allow-list unpickler (:func:`verify_metadata_pickle`);
 ``common.pt`` is read by megatron with ``weights_only=True``; our own files are JSON / safetensors.
@@ -24,6 +29,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 from dataclasses import dataclass
 from typing import Optional
 
@@ -104,13 +110,17 @@ _ALLOWED_PICKLE_GLOBALS = {
 }
 
 
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list."""
+
+
 class _AllowListUnpickler(pickle.Unpickler):
     """Reconstructs only DCP metadata dataclasses and plain torch value types; refuses the rest."""
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_PICKLE_GLOBALS or module.startswith(_ALLOWED_PICKLE_PREFIXES):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name}")
+        raise _ForbiddenGlobal(f"{module}.{name}")
 
 
 def verify_metadata_pickle(path: str) -> None:
@@ -118,7 +128,7 @@ def verify_metadata_pickle(path: str) -> None:
     try:
         with open(path, "rb") as f:
             _AllowListUnpickler(io.BytesIO(f.read())).load()
-    except pickle.UnpicklingError as e:
+    except _ForbiddenGlobal as e:
         raise UserError(f"{path}: refusing to load: the pickle references {e} "
                         "(only torch.distributed.checkpoint metadata is allowed)") from None
     except Exception as e:  # truncated / corrupt
@@ -171,6 +181,8 @@ def save_checkpoint(directory: str, step: int, engine, state: dict, keep_last: i
     _barrier()
     dist_checkpointing.save(_sharded_state(engine, is_loading=False, with_optimizer=True), tmp)
     os.makedirs(os.path.join(tmp, "rng"), exist_ok=True)
+    if os.environ.get("MEGATRON_RETRO_FAULT_KILL_IN_SAVE") == str(step):
+        os.killpg(os.getpgid(0), signal.SIGKILL)
     save_file({k: v.contiguous() for k, v in _rng_state().items()},
               os.path.join(tmp, "rng", f"rank{_rank():05d}.safetensors"))
     _barrier()
