@@ -94,6 +94,11 @@ def empty(shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+def empty_like(t: torch.Tensor) -> torch.Tensor:
+    """Uninitialised buffer with t's shape, dtype and (dense) strides; tests poison it too."""
+    return torch.empty_like(t)
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot input_precision matching torch's matmul for `dtype` (TF32 only if torch allows it)."""
     if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:

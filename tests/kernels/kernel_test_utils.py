@@ -16,6 +16,11 @@ def poisoned_empty(shape, dtype, device):
     return torch.randint(0, 2, shape, device=device).to(dtype)
 
 
+def poisoned_empty_like(t):
+    """Like torch.empty_like (strides kept), filled with NaN."""
+    return torch.empty_like(t).fill_(float("nan"))
+
+
 def assert_close(actual, expected, dtype, scale=1.0, what=""):
     """Compare in float64 with the dtype's tolerance scaled by the reference's magnitude."""
     actual = actual.double()
