@@ -255,13 +255,16 @@ def _cca_dropout_mask_kernel(MASK, TOTAL, NK, p_drop, seed, BLOCK: tl.constexpr)
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _blocks(m: int, nk: int, hd: int) -> dict:
+def _blocks(m: int, nk: int, hd: int, dtype: torch.dtype, backward: bool) -> dict:
+    """Tile sizes.  GPU choices were checked with gpu_compile_check (sm_80, hd 64): no register
+    spills; fp32 (IEEE dots) needs narrower key tiles and 8 warps."""
     bd = next_pow2(hd)
     if interpreter_active():
         return dict(BLOCK_M=next_pow2(m), BLOCK_N=min(next_pow2(nk), 256), BLOCK_D=bd,
                     num_warps=4)
-    return dict(BLOCK_M=next_pow2(m), BLOCK_N=64 if bd <= 128 else 32, BLOCK_D=bd,
-                num_warps=4 if bd <= 64 else 8, num_stages=2)
+    wide = dtype == torch.float32 or bd > 64
+    return dict(BLOCK_M=next_pow2(m), BLOCK_N=32 if wide else 64, BLOCK_D=bd,
+                num_warps=8 if (wide or backward) else 4, num_stages=2)
 
 
 def cca_dropout_mask(bs, h, l, m, nk, p, seed, device) -> torch.Tensor:
@@ -277,7 +280,7 @@ def cca_forward(q, k, v, m, scale, p, seed):
     """Triton forward; returns (out [ns, bs, h, hd], lse [bs·h, l, BLOCK_M] fp32, log2)."""
     ns, bs, h, hd = q.shape
     l, nk = k.shape[1], k.shape[2]
-    cfg = _blocks(m, nk, hd)
+    cfg = _blocks(m, nk, hd, q.dtype, backward=False)
     out = empty((ns, bs, h, hd), q.dtype, q.device)
     lse = empty((bs * h, l, cfg["BLOCK_M"]), torch.float32, q.device)
     triton_launch(
@@ -295,7 +298,7 @@ def cca_backward(do, q, k, v, out, lse, m, scale, p, seed):
     """Triton backward; returns (dq, dk, dv) shaped (and, for dk/dv, strided) like q, k, v."""
     ns, bs, h, hd = q.shape
     l, nk = k.shape[1], k.shape[2]
-    cfg = _blocks(m, nk, hd)
+    cfg = _blocks(m, nk, hd, q.dtype, backward=True)
     dq = empty((ns, bs, h, hd), q.dtype, q.device)
     dk, dv = empty_like(k), empty_like(v)
     triton_launch(

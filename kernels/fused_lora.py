@@ -249,14 +249,25 @@ def _dropout_mask_kernel(MASK, M, K, p_drop, seed, BLOCK: tl.constexpr):
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _blocks(M: int, N: int, K: int, R: int) -> dict:
-    """Tile sizes: large tiles under the interpreter (cost is per tile), GPU-friendly otherwise."""
+def _blocks(M: int, N: int, K: int, R: int, dtype: torch.dtype, kernel: str) -> dict:
+    """Tile sizes of `kernel` ("fwd", "dx", "da", "db").  Large tiles under the interpreter (its
+    cost is per tile); on GPUs, choices checked with gpu_compile_check (sm_80, r = 32): no
+    register spills, shared memory well under 99 KiB."""
     br = next_pow2(R)
     if interpreter_active():
         return dict(BLOCK_M=min(next_pow2(M), 64), BLOCK_N=min(next_pow2(N), 128),
                     BLOCK_K=min(next_pow2(K), 128), BLOCK_R=br, num_warps=4)
-    return dict(BLOCK_M=64, BLOCK_N=128 if br <= 64 else 64, BLOCK_K=32, BLOCK_R=br,
-                num_warps=4, num_stages=3)
+    fp32 = dtype == torch.float32
+    cfg = {
+        "fwd": dict(BLOCK_M=64, BLOCK_N=64 if (fp32 or br > 64) else 128, BLOCK_K=32,
+                    num_warps=8 if fp32 else 4, num_stages=2 if fp32 else 3),
+        "dx": dict(BLOCK_M=64, BLOCK_N=32 if fp32 else 64, BLOCK_K=32 if fp32 else 64,
+                   num_warps=8, num_stages=2 if fp32 else 3),
+        "da": dict(BLOCK_M=64, BLOCK_K=32 if fp32 else 64, num_warps=8, num_stages=2),
+        "db": dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
+    }[kernel]
+    cfg["BLOCK_R"] = br
+    return cfg
 
 
 def _split_m(M: int, block_m: int, other_programs: int) -> tuple[int, int]:
@@ -281,7 +292,7 @@ def fused_lora_forward(x2, weight, lora_a, lora_b, scale, bias, p, seed):
     """Triton forward on 2-D x2 [M, K]; returns (y [M, N], h [M, BR] fp32)."""
     M, K = x2.shape
     N, R = weight.shape[0], lora_a.shape[0]
-    cfg = _blocks(M, N, K, R)
+    cfg = _blocks(M, N, K, R, x2.dtype, "fwd")
     y = empty((M, N), x2.dtype, x2.device)
     h = empty((M, cfg["BLOCK_R"]), torch.float32, x2.device)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"]))
@@ -302,16 +313,13 @@ def fused_lora_backward(dy, x2, weight, lora_a, lora_b, h, scale, p, seed, need_
     """Triton backward; returns (dx [M, K], da [R, K] | None, db [N, R] | None)."""
     M, K = x2.shape
     N, R = weight.shape[0], lora_a.shape[0]
-    cfg = _blocks(M, N, K, R)
+    dtype = x2.dtype
+    cfg = _blocks(M, N, K, R, dtype, "dx")
     br = cfg["BLOCK_R"]
-    prec = dot_precision(x2.dtype)
-    dfp32 = interpreter_active()
-    common = dict(DOT_FP32=dfp32, PRECISION=prec, num_warps=cfg["num_warps"])
-    if "num_stages" in cfg:
-        common["num_stages"] = cfg["num_stages"]
-    dx = empty((M, K), x2.dtype, x2.device)
+    common = dict(DOT_FP32=interpreter_active(), PRECISION=dot_precision(dtype))
+    dx = empty((M, K), dtype, x2.device)
     dh = empty((M, br), torch.float32, x2.device)
-    # Kernel 1 tiles [M, K] and loops over N: reuse the forward's (BM, BN, BK) with K as columns.
+    # Kernel 1 tiles [M, K] and streams dY along N: dY·W and dY·B from one read of dY.
     grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(K, cfg["BLOCK_K"]))
     triton_launch(
         _lora_bwd_dx_kernel, grid,
@@ -320,28 +328,29 @@ def fused_lora_backward(dy, x2, weight, lora_a, lora_b, h, scale, p, seed, need_
         dy.stride(0), dy.stride(1), weight.stride(0), weight.stride(1),
         lora_a.stride(0), lora_a.stride(1), lora_b.stride(0), lora_b.stride(1),
         dx.stride(0), dx.stride(1),
-        HAS_DROPOUT=p > 0.0, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-        BLOCK_K=cfg["BLOCK_K"], BLOCK_R=br, **common,
+        HAS_DROPOUT=p > 0.0, **common, **cfg,
     )
     da = db = None
     if need_da:
-        bk = cfg["BLOCK_K"] if interpreter_active() else 64
-        splits, per = _split_m(M, cfg["BLOCK_M"], triton.cdiv(K, bk))
+        cfg = _blocks(M, N, K, R, dtype, "da")
+        cfg.pop("BLOCK_N", None)
+        splits, per = _split_m(M, cfg["BLOCK_M"], triton.cdiv(K, cfg["BLOCK_K"]))
         part = empty((splits, br, K), torch.float32, x2.device)
         triton_launch(
-            _lora_bwd_da_kernel, (triton.cdiv(K, bk), splits),
+            _lora_bwd_da_kernel, (triton.cdiv(K, cfg["BLOCK_K"]), splits),
             x2, dh, part, M, K, R, float(p), int(seed), per, x2.stride(0), x2.stride(1),
-            HAS_DROPOUT=p > 0.0, BLOCK_M=cfg["BLOCK_M"], BLOCK_K=bk, BLOCK_R=br, **common,
+            HAS_DROPOUT=p > 0.0, **common, **cfg,
         )
         da = part.sum(0)[:R].to(lora_a.dtype)
     if need_db:
-        bn = cfg["BLOCK_N"] if interpreter_active() else 64
-        splits, per = _split_m(M, cfg["BLOCK_M"], triton.cdiv(N, bn))
+        cfg = _blocks(M, N, K, R, dtype, "db")
+        cfg.pop("BLOCK_K", None)
+        splits, per = _split_m(M, cfg["BLOCK_M"], triton.cdiv(N, cfg["BLOCK_N"]))
         part = empty((splits, N, br), torch.float32, x2.device)
         triton_launch(
-            _lora_bwd_db_kernel, (triton.cdiv(N, bn), splits),
+            _lora_bwd_db_kernel, (triton.cdiv(N, cfg["BLOCK_N"]), splits),
             dy, h, part, M, N, float(scale), per, dy.stride(0), dy.stride(1),
-            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=bn, BLOCK_R=br, **common,
+            **common, **cfg,
         )
         db = part.sum(0)[:, :R].to(lora_b.dtype)
     return dx, da, db
