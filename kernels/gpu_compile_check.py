@@ -11,6 +11,7 @@ Triton's interpreter does not see.  Must run in a process where TRITON_INTERPRET
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import subprocess
@@ -20,12 +21,15 @@ from contextlib import contextmanager
 
 import torch
 
-from . import chunked_cross_attention as cca
 from . import fused_lora as fl
+from . import nf4
 from ._dispatch import interpreter_active
 
+# the package exports the function chunked_cross_attention, which shadows the module attribute
+cca = importlib.import_module(__package__ + ".chunked_cross_attention")
+
 _TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
-                 torch.bool: "i1", torch.int64: "i64", torch.int32: "i32"}
+                 torch.bool: "i1", torch.uint8: "u8", torch.int64: "i64", torch.int32: "i32"}
 
 
 @contextmanager
@@ -33,12 +37,15 @@ def _recording(calls: list):
     def record(kernel, grid, *args, **kwargs):
         calls.append((kernel, grid, args, kwargs))
 
-    saved = fl.triton_launch, cca.triton_launch
-    fl.triton_launch = cca.triton_launch = record
+    modules = (fl, cca, nf4)
+    saved = [m.triton_launch for m in modules]
+    for m in modules:
+        m.triton_launch = record
     try:
         yield
     finally:
-        fl.triton_launch, cca.triton_launch = saved
+        for m, launch in zip(modules, saved):
+            m.triton_launch = launch
 
 
 def _compile(kernel, args, kwargs, capability: int):
@@ -88,7 +95,7 @@ def resource_usage(cubin: bytes) -> dict:
 
 
 def _workloads(dtype: torch.dtype):
-    """Representative launches: LoRA r=32 with dropout, CCA with hd=64, m=64, k·r=256."""
+    """Representative launches: LoRA r=32 with dropout, CCA with hd=64, m=64, k·r=256, NF4."""
     x = torch.randn(256, 512, dtype=dtype)
     w = torch.randn(384, 512, dtype=dtype)
     a, b = torch.randn(32, 512), torch.randn(384, 32)  # fp32 adapters
@@ -99,6 +106,8 @@ def _workloads(dtype: torch.dtype):
     k = torch.randn(2, 2, 256, 4, 64, dtype=dtype)
     out, lse = cca.cca_forward(q, k, k, 64, 0.125, 0.1, 1234)
     cca.cca_backward(torch.randn_like(out), q, k, k, out, lse, 64, 0.125, 0.1, 1234)
+    packed, absmax = nf4.nf4_quantize(w)
+    nf4.nf4_dequantize_triton(packed, absmax, w.shape, dtype, 64)
 
 
 def compile_all(dtype: torch.dtype = torch.bfloat16, capability: int = 80) -> list[dict]:

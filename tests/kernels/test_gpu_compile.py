@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-EXPECTED = {"_lora_fwd_kernel", "_lora_bwd_dx_kernel", "_lora_bwd_da_kernel",
+EXPECTED = {"_lora_fwd_kernel", "_lora_bwd_dx_kernel", "_lora_bwd_da_kernel", "_nf4_dequant_kernel",
             "_lora_bwd_db_kernel", "_cca_fwd_kernel", "_cca_bwd_kernel"}
 
 
