@@ -6,11 +6,14 @@ Notation (2-D after flattening the leading dims of x):
     s  LoRA scale (alpha / r),  p  LoRA dropout probability,  D = mask / (1 - p)  ([M, K])
     Xd = X ⊙ D (dropped input; Xd = X when p = 0),  H = Xd·Aᵀ  [M, R]
 
-Forward (one kernel, grid over [M, N] tiles): every program streams its X row tile along K once
-and feeds it to two dot products, X·Wᵀ into a [BM, BN] accumulator and Xd·Aᵀ into a [BM, R]
-accumulator; at the end it adds s·H·Bᵀ and the bias.  H is recomputed by each of the N/BN column
-programs (extra FLOPs fraction R/BN), which is what lets X be read once per tile instead of a
-second pass for H.  The programs of column 0 store H (fp32, [M, R]) for the backward.
+Forward (one kernel; program = BM rows × a group of G output column tiles): for its first
+column tile a program streams its X row tile along K once and feeds each loaded X tile to two
+dot products, X·Wᵀ into a [BM, BN] accumulator and Xd·Aᵀ into a [BM, R] accumulator, then adds
+s·H·Bᵀ and the bias in the epilogue; its other G-1 column tiles are plain GEMM tiles whose
+epilogues reuse H from registers.  So the LoRA path never re-reads X and never writes or re-reads
+an [M, N] intermediate (the torch chain writes X·Wᵀ and the LoRA term and reads both back).  H is
+computed once per group: redundant FLOPs are R/(BN·G) of the base GEMM; G is chosen for ~4
+programs per SM (`column_group`).  Group-0 programs store H (fp32, [M, R]) for the backward.
 
 Backward (W frozen: no dW).  With dY [M, N]:
     Y   = X·Wᵀ + s·H·Bᵀ,   H = Xd·Aᵀ,   Xd = X ⊙ D
@@ -19,8 +22,9 @@ Backward (W frozen: no dW).  With dY [M, N]:
     dA  = dHᵀ·Xd                              [R, K]
     dX  = dY·W + (dH·A) ⊙ D                   [M, K]   (base path + LoRA path through Xd)
     dbias = Σ_m dY                            [N]      (only if bias requires grad)
-Kernel 1 (grid over [M, K] tiles) streams dY once along N into dY·W and dY·B, then adds
-(s·dY·B)·A ⊙ D; its column-0 programs store dH.  Kernels 2 and 3 reduce over M (split in
+Kernel 1 (same grouped structure over [M, K] tiles) feeds each dY tile of its first column
+tile to dY·W and dY·B, and adds (s·dY·B)·A ⊙ D in every tile's epilogue; group-0 programs
+store dH.  Kernels 2 and 3 reduce over M (split in
 SPLIT_M slices, fp32 partials summed by torch) for dA and dB.  The dropout mask is never
 stored: both passes regenerate it with Philox from (seed, m·K + k).
 
@@ -59,22 +63,48 @@ MAX_RANK = 128  # larger ranks would not fit the [BM, R] accumulators in registe
 # Triton kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
+def _fwd_epilogue(acc, h_c, B, BIAS, Y, offs_m, mask_m, n_tile, N, R, scale, sbn, sbr, sym, syn,
+                  HAS_BIAS: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Y tile = acc + s·H·Bᵀ (+ bias), stored in Y's dtype."""
+    offs_n = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_r = tl.arange(0, BLOCK_R)
+    mask_n = offs_n < N
+    b = tl.load(B + offs_n[None, :] * sbn + offs_r[:, None] * sbr,
+                mask=mask_n[None, :] & (offs_r < R)[:, None], other=0.0)  # [BR, BN] = Bᵀ tile
+    b = b.to(Y.dtype.element_ty)  # the LoRA path runs in the activation dtype
+    if DOT_FP32:  # interpreter: bf16 tl.dot is broken there
+        lora = tl.dot(h_c.to(tl.float32), b.to(tl.float32))
+    else:
+        lora = tl.dot(h_c, b, input_precision=PRECISION)
+    acc += scale * lora
+    if HAS_BIAS:
+        acc += tl.load(BIAS + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    tl.store(Y + offs_m[:, None] * sym + offs_n[None, :] * syn, acc.to(Y.dtype.element_ty),
+             mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
 def _lora_fwd_kernel(
     X, W, A, B, BIAS, Y, H,
-    M, N, K, R, scale, p_drop, seed,
+    M, N, K, R, scale, p_drop, seed, GROUP,
     sxm, sxk, swn, swk, sar, sak, sbn, sbr, sym, syn,
     HAS_BIAS: tl.constexpr, HAS_DROPOUT: tl.constexpr, DOT_FP32: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
+    """Program (pid_m, pid_g): rows pid_m·BM.., output column tiles pid_g·GROUP .. +GROUP-1."""
     pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_g = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM]
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
     offs_r = tl.arange(0, BLOCK_R)  # [BR]
     mask_m = offs_m < M
-    mask_n = offs_n < N
     mask_r = offs_r < R
+    n_first = pid_g * GROUP
+    n_end = tl.minimum(n_first + GROUP, tl.cdiv(N, BLOCK_N))
+    # first column tile: each X tile feeds both X·Wᵀ and Xd·Aᵀ
+    offs_n = n_first * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
+    mask_n = offs_n < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # X·Wᵀ
     h = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)  # Xd·Aᵀ
     for k0 in range(0, K, BLOCK_K):
@@ -91,7 +121,7 @@ def _lora_fwd_kernel(
             xd = tl.where(rnd >= p_drop, x, 0.0).to(x.dtype)
         else:
             xd = x
-        if DOT_FP32:  # interpreter: bf16 tl.dot is broken there
+        if DOT_FP32:
             acc = tl.dot(x.to(tl.float32), w.to(tl.float32), acc)
             h = tl.dot(xd.to(tl.float32), a.to(tl.float32), h)
         else:
@@ -99,39 +129,74 @@ def _lora_fwd_kernel(
             h = tl.dot(xd, a, h, input_precision=PRECISION)
     if HAS_DROPOUT:
         h = h * (1.0 / (1.0 - p_drop))
-    if pid_n == 0:
+    if pid_g == 0:
         tl.store(H + offs_m[:, None] * BLOCK_R + offs_r[None, :], h, mask=mask_m[:, None])
-    b = tl.load(B + offs_n[None, :] * sbn + offs_r[:, None] * sbr,
-                mask=mask_n[None, :] & mask_r[:, None], other=0.0)  # [BR, BN] = Bᵀ tile
-    h_c = h.to(Y.dtype.element_ty)  # the LoRA path runs in the activation dtype
+    h_c = h.to(Y.dtype.element_ty)
+    _fwd_epilogue(acc, h_c, B, BIAS, Y, offs_m, mask_m, n_first, N, R, scale, sbn, sbr, sym,
+                  syn, HAS_BIAS, DOT_FP32, PRECISION, BLOCK_N, BLOCK_R)
+    # further column tiles of the group: plain GEMM tiles reusing H
+    for n_tile in range(n_first + 1, n_end):
+        offs_n = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < K
+            x = tl.load(X + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
+                        mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            w = tl.load(W + offs_n[None, :] * swn + offs_k[:, None] * swk,
+                        mask=mask_n[None, :] & mask_k[:, None], other=0.0)
+            if DOT_FP32:
+                acc = tl.dot(x.to(tl.float32), w.to(tl.float32), acc)
+            else:
+                acc = tl.dot(x, w, acc, input_precision=PRECISION)
+        _fwd_epilogue(acc, h_c, B, BIAS, Y, offs_m, mask_m, n_tile, N, R, scale, sbn, sbr, sym,
+                      syn, HAS_BIAS, DOT_FP32, PRECISION, BLOCK_N, BLOCK_R)
+
+
+@triton.jit
+def _dx_epilogue(acc, dh_c, A, DX, offs_m, mask_m, k_tile, K, R, p_drop, seed, sar, sak,
+                 sdxm, sdxk, HAS_DROPOUT: tl.constexpr, DOT_FP32: tl.constexpr,
+                 PRECISION: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
+    """dX tile = acc + (dH·A) ⊙ D, stored in dX's dtype."""
+    offs_k = k_tile * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_r = tl.arange(0, BLOCK_R)
+    mask_k = offs_k < K
+    a = tl.load(A + offs_r[:, None] * sar + offs_k[None, :] * sak,
+                mask=(offs_r < R)[:, None] & mask_k[None, :], other=0.0)  # [BR, BK]
+    a = a.to(DX.dtype.element_ty)
     if DOT_FP32:
-        lora = tl.dot(h_c.to(tl.float32), b.to(Y.dtype.element_ty).to(tl.float32))
+        lora = tl.dot(dh_c.to(tl.float32), a.to(tl.float32))
     else:
-        lora = tl.dot(h_c, b.to(Y.dtype.element_ty), input_precision=PRECISION)
-    acc += scale * lora
-    if HAS_BIAS:
-        bias = tl.load(BIAS + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-        acc += bias[None, :]
-    tl.store(Y + offs_m[:, None] * sym + offs_n[None, :] * syn, acc.to(Y.dtype.element_ty),
-             mask=mask_m[:, None] & mask_n[None, :])
+        lora = tl.dot(dh_c, a, input_precision=PRECISION)
+    if HAS_DROPOUT:
+        rnd = tl.rand(seed, offs_m[:, None].to(tl.int64) * K + offs_k[None, :])
+        lora = tl.where(rnd >= p_drop, lora * (1.0 / (1.0 - p_drop)), 0.0)
+    acc += lora
+    tl.store(DX + offs_m[:, None] * sdxm + offs_k[None, :] * sdxk, acc.to(DX.dtype.element_ty),
+             mask=mask_m[:, None] & mask_k[None, :])
 
 
 @triton.jit
 def _lora_bwd_dx_kernel(
     DY, W, A, B, DX, DH,
-    M, N, K, R, scale, p_drop, seed,
+    M, N, K, R, scale, p_drop, seed, GROUP,
     sdym, sdyn, swn, swk, sar, sak, sbn, sbr, sdxm, sdxk,
     HAS_DROPOUT: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
+    """Program (pid_m, pid_g): rows pid_m·BM.., input column tiles pid_g·GROUP .. +GROUP-1."""
     pid_m = tl.program_id(0)
-    pid_k = tl.program_id(1)
+    pid_g = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_r = tl.arange(0, BLOCK_R)
     mask_m = offs_m < M
-    mask_k = offs_k < K
     mask_r = offs_r < R
+    k_first = pid_g * GROUP
+    k_end = tl.minimum(k_first + GROUP, tl.cdiv(K, BLOCK_K))
+    # first column tile: each dY tile feeds both dY·W and dY·B
+    offs_k = k_first * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_k = offs_k < K
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # dY·W
     dh = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)  # dY·B
     for n0 in range(0, N, BLOCK_N):
@@ -150,21 +215,29 @@ def _lora_bwd_dx_kernel(
             acc = tl.dot(dy, w, acc, input_precision=PRECISION)
             dh = tl.dot(dy, b, dh, input_precision=PRECISION)
     dh = dh * scale
-    if pid_k == 0:
+    if pid_g == 0:
         tl.store(DH + offs_m[:, None] * BLOCK_R + offs_r[None, :], dh, mask=mask_m[:, None])
-    a = tl.load(A + offs_r[:, None] * sar + offs_k[None, :] * sak,
-                mask=mask_r[:, None] & mask_k[None, :], other=0.0)  # [BR, BK]
     dh_c = dh.to(DX.dtype.element_ty)
-    if DOT_FP32:
-        lora = tl.dot(dh_c.to(tl.float32), a.to(DX.dtype.element_ty).to(tl.float32))
-    else:
-        lora = tl.dot(dh_c, a.to(DX.dtype.element_ty), input_precision=PRECISION)
-    if HAS_DROPOUT:
-        rnd = tl.rand(seed, offs_m[:, None].to(tl.int64) * K + offs_k[None, :])
-        lora = tl.where(rnd >= p_drop, lora * (1.0 / (1.0 - p_drop)), 0.0)
-    acc += lora
-    tl.store(DX + offs_m[:, None] * sdxm + offs_k[None, :] * sdxk, acc.to(DX.dtype.element_ty),
-             mask=mask_m[:, None] & mask_k[None, :])
+    _dx_epilogue(acc, dh_c, A, DX, offs_m, mask_m, k_first, K, R, p_drop, seed, sar, sak, sdxm,
+                 sdxk, HAS_DROPOUT, DOT_FP32, PRECISION, BLOCK_K, BLOCK_R)
+    # further column tiles of the group: plain GEMM tiles reusing dH
+    for k_tile in range(k_first + 1, k_end):
+        offs_k = k_tile * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+        for n0 in range(0, N, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            mask_n = offs_n < N
+            dy = tl.load(DY + offs_m[:, None] * sdym + offs_n[None, :] * sdyn,
+                         mask=mask_m[:, None] & mask_n[None, :], other=0.0)
+            w = tl.load(W + offs_n[:, None] * swn + offs_k[None, :] * swk,
+                        mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+            if DOT_FP32:
+                acc = tl.dot(dy.to(tl.float32), w.to(tl.float32), acc)
+            else:
+                acc = tl.dot(dy, w, acc, input_precision=PRECISION)
+        _dx_epilogue(acc, dh_c, A, DX, offs_m, mask_m, k_tile, K, R, p_drop, seed, sar, sak,
+                     sdxm, sdxk, HAS_DROPOUT, DOT_FP32, PRECISION, BLOCK_K, BLOCK_R)
 
 
 @triton.jit
@@ -259,15 +332,29 @@ def _blocks(M: int, N: int, K: int, R: int, dtype: torch.dtype, kernel: str) -> 
                     BLOCK_K=min(next_pow2(K), 128), BLOCK_R=br, num_warps=4)
     fp32 = dtype == torch.float32
     cfg = {
-        "fwd": dict(BLOCK_M=64, BLOCK_N=64 if (fp32 or br > 64) else 128, BLOCK_K=32,
-                    num_warps=8 if fp32 else 4, num_stages=2 if fp32 else 3),
-        "dx": dict(BLOCK_M=64, BLOCK_N=32 if fp32 else 64, BLOCK_K=32 if fp32 else 64,
-                   num_warps=8, num_stages=2 if fp32 else 3),
+        "fwd": dict(BLOCK_M=32 if fp32 else 64, BLOCK_N=64 if (fp32 or br > 64) else 128,
+                    BLOCK_K=32, num_warps=8, num_stages=2 if fp32 else 3),
+        "dx": dict(BLOCK_M=32 if fp32 else 64, BLOCK_N=32 if fp32 else 64,
+                   BLOCK_K=32 if fp32 else 64, num_warps=8, num_stages=2 if fp32 else 3),
         "da": dict(BLOCK_M=64, BLOCK_K=32 if fp32 else 64, num_warps=8, num_stages=2),
         "db": dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
     }[kernel]
     cfg["BLOCK_R"] = br
     return cfg
+
+
+def column_group(row_tiles: int, col_tiles: int, device, group: int | None = None) -> int:
+    """Column tiles per program in the forward and dX kernels.  The LoRA rank product (H or dH)
+    is computed once per program and reused for its GROUP tiles, so larger groups waste fewer
+    FLOPs (R/(BLOCK·GROUP) of the base GEMM) but give fewer programs: aim for ~4 per SM."""
+    if group is not None:
+        return max(1, min(int(group), col_tiles))
+    if interpreter_active():  # two groups: exercises both the peeled tile and the reuse loop
+        return max(1, triton.cdiv(col_tiles, 2))
+    sms = 108
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(col_tiles, (row_tiles * col_tiles) // (4 * sms)))
 
 
 def _split_m(M: int, block_m: int, other_programs: int) -> tuple[int, int]:
@@ -288,18 +375,20 @@ def lora_dropout_mask(shape_mk: tuple[int, int], p: float, seed: int, device) ->
     return mask
 
 
-def fused_lora_forward(x2, weight, lora_a, lora_b, scale, bias, p, seed):
-    """Triton forward on 2-D x2 [M, K]; returns (y [M, N], h [M, BR] fp32)."""
+def fused_lora_forward(x2, weight, lora_a, lora_b, scale, bias, p, seed, group=None):
+    """Triton forward on 2-D x2 [M, K]; returns (y [M, N], h [M, BR] fp32).
+    `group`: output column tiles per program (default: `column_group`)."""
     M, K = x2.shape
     N, R = weight.shape[0], lora_a.shape[0]
     cfg = _blocks(M, N, K, R, x2.dtype, "fwd")
     y = empty((M, N), x2.dtype, x2.device)
     h = empty((M, cfg["BLOCK_R"]), torch.float32, x2.device)
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"]))
+    rows, cols = triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"])
+    g = column_group(rows, cols, x2.device, group)
     triton_launch(
-        _lora_fwd_kernel, grid,
+        _lora_fwd_kernel, (rows, triton.cdiv(cols, g)),
         x2, weight, lora_a, lora_b, bias if bias is not None else y, y, h,
-        M, N, K, R, float(scale), float(p), int(seed),
+        M, N, K, R, float(scale), float(p), int(seed), g,
         x2.stride(0), x2.stride(1), weight.stride(0), weight.stride(1),
         lora_a.stride(0), lora_a.stride(1), lora_b.stride(0), lora_b.stride(1),
         y.stride(0), y.stride(1),
@@ -309,8 +398,10 @@ def fused_lora_forward(x2, weight, lora_a, lora_b, scale, bias, p, seed):
     return y, h
 
 
-def fused_lora_backward(dy, x2, weight, lora_a, lora_b, h, scale, p, seed, need_da, need_db):
-    """Triton backward; returns (dx [M, K], da [R, K] | None, db [N, R] | None)."""
+def fused_lora_backward(dy, x2, weight, lora_a, lora_b, h, scale, p, seed, need_da, need_db,
+                        group=None):
+    """Triton backward; returns (dx [M, K], da [R, K] | None, db [N, R] | None).
+    `group`: dX column tiles per program (default: `column_group`)."""
     M, K = x2.shape
     N, R = weight.shape[0], lora_a.shape[0]
     dtype = x2.dtype
@@ -320,11 +411,12 @@ def fused_lora_backward(dy, x2, weight, lora_a, lora_b, h, scale, p, seed, need_
     dx = empty((M, K), dtype, x2.device)
     dh = empty((M, br), torch.float32, x2.device)
     # Kernel 1 tiles [M, K] and streams dY along N: dY·W and dY·B from one read of dY.
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(K, cfg["BLOCK_K"]))
+    rows, cols = triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(K, cfg["BLOCK_K"])
+    g = column_group(rows, cols, x2.device, group)
     triton_launch(
-        _lora_bwd_dx_kernel, grid,
+        _lora_bwd_dx_kernel, (rows, triton.cdiv(cols, g)),
         dy, weight, lora_a, lora_b, dx, dh,
-        M, N, K, R, float(scale), float(p), int(seed),
+        M, N, K, R, float(scale), float(p), int(seed), g,
         dy.stride(0), dy.stride(1), weight.stride(0), weight.stride(1),
         lora_a.stride(0), lora_a.stride(1), lora_b.stride(0), lora_b.stride(1),
         dx.stride(0), dx.stride(1),

@@ -119,3 +119,18 @@ def test_only_requested_gradients_are_computed():
     yr = fl.fused_lora_reference(xr, w.double(), ar, b.double(), 1.0, bb.double())
     (dar,) = torch.autograd.grad(yr.sum(), (ar,))
     assert_close(da, dar, torch.float32, what="da")
+
+
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_column_groups_cover_every_tile(group):
+    """Programs own `group` column tiles (H / dH computed on the first, reused on the rest):
+    ragged groups (3 tiles in groups of 2) and several row tiles, with dropout."""
+    M, K, N, R, p, seed = 70, 300, 341, 5, 0.1, 99
+    x, w, a, b, bb = make(M, K, N, R, torch.float32)
+    y, h = fl.fused_lora_forward(x, w, a, b, 0.5, bb, p, seed, group=group)
+    dy = torch.randn_like(y)
+    dx, da, db = fl.fused_lora_backward(dy, x, w, a, b, h, 0.5, p, seed, True, True, group=group)
+    mask = fl.lora_dropout_mask((M, K), p, seed, "cpu")
+    want = run_reference(x, w, a, b, bb, 0.5, dy, p=p, mask=mask)
+    for g, e, name in zip((y, dx, da, db), want, ("y", "dx", "da", "db")):
+        assert_close(g, e, torch.float32, what=f"{name} (group {group})")
