@@ -50,7 +50,9 @@ def device_check(kernel, *tensors: torch.Tensor | None) -> Dispatch:
     if device.type == "cuda":
         return Dispatch(True, "CUDA tensors")
     if device.type == "cpu" and interpreter_active():
-        if kernel_is_interpreted(kernel):
+        import triton.language as tl  # the helpers kernels call must be interpreted too
+
+        if kernel_is_interpreted(kernel) and kernel_is_interpreted(tl.sum):
             return Dispatch(True, "CPU tensors under TRITON_INTERPRET=1 (Triton interpreter)")
         return Dispatch(False, "TRITON_INTERPRET=1 was set after triton was imported (the kernels "
                                "are compiled-mode); set it before importing triton/megatron.core")
