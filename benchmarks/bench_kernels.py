@@ -5,7 +5,8 @@
 For each shape it prints the FLOPs (the math's, and what the Triton kernels execute including
 recomputation), the minimum HBM bytes of the fused kernel and of the torch
 path it replaces, and the resulting time floor on a reference GPU (A100-SXM: 312 TFLOP/s dense
-bf16/fp16 tensor core, 2.0 TB/s HBM; floor = max(FLOPs/peak, bytes/bandwidth), with the kernel's FLOPs for the fused column).  On a CUDA machine
+bf16/fp16 tensor core, 2.0 TB/s HBM; floor = max(FLOPs/peak, bytes/bandwidth), with the
+kernel's FLOPs for the fused column).  On a CUDA machine
 it also times, with triton.testing.do_bench (median ms), forward and forward+backward of
   - fused LoRA (Triton) vs the cuBLAS chain x·Wᵀ, x·Aᵀ, ·Bᵀ, add (the torch reference),
   - chunked cross-attention (Triton) vs megatron's pad/permute formulation with an unfused
@@ -78,7 +79,8 @@ class LoraShape:
             + 3 * e * M * N + (4 + e) * (R * K + N * R)
         # autograd: dT = s·dY (read, write M·N), dH = dT·B, dB = dTᵀ·H, dX = dY·W + dH·A (+ add)
         bwd = 2 * e * M * N + e * (M * N + M * R) + e * (M * N + M * R) \
-            + e * (M * N + N * K + M * K) + e * (M * R + M * K) + 3 * e * M * K + e * (M * R + M * K)
+            + e * (M * N + N * K + M * K) + e * (M * R + M * K) + 3 * e * M * K \
+            + e * (M * R + M * K)
         return fwd + (bwd if backward else 0)
 
 
@@ -156,7 +158,8 @@ def floors(dtype) -> list[dict]:
                 t_fused = max(fk / PEAK_FLOPS[dtype], bf / PEAK_BW)
                 t_unfused = max(f / PEAK_FLOPS[dtype], bu / PEAK_BW)
                 rows.append(dict(op=kind, shape=s.name, pass_="fwd+bwd" if bwd else "fwd",
-                                 gflop=f / 1e9, gflop_kernel=fk / 1e9, mb_fused=bf / 1e6, mb_unfused=bu / 1e6,
+                                 gflop=f / 1e9, gflop_kernel=fk / 1e9, mb_fused=bf / 1e6,
+                                 mb_unfused=bu / 1e6,
                                  floor_us_fused=t_fused * 1e6, floor_us_unfused=t_unfused * 1e6,
                                  shape_obj=s))
     return rows
@@ -179,7 +182,8 @@ def _bench_lora(s: LoraShape, dtype, backward: bool) -> dict:
                 torch.autograd.backward(y, dy, inputs=[x, a, b])
         return step
 
-    return {name: do_bench(run(be)) for name, be in (("triton", "triton"), ("cublas_chain", "torch"))}
+    return {name: do_bench(run(be))
+            for name, be in (("triton", "triton"), ("cublas_chain", "torch"))}
 
 
 def _bench_cca(s: CcaShape, dtype, backward: bool) -> dict:
@@ -220,8 +224,8 @@ def main(argv=None) -> None:
             bench = _bench_lora if row["op"] == "fused_lora" else _bench_cca
             row["ms"] = bench(row["shape_obj"], dtype, row["pass_"] == "fwd+bwd")
     sep = " | " if args.markdown else "  "
-    head = ["op", "shape", "pass", "GFLOP", "GFLOP kernel", "MB fused", "MB torch", "floor µs fused",
-            "floor µs torch"]
+    head = ["op", "shape", "pass", "GFLOP", "GFLOP kernel", "MB fused", "MB torch",
+            "floor µs fused", "floor µs torch"]
     if gpu:
         head += ["ms triton", "ms torch", "ms sdpa", "speed-up vs torch", "% of fused floor"]
     print(f"dtype {args.dtype}; floors on A100-SXM ({PEAK_FLOPS[dtype] / 1e12:.0f} TFLOP/s, "

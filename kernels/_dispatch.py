@@ -56,7 +56,8 @@ def device_check(kernel, *tensors: torch.Tensor | None) -> Dispatch:
             return Dispatch(True, "CPU tensors under TRITON_INTERPRET=1 (Triton interpreter)")
         return Dispatch(False, "TRITON_INTERPRET=1 was set after triton was imported (the kernels "
                                "are compiled-mode); set it before importing triton/megatron.core")
-    return Dispatch(False, f"{device.type} tensors: Triton needs CUDA (or TRITON_INTERPRET=1 on CPU)")
+    return Dispatch(False,
+                    f"{device.type} tensors: Triton needs CUDA (or TRITON_INTERPRET=1 on CPU)")
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -384,6 +384,9 @@ def _validate(q, k, v, chunk_length, dropout_p) -> None:
                          f"hd={hd}]; got {tuple(k.shape)}, {tuple(v.shape)}")
     if k.shape[2] < 1:
         raise ValueError("chunked_cross_attention: no neighbour tokens (nk = 0)")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"chunked_cross_attention: q, k, v dtypes differ ({dtype_name(q.dtype)}, "
+                         f"{dtype_name(k.dtype)}, {dtype_name(v.dtype)})")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"chunked_cross_attention: dropout_p must be in [0, 1), got {dropout_p}")
 

@@ -160,13 +160,16 @@ def test_unsupported_cases_give_reasons_and_fall_back(case, needle):
         q, k, v = q.double(), k.double(), v.double()
     ok, reason = cca.chunked_cross_attention_can_use_triton(q, k, v, m)
     assert not ok and needle in reason, reason
+    if case == "dtype":  # not just unsupported by the kernel: bad input for every path
+        with pytest.raises(ValueError, match="dtypes differ"):
+            cca.chunked_cross_attention(q, k, v, m, backend="torch")
+        return
     path = cca.chunked_cross_attention_dispatch(q, k, v, m)
     assert not path.use_triton
     with pytest.raises(ValueError, match="unsupported"):
         cca.chunked_cross_attention_dispatch(q, k, v, m, backend="triton")
-    if case != "dtype":
-        out = cca.chunked_cross_attention(q, k, v, m)  # auto: falls back, still computes
-        torch.testing.assert_close(out, cca.chunked_cross_attention_reference(q, k, v, m))
+    out = cca.chunked_cross_attention(q, k, v, m)  # auto: falls back, still computes
+    torch.testing.assert_close(out, cca.chunked_cross_attention_reference(q, k, v, m))
 
 
 def test_bad_shapes_raise():

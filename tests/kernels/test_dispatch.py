@@ -110,3 +110,17 @@ def test_import_without_interpreter():
     first, second = out.stdout.strip().splitlines()
     assert "Triton needs CUDA" in first
     assert "set after triton was imported" in second
+
+
+def test_cca_and_nf4_auto_on_cpu_use_reference():
+    import importlib
+
+    cca = importlib.import_module("megatron_retro.kernels.chunked_cross_attention")
+    from megatron_retro.kernels import nf4
+
+    q, k = torch.randn(20, 1, 2, 8), torch.randn(1, 2, 5, 2, 8)
+    path = cca.chunked_cross_attention_dispatch(q, k, k, 16)
+    assert not path.use_triton and "cpu tensors: torch reference" in path.reason
+    assert cca.chunked_cross_attention_can_use_triton(q, k, k, 16).use_triton  # interpreter
+    packed, absmax = nf4.nf4_quantize(torch.randn(2, 64))
+    assert not nf4.nf4_dispatch(packed, absmax, (2, 64)).use_triton
