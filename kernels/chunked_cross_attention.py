@@ -19,7 +19,9 @@ Interface (the kernel does the shift by indexing, no pad/permute copies of q or 
     q    [ns, bs, h, hd]        projected decoder queries of the whole (unshifted) sequence;
                                 any strides (e.g. a view into a fused projection)
     k, v [bs, l, nk, h, hd]     projected neighbour keys/values of each chunk; any strides, e.g.
-                                `neighbours_as_kv(...)` views megatron's [r, k·bs·l, h, hd]
+                                `neighbours_as_kv(...)` views megatron's [r, k·bs·l, h, hd].
+                                (Grouped-query k, v [bs, l, nk, h_kv, hd], h_kv | h, run on the
+                                torch reference only; the dispatch reason says so.)
     out  [ns, bs, h, hd]        contiguous; the caller applies the output projection.  Megatron
                                 gives rows t < pad exactly zero after its projection too (it pads
                                 after the projection + bias): zero those rows again if the
@@ -349,6 +351,9 @@ def chunked_cross_attention_reference(q, k, v, chunk_length=64, softmax_scale=No
     # shift left by pad, pad the tail: [l·m, bs, h, hd] -> per-chunk queries [bs, l, h, m, hd]
     qs = torch.nn.functional.pad(q[pad:], (0, 0, 0, 0, 0, 0, 0, m - 1))
     qs = qs.reshape(l, m, bs, h, hd).permute(2, 0, 3, 1, 4)
+    if k.shape[3] != h:  # grouped-query attention: each kv head serves h / h_kv query heads
+        k = k.repeat_interleave(h // k.shape[3], dim=3)
+        v = v.repeat_interleave(h // v.shape[3], dim=3)
     kk = k.permute(0, 1, 3, 2, 4)  # [bs, l, h, nk, hd]
     vv = v.permute(0, 1, 3, 2, 4)
     if impl == "sdpa" and keep_mask is None:
@@ -377,11 +382,13 @@ def _validate(q, k, v, chunk_length, dropout_p) -> None:
     if chunk_length < 1:
         raise ValueError(f"chunked_cross_attention: chunk_length must be >= 1, got {chunk_length}")
     l = num_chunks(ns, chunk_length)
-    want = (bs, l, k.shape[2], h, hd)
-    if tuple(k.shape) != want or tuple(v.shape) != want:
+    h_kv = k.shape[3]
+    want = (bs, l, k.shape[2], h_kv, hd)
+    if tuple(k.shape) != want or tuple(v.shape) != want or h_kv < 1 or h % h_kv:
         raise ValueError(f"chunked_cross_attention: with q {tuple(q.shape)} and chunk_length "
-                         f"{chunk_length} (l={l}), k and v must be [bs={bs}, l={l}, nk, h={h}, "
-                         f"hd={hd}]; got {tuple(k.shape)}, {tuple(v.shape)}")
+                         f"{chunk_length} (l={l}), k and v must be [bs={bs}, l={l}, nk, h_kv, "
+                         f"hd={hd}] with h_kv dividing h={h}; got {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
     if k.shape[2] < 1:
         raise ValueError("chunked_cross_attention: no neighbour tokens (nk = 0)")
     if k.dtype != q.dtype or v.dtype != q.dtype:
@@ -403,6 +410,9 @@ def chunked_cross_attention_can_use_triton(q, k, v, chunk_length=64) -> Dispatch
                                f"{dtype_name(k.dtype)}, {dtype_name(v.dtype)})")
     if q.shape[-1] > MAX_HEAD_DIM:
         return Dispatch(False, f"head dim {q.shape[-1]} > {MAX_HEAD_DIM}")
+    if k.shape[3] != q.shape[2]:
+        return Dispatch(False, f"grouped-query attention ({q.shape[2]} query heads, {k.shape[3]} "
+                               f"key/value heads) is not implemented in the kernel")
     if chunk_length > MAX_CHUNK:
         return Dispatch(False, f"chunk length {chunk_length} > {MAX_CHUNK} (one query block)")
     if q.numel() == 0:

@@ -146,6 +146,7 @@ def test_attention_dropout_mask_regenerated_in_backward():
     ("chunk", "chunk length 256 > 128"),
     ("dtype", "q, k, v dtypes differ (fp32, fp16, fp32)"),
     ("fp64", "dtype fp64 not in"),
+    ("gqa", "grouped-query attention (2 query heads, 1 key/value heads)"),
 ])
 def test_unsupported_cases_give_reasons_and_fall_back(case, needle):
     ns, m, hd = 20, 8, 4
@@ -153,7 +154,9 @@ def test_unsupported_cases_give_reasons_and_fall_back(case, needle):
         hd = 320
     if case == "chunk":
         ns, m = 300, 256
-    q, k, v = make(ns, m, 3, 1, 1, hd)
+    q, k, v = make(ns, m, 3, 1, 2, hd)
+    if case == "gqa":
+        k, v = k[:, :, :, :1], v[:, :, :, :1]
     if case == "dtype":
         k = k.half()
     if case == "fp64":
@@ -170,11 +173,15 @@ def test_unsupported_cases_give_reasons_and_fall_back(case, needle):
         cca.chunked_cross_attention_dispatch(q, k, v, m, backend="triton")
     out = cca.chunked_cross_attention(q, k, v, m)  # auto: falls back, still computes
     torch.testing.assert_close(out, cca.chunked_cross_attention_reference(q, k, v, m))
+    if case == "gqa":  # the reference's grouped heads equal repeated heads
+        rep = cca.chunked_cross_attention_reference(q, k.expand(-1, -1, -1, 2, -1),
+                                                    v.expand(-1, -1, -1, 2, -1), m)
+        torch.testing.assert_close(out, rep)
 
 
 def test_bad_shapes_raise():
     q, k, v = make(40, 16, 5, 2, 2, 4)
-    with pytest.raises(ValueError, match=r"k and v must be \[bs=2, l=3, nk, h=2, hd=4\]"):
+    with pytest.raises(ValueError, match=r"k and v must be \[bs=2, l=3, nk, h_kv, hd=4\]"):
         cca.chunked_cross_attention(q, k[:, :2], v[:, :2], 16)
     with pytest.raises(ValueError, match="q must be"):
         cca.chunked_cross_attention(q[0], k, v, 16)
