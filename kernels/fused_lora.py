@@ -24,8 +24,8 @@ Backward (W frozen: no dW).  With dY [M, N]:
     dbias = Σ_m dY                            [N]      (only if bias requires grad)
 Kernel 1 (same grouped structure over [M, K] tiles) feeds each dY tile of its first column
 tile to dY·W and dY·B, and adds (s·dY·B)·A ⊙ D in every tile's epilogue; group-0 programs
-store dH.  Kernels 2 and 3 reduce over M (split in
-SPLIT_M slices, fp32 partials summed by torch) for dA and dB.  The dropout mask is never
+store dH.  Kernels 2 and 3 reduce over M (split in SPLIT_M slices, fp32 partials summed by
+torch) for dA and dB.  The dropout mask is never
 stored: both passes regenerate it with Philox from (seed, m·K + k).
 
 Precision: X and W share a dtype (fp32, fp16, bf16); A and B may be fp32 (adapters kept in fp32)
@@ -35,7 +35,10 @@ dA, dB come back in the dtypes of A and B.
 Tensor parallelism (one rule, see DESIGN.md): the op is shape-generic, so a column-parallel shard
 calls it with W [N/tp, K], A [R, K] (replicated), B [N/tp, R], bias shard; a row-parallel shard
 with X [M, K/tp], W [N, K/tp], A [R, K/tp], B [N, R] (replicated) and bias=None (the bias is added
-after the all-reduce that sums the partial outputs, LoRA term included).
+after the all-reduce that sums the partial outputs, LoRA term included).  The gradients this op
+returns are per shard; the caller reduces the replicated adapter's: column-parallel dA is a
+partial sum over the output shards (all-reduce it over the TP group), row-parallel dB a partial
+sum over the input shards (likewise); with sequence parallelism also over the sequence shards.
 """
 from __future__ import annotations
 
