@@ -69,10 +69,13 @@ def open_indexed(prefix: str):
 
 
 def read_documents_tokens(prefix: str, doc_ids: Optional[Iterable[int]] = None) -> List[np.ndarray]:
-    """Token ids (with the trailing EOD) of the given documents (all by default)."""
+    """Token ids (with the trailing EOD) of the given documents (all by default).
+
+    Copies: megatron's arrays are views of a memory map that closes with its dataset.
+    """
     ds = open_indexed(prefix)
     ids = range(len(ds)) if doc_ids is None else doc_ids
-    return [np.asarray(ds[i]) for i in ids]
+    return [np.array(ds[i], copy=True) for i in ids]
 
 
 def build_gpt_datasets(prefix: str, tokenizer, seq_length: int, split: str = "98,2,0",

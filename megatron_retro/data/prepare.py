@@ -2,8 +2,9 @@
 
 ``prepare_bundled_data(dir, num_entities, vocab_size, seed, split)`` is idempotent and atomic:
 - everything is written into a temporary sibling directory, the manifest last, and the
-  directory then replaces ``dir`` with ``os.replace``; a killed run leaves ``dir`` as it was
-  (or absent), never half-written with a manifest;
+  directory then replaces ``dir`` with two renames (old ``dir`` aside, new one in); a killed
+  run leaves ``dir`` as it was, or absent (killed between the renames), never half-written
+  with a manifest; leftovers of killed runs are deleted by the next call;
 - ``manifest.json`` records the generator version, the parameters, file sizes and SHA-256
   hashes and corpus statistics; a later call with the same parameters whose files still match
   reuses them, any other call regenerates;
@@ -171,6 +172,7 @@ def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 409
                 and _files_match(d, manifest) is None):
             return _paths(d, manifest, reused=True)
         _check_replaceable(d)
+        _remove_leftovers(d)
         tmp = tempfile.mkdtemp(prefix=os.path.basename(d) + ".tmp-", dir=os.path.dirname(d))
         try:
             manifest = _build(tmp, params, progress)
@@ -179,6 +181,14 @@ def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 409
             if os.path.exists(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
         return _paths(d, manifest, reused=False)
+
+
+def _remove_leftovers(d: str) -> None:
+    """Delete temporary siblings of ``d`` that killed runs left (we hold the lock)."""
+    parent, base = os.path.dirname(d), os.path.basename(d)
+    for name in os.listdir(parent):
+        if name.startswith(base + ".tmp-") or name.startswith(base + ".old-"):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
 def _swap_in(tmp: str, d: str) -> None:
@@ -264,7 +274,7 @@ def heldout_stream(prefix: str, split: str = "98,2,0", which: str = "valid") -> 
     b, e = document_split(len(ds), split)[SPLITS.index(which)]
     if b == e:
         return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.asarray(ds[i], dtype=np.int64) for i in range(b, e)])
+    return np.concatenate([np.array(ds[i], dtype=np.int64) for i in range(b, e)])  # copies
 
 
 def heldout_tokens(data: BundledData, which: str = "valid") -> np.ndarray:
