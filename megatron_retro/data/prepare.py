@@ -240,6 +240,7 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
         "documents_per_split": {s: e - b for s, (b, e) in zip(SPLITS, ranges)},
         "tokens_per_split": split_tokens,
         "qa_per_split": {s: sum(q.split == s for q in enc.qa) for s in SPLITS},
+        **retrieval_coverage(enc),
         "unigram_entropy_train_nats": round(unigram_entropy(train_ids), 4),
         "unigram_entropy_valid_nats": round(unigram_entropy(valid_ids), 4),
         "unigram_cross_entropy_valid_nats": round(
@@ -260,6 +261,20 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
         os.fsync(f.fileno())
     os.replace(os.path.join(tmp, MANIFEST + ".tmp"), os.path.join(tmp, MANIFEST))
     return manifest
+
+
+def retrieval_coverage(enc) -> dict:
+    """How much of the held-out text and the QA answers the training documents cover:
+    the share of facts stated in valid/test documents that some train document also states
+    (what lets neighbours retrieved from *other* documents help), and the share of QA pairs
+    with a gold document in the train split."""
+    split_of = {d.id: d.split for d in enc.documents}
+    held = {f for d in enc.documents if d.split != "train" for f in d.facts}
+    covered = sum(any(split_of[i] == "train" for i in enc.facts[f].doc_ids) for f in held)
+    qa_ok = sum(any(split_of[i] == "train" for i in q.gold_doc_ids) for q in enc.qa)
+    return {"heldout_facts": len(held),
+            "heldout_facts_in_train_docs": round(covered / max(1, len(held)), 4),
+            "qa_with_train_gold_doc": round(qa_ok / max(1, len(enc.qa)), 4)}
 
 
 # -- token statistics ----------------------------------------------------------------------

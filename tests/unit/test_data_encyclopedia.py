@@ -169,3 +169,25 @@ def test_qa_files_are_nq_open_style(enc, tmp_path):
     open(path, "w").write('{"question": "q?", "answers": []}\n')
     with pytest.raises(UserError, match=r"qa.jsonl:1: 'answers' must be a non-empty list"):
         read_qa(path)
+
+
+def test_heldout_facts_are_stated_in_training_documents(enc):
+    from megatron_retro.data.prepare import retrieval_coverage
+
+    cov = retrieval_coverage(enc)
+    assert cov["heldout_facts"] > 100
+    assert cov["heldout_facts_in_train_docs"] > 0.95
+    assert cov["qa_with_train_gold_doc"] > 0.95
+
+
+def test_answers_not_guessable_from_question_alone(enc):
+    """The best question-blind guess (the most frequent train answer of the relation)
+    gets few test questions right: the answers have to come from the corpus."""
+    train = collections.defaultdict(collections.Counter)
+    for q in enc.qa:
+        if q.split == "train":
+            train[q.relation][q.answers[0]] += 1
+    test = [q for q in enc.qa if q.split != "train"]
+    hits = sum(bool(train[q.relation]) and train[q.relation].most_common(1)[0][0] == q.answers[0]
+               for q in test)
+    assert hits / len(test) < 0.1

@@ -196,3 +196,22 @@ def test_cli_prepare_prints_paths_and_stats(bundle, capsys):
     assert "(reused)" in out and bundle.tokenizer in out and bundle.prefix in out
     assert f"{bundle.stats['documents']} documents, {bundle.stats['tokens']} tokens" in out
     assert "unigram entropy: train" in out
+
+
+def test_resolve_data_from_data_config(bundle, tmp_path):
+    from megatron_retro.config import DataConfig
+    from megatron_retro.data.prepare import resolve_data
+
+    cfg = DataConfig(dir=bundle.dir, num_entities=40, vocab_size=400, seed=11, split="80,10,10")
+    data = resolve_data(cfg)
+    assert data.reused and data.prefix == bundle.prefix and data.tokenizer == bundle.tokenizer
+    indexed = DataConfig(source="indexed", prefix=bundle.prefix, tokenizer=bundle.tokenizer,
+                         dir=str(tmp_path))
+    data = resolve_data(indexed)
+    assert data.prefix == bundle.prefix and data.tokenizer == bundle.tokenizer
+    missing = DataConfig(source="indexed", prefix=str(tmp_path / "none"), dir=str(tmp_path))
+    with pytest.raises(UserError, match=r"none.idx: indexed dataset file not found"):
+        resolve_data(missing)
+    no_tok = DataConfig(source="indexed", prefix=bundle.prefix, dir=str(tmp_path))
+    with pytest.raises(UserError, match=r"tokenizer.model: tokenizer file not found"):
+        resolve_data(no_tok)
