@@ -174,6 +174,9 @@ def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 409
         _check_replaceable(d)
         _remove_leftovers(d)
         tmp = tempfile.mkdtemp(prefix=os.path.basename(d) + ".tmp-", dir=os.path.dirname(d))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the data dir is not
         try:
             manifest = _build(tmp, params, progress)
             _swap_in(tmp, d)
@@ -210,7 +213,7 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
     from megatron_retro.data.tokenizer import train_tokenizer
 
     times = {}
-    t0 = time.time()
+    t_start = t0 = time.time()
     enc = generate(params["num_entities"], params["seed"], params["split"])
     write_documents(enc.documents, os.path.join(tmp, "documents.jsonl"))
     write_facts(enc.facts, os.path.join(tmp, "facts.jsonl"))
@@ -247,6 +250,7 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
             unigram_cross_entropy(train_ids, valid_ids, tok.vocab_size), 4),
         **times,
     }
+    stats["total_s"] = round(time.time() - t_start, 3)  # + hashing below
     files = {}
     for root, _, names in os.walk(tmp):
         for name in sorted(names):

@@ -32,6 +32,9 @@ def _mtimes(d):
 
 def test_layout_and_manifest(bundle):
     assert not bundle.reused
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(bundle.dir).st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
     for path in [bundle.documents, bundle.facts, bundle.tokenizer, bundle.manifest,
                  bundle.prefix + ".bin", bundle.prefix + ".idx", *bundle.qa.values()]:
         assert os.path.isfile(path), path
