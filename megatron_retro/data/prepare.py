@@ -106,8 +106,12 @@ def _files_match(d: str, manifest: dict) -> Optional[str]:
         path = os.path.join(d, rel)
         if not os.path.isfile(path):
             return f"{path}: missing"
-        if os.path.getsize(path) != info.get("bytes") or _sha256(path) != info.get("sha256"):
-            return f"{path}: changed since it was written (hash mismatch)"
+        size = os.path.getsize(path)
+        if size != info.get("bytes"):
+            return (f"{path}: {size} bytes, the manifest says {info.get('bytes')} "
+                    f"(truncated or changed since it was written)")
+        if _sha256(path) != info.get("sha256"):
+            return f"{path}: changed since it was written (SHA-256 mismatch)"
     return None
 
 

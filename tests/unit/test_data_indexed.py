@@ -114,6 +114,17 @@ def test_gpt_datasets_with_process_group(built, tmp_path):
         torch.distributed.destroy_process_group()
 
 
+def test_rank_not_building_gets_none(built, tmp_path):
+    _, tok, prefix, _, _ = built
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert build_gpt_datasets(prefix, tok, SEQ, SPLIT, cache_dir=str(tmp_path / "c"),
+                                  build_on_this_rank=lambda: False) == (None, None, None)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def _two_rank_worker(rank, prefix, tok_path, cache, store, out):
     from megatron_retro.data.indexed import build_gpt_datasets as build
     from megatron_retro.data.tokenizer import load_tokenizer

@@ -103,10 +103,14 @@ def test_other_parameters_regenerate(tmp_path):
     assert second.params["seed"] == 12
     with pytest.raises(UserError, match=r"manifest.json: prepared with seed=12, expected 11"):
         load_bundled_data(d, **ARGS)
-    # a changed file is detected, and a later prepare repairs it
-    with open(second.facts, "a") as f:
-        f.write("\n")
+    # a changed or truncated file is detected, and a later prepare repairs it
+    raw = open(second.facts, "rb").read()
+    open(second.facts, "wb").write(raw[:-1] + b"x")
     with pytest.raises(UserError, match=r"facts.jsonl: changed since it was written"):
+        load_bundled_data(d)
+    open(second.documents, "r+b").truncate(1000)
+    with pytest.raises(UserError, match=r"documents.jsonl: 1000 bytes, the manifest says \d+ "
+                                        r"\(truncated"):
         load_bundled_data(d)
     assert not prepare_bundled_data(d, progress=False, **{**ARGS, "seed": 12}).reused
     assert load_bundled_data(d, seed=12).reused
