@@ -11,6 +11,7 @@ come from what was actually written.
 """
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -72,6 +73,9 @@ class Renderer:
         self.by_kind: Dict[str, List[Entity]] = {}
         for e in world.values():
             self.by_kind.setdefault(e.kind, []).append(e)
+        self.by_birth = sorted(self.by_kind.get("person", []),
+                               key=lambda e: (int(e.attrs["birth_year"]), e.id))
+        self.births = [int(e.attrs["birth_year"]) for e in self.by_birth]
 
     # -- names and asides ----------------------------------------------------------------
     def ent(self, x) -> Entity:
@@ -281,9 +285,11 @@ class Renderer:
                          "{fam} is remembered above all for {work}, finished in {wy}."],
                         work=a["work"], wy=a["work_year"], **kw),
               [fid(p, "work"), fid(p, "work_year")])
-        for x in self.rng.sample(self.by_kind["person"], 3):
-            if x is p:
-                continue
+        born = int(a["birth_year"])
+        peers = [x for x in self.by_birth[bisect.bisect_left(self.births, born - 25):
+                                          bisect.bisect_right(self.births, born + 25)]
+                 if x is not p]  # contemporaries: born within 25 years, adults together
+        for x in self.rng.sample(peers, min(3, len(peers))):
             other, facts = self.mention(x, 0.9)
             d.add(self.pick(["{fam} once met {o}.", "Among the friends of {fam} was {o}.",
                              "{fam} exchanged letters with {o}.",

@@ -30,7 +30,7 @@ from megatron_retro.data.qa import answers_for, make_questions, split_by_entity
 from megatron_retro.data.world import Entity, build_world
 from megatron_retro.errors import UserError
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SPLITS = ("train", "valid", "test")
 
 

@@ -185,8 +185,9 @@ def build_world(num_entities: int, rng: random.Random) -> Dict[str, Entity]:
         place = city if rng.random() < 0.3 else rng.choice(existing(cities, "founded_year", death))
         p.attrs["death_place"] = place.id
         place.link("died_here", p.id)
-        teachers = by_birth[bisect.bisect_left(births, birth - 45):
-                            bisect.bisect_right(births, birth - 15)]
+        teachers = [t for t in by_birth[bisect.bisect_left(births, birth - 45):
+                                        bisect.bisect_right(births, birth - 15)]
+                    if int(t.attrs["death_year"]) >= birth + 12]  # alive to teach
         if teachers and rng.random() < 0.7:
             teacher = rng.choice(teachers)
             p.attrs["teacher"] = teacher.id

@@ -191,3 +191,32 @@ def test_answers_not_guessable_from_question_alone(enc):
     hits = sum(bool(train[q.relation]) and train[q.relation].most_common(1)[0][0] == q.answers[0]
                for q in test)
     assert hits / len(test) < 0.1
+
+
+def test_dates_are_consistent(enc):
+    """Nobody acts before birth or after death; places exist when people are born there."""
+    w = enc.entities
+    year = lambda e, a: int(w[e].attrs[a]) if isinstance(e, str) else int(e.attrs[a])  # noqa: E731
+
+    def alive(pid, y):
+        return year(pid, "birth_year") <= y <= year(pid, "death_year")
+
+    for e in w.values():
+        a = e.attrs
+        if e.kind == "person":
+            assert year(e, "birth_year") < year(e, "work_year") <= year(e, "death_year")
+            assert year(a["birthplace"], "founded_year") <= year(e, "birth_year")
+            assert year(a["death_place"], "founded_year") <= year(e, "death_year")
+            if "teacher" in a:
+                assert alive(a["teacher"], year(e, "birth_year") + 12)
+            if "employer" in a:
+                assert year(a["employer"], "founded_year") <= year(e, "birth_year") + 40
+        for actor, when in (("founder", "founded_year"), ("discovered_by", "discovery_year"),
+                            ("inventor", "year"), ("first_ascent_by", "first_ascent_year"),
+                            ("leader", "leader_since")):
+            if actor in a:
+                assert alive(a[actor], int(a[when])), (e.id, actor)
+        if e.kind == "organisation":
+            assert year(a["headquarters"], "founded_year") <= int(a["founded_year"])
+            if "leader" in a:
+                assert int(a["leader_since"]) >= int(a["founded_year"])
