@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -280,9 +281,26 @@ def retrieval_coverage(enc) -> dict:
     held = {f for d in enc.documents if d.split != "train" for f in d.facts}
     covered = sum(any(split_of[i] == "train" for i in enc.facts[f].doc_ids) for f in held)
     qa_ok = sum(any(split_of[i] == "train" for i in q.gold_doc_ids) for q in enc.qa)
+    per_fact = sorted(len(f.doc_ids) for f in enc.facts.values())
     return {"heldout_facts": len(held),
             "heldout_facts_in_train_docs": round(covered / max(1, len(held)), 4),
-            "qa_with_train_gold_doc": round(qa_ok / max(1, len(enc.qa)), 4)}
+            "qa_with_train_gold_doc": round(qa_ok / max(1, len(enc.qa)), 4),
+            "docs_per_fact_min_median_max": [per_fact[0], per_fact[len(per_fact) // 2],
+                                             per_fact[-1]],
+            "qa_blind_baseline_test_em": round(blind_baseline_em(enc.qa), 4)}
+
+
+def blind_baseline_em(qa) -> float:
+    """Exact match on the test QA of the best question-blind guess: the most frequent train
+    answer of the question's relation. Low = the answers must come from the corpus."""
+    best: Dict[str, Counter] = {}
+    for q in qa:
+        if q.split == "train":
+            best.setdefault(q.relation, Counter())[q.answers[0]] += 1
+    test = [q for q in qa if q.split == "test"]
+    hits = sum(q.relation in best and best[q.relation].most_common(1)[0][0] == q.answers[0]
+               for q in test)
+    return hits / max(1, len(test))
 
 
 # -- token statistics ----------------------------------------------------------------------

@@ -183,13 +183,16 @@ def test_heldout_facts_are_stated_in_training_documents(enc):
 def test_answers_not_guessable_from_question_alone(enc):
     """The best question-blind guess (the most frequent train answer of the relation)
     gets few test questions right: the answers have to come from the corpus."""
+    from megatron_retro.data.prepare import blind_baseline_em
+
     train = collections.defaultdict(collections.Counter)
     for q in enc.qa:
         if q.split == "train":
             train[q.relation][q.answers[0]] += 1
-    test = [q for q in enc.qa if q.split != "train"]
+    test = [q for q in enc.qa if q.split == "test"]
     hits = sum(bool(train[q.relation]) and train[q.relation].most_common(1)[0][0] == q.answers[0]
                for q in test)
+    assert blind_baseline_em(enc.qa) == pytest.approx(hits / len(test))
     assert hits / len(test) < 0.1
 
 
