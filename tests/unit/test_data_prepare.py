@@ -222,3 +222,19 @@ def test_resolve_data_from_data_config(bundle, tmp_path):
     no_tok = DataConfig(source="indexed", prefix=bundle.prefix, dir=str(tmp_path))
     with pytest.raises(UserError, match=r"tokenizer.model: tokenizer file not found"):
         resolve_data(no_tok)
+
+
+def test_cli_bad_input_is_one_line_error(tmp_path, monkeypatch, capsys):
+    from megatron_retro import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["megatron_retro.data.commands"])
+    d = tmp_path / "notes"
+    d.mkdir()
+    (d / "todo.txt").write_text("keep me")
+    code = cli.main(["data", "prepare", "--dir", str(d), "--num-entities", "40",
+                     "--vocab-size", "400", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("megatron-retro data: error: ") and "todo.txt" in err
+    code = cli.main(["data", "prepare", "--dir", str(tmp_path / "x"), "--num-entities", "2"])
+    assert code == 2 and "num_entities=2: must be >= 10" in capsys.readouterr().err
