@@ -166,8 +166,12 @@ def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 409
         raise UserError(f"vocab_size={vocab_size}: must be >= 64")
     params = _params(num_entities, vocab_size, seed, split)
     d = os.path.abspath(d)
-    os.makedirs(os.path.dirname(d), exist_ok=True)
-    with open(d + ".lock", "w") as lock:
+    try:
+        os.makedirs(os.path.dirname(d), exist_ok=True)
+        lock = open(d + ".lock", "w")
+    except OSError as e:
+        raise UserError(f"{d}: cannot create the data directory there ({e.strerror})") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             manifest = read_manifest(d)

@@ -238,3 +238,10 @@ def test_cli_bad_input_is_one_line_error(tmp_path, monkeypatch, capsys):
     assert err.startswith("megatron-retro data: error: ") and "todo.txt" in err
     code = cli.main(["data", "prepare", "--dir", str(tmp_path / "x"), "--num-entities", "2"])
     assert code == 2 and "num_entities=2: must be >= 10" in capsys.readouterr().err
+
+
+def test_unwritable_location(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    with pytest.raises(UserError, match=r"file/data: cannot create the data directory there"):
+        prepare_bundled_data(str(blocker / "data"), progress=False, **ARGS)
