@@ -1,0 +1,12 @@
+"""Data: the bundled synthetic encyclopedia, its tokenizer, megatron indexed datasets.
+
+Public entry points (import from the submodules; this package imports nothing heavy):
+- ``prepare.prepare_bundled_data(dir, num_entities, vocab_size, seed, split) -> BundledData``
+  and ``prepare.load_bundled_data(dir, ...)``, ``prepare.resolve_data(data_config)``
+- ``stats.heldout_tokens(bundle, "valid")``, ``stats.unigram_entropy(ids)``,
+  ``stats.unigram_cross_entropy(train_ids, eval_ids, vocab_size)`` (also importable from
+  ``prepare``)
+- ``tokenizer.load_tokenizer(path) -> Tokenizer`` (``.megatron`` for GPTDatasetConfig)
+- ``indexed.build_gpt_datasets(prefix, tokenizer, seq_length, split, num_samples, seed)``
+- ``encyclopedia.generate(num_entities, seed)``, ``encyclopedia.read_documents / read_qa``
+"""

@@ -3,23 +3,20 @@
 Every fact is written into several documents with different wording, as in a real
 encyclopedia: the entity's own article, the articles of related entities (a city lists the
 people born there, a person's article tells what they founded or discovered), descriptive
-asides wherever an entity is mentioned ("Tarvenholm, a city of 12,400 in Kelvaria"), and list
-articles (births by decade, events by decade, people by occupation and country, foundations
-by century, rivers by length, ...). Each site has its own templates, several per fact, picked
+asides wherever an entity is mentioned ("Tarvenholm, a city of 12,400 people in Kelvaria"),
+and the list pages of ``lists.py``. Each site has its own templates, several per fact, picked
 at random; body sentences are shuffled. Each sentence records the ids of the facts it states
 (``"<entity id>.<attribute>"``), so that the facts table and the gold documents of the QA pairs
 come from what was actually written.
 """
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from megatron_retro.data.world import Entity
-
-LIST_PAGE = 25  # entries per list article page
-
 
 @dataclass
 class Sentence:
@@ -76,6 +73,9 @@ class Renderer:
         self.by_kind: Dict[str, List[Entity]] = {}
         for e in world.values():
             self.by_kind.setdefault(e.kind, []).append(e)
+        self.by_birth = sorted(self.by_kind.get("person", []),
+                               key=lambda e: (int(e.attrs["birth_year"]), e.id))
+        self.births = [int(e.attrs["birth_year"]) for e in self.by_birth]
 
     # -- names and asides ----------------------------------------------------------------
     def ent(self, x) -> Entity:
@@ -285,9 +285,11 @@ class Renderer:
                          "{fam} is remembered above all for {work}, finished in {wy}."],
                         work=a["work"], wy=a["work_year"], **kw),
               [fid(p, "work"), fid(p, "work_year")])
-        for x in self.rng.sample(self.by_kind["person"], 3):
-            if x is p:
-                continue
+        born = int(a["birth_year"])
+        peers = [x for x in self.by_birth[bisect.bisect_left(self.births, born - 25):
+                                          bisect.bisect_right(self.births, born + 25)]
+                 if x is not p]  # contemporaries: born within 25 years, adults together
+        for x in self.rng.sample(peers, min(3, len(peers))):
             other, facts = self.mention(x, 0.9)
             d.add(self.pick(["{fam} once met {o}.", "Among the friends of {fam} was {o}.",
                              "{fam} exchanged letters with {o}.",
@@ -623,228 +625,13 @@ class Renderer:
         self.compare(d, i)
         return d
 
-    # -- list articles ------------------------------------------------------------------
-    def pages(self, key: str, title: str, intro: str, rows: List[Sentence]) -> List[Draft]:
-        out = []
-        for k in range(0, len(rows), LIST_PAGE):
-            part = rows[k:k + LIST_PAGE]
-            t = title if len(rows) <= LIST_PAGE else f"{title} (part {k // LIST_PAGE + 1})"
-            out.append(Draft(f"list:{key}:{k // LIST_PAGE}", t, "list", None,
-                             lead=[Sentence(intro)], body=part))
-        return out
-
-    def grouped(self, kind: str, year_attr: str, unit: int):
-        groups: Dict[int, List[Entity]] = {}
-        for e in self.by_kind.get(kind, []):
-            if year_attr in e.attrs:
-                groups.setdefault(int(e.attrs[year_attr]) // unit, []).append(e)
-        for g in sorted(groups):
-            yield g, sorted(groups[g], key=lambda e: (int(e.attrs[year_attr]), e.id))
-
-    def events(self) -> List[Tuple[int, Sentence]]:
-        """(year, sentence) for every dated event, for the decade timelines."""
-        r, out = self.ref, []
-        for p in self.by_kind.get("person", []):
-            a = p.attrs
-            out.append((int(a["birth_year"]), Sentence(
-                f"{a['birth_year']}: birth of the {a['occupation']} {p.name} in {r(a['birthplace'])}.",
-                (fid(p, "birth_year"), fid(p, "occupation"), fid(p, "birthplace")))))
-            out.append((int(a["death_year"]), Sentence(
-                f"{a['death_year']}: death of {p.name} in {r(a['death_place'])}, "
-                f"born {a['birth_year']}.",
-                (fid(p, "death_year"), fid(p, "death_place"), fid(p, "birth_year")))))
-        for c in self.by_kind.get("city", []):
-            if "founder" in c.attrs:
-                out.append((int(c.attrs["founded_year"]), Sentence(
-                    f"{c.attrs['founded_year']}: {r(c.attrs['founder'])} founds {c.name} "
-                    f"in {r(c.attrs['country'])}.",
-                    (fid(c, "founded_year"), fid(c, "founder"), fid(c, "country")))))
-        for o in self.by_kind.get("organisation", []):
-            out.append((int(o.attrs["founded_year"]), Sentence(
-                f"{o.attrs['founded_year']}: {r(o.attrs['founder'])} founds {r(o)} "
-                f"in {r(o.attrs['headquarters'])}.",
-                (fid(o, "founded_year"), fid(o, "founder"), fid(o, "headquarters")))))
-        for s in self.by_kind.get("species", []):
-            out.append((int(s.attrs["discovery_year"]), Sentence(
-                f"{s.attrs['discovery_year']}: {r(s.attrs['discovered_by'])} describes {r(s)}.",
-                (fid(s, "discovery_year"), fid(s, "discovered_by")))))
-        for i in self.by_kind.get("invention", []):
-            out.append((int(i.attrs["year"]), Sentence(
-                f"{i.attrs['year']}: {r(i.attrs['inventor'])} invents {r(i)}.",
-                (fid(i, "year"), fid(i, "inventor")))))
-        for p in self.by_kind.get("person", []):
-            out.append((int(p.attrs["work_year"]), Sentence(
-                f"{p.attrs['work_year']}: {p.name} completes {p.attrs['work']}.",
-                (fid(p, "work_year"), fid(p, "work")))))
-        for o in self.by_kind.get("organisation", []):
-            if "leader" in o.attrs:
-                out.append((int(o.attrs["leader_since"]), Sentence(
-                    f"{o.attrs['leader_since']}: {r(o.attrs['leader'])} becomes head of {r(o)}.",
-                    (fid(o, "leader_since"), fid(o, "leader")))))
-        for m in self.by_kind.get("mountain", []):
-            out.append((int(m.attrs["first_ascent_year"]), Sentence(
-                f"{m.attrs['first_ascent_year']}: first ascent of {r(m)} by "
-                f"{r(m.attrs['first_ascent_by'])}.",
-                (fid(m, "first_ascent_year"), fid(m, "first_ascent_by")))))
-        return out
-
-    def lists(self) -> List[Draft]:
-        r, rng, out = self.ref, self.rng, []
-        for dec, people in self.grouped("person", "birth_year", 10):
-            row = rng.choice(["- {name} ({b}-{dd}), {occ}, born in {city}.",
-                              "- {b}: {name}, {a_occ} from {city} (died {dd})."])
-            rows = [Sentence(row.format(name=p.name, b=p.attrs["birth_year"],
-                                        dd=p.attrs["death_year"], occ=p.attrs["occupation"],
-                                        a_occ=article(p.attrs["occupation"]),
-                                        city=r(p.attrs["birthplace"])),
-                             tuple(fid(p, x) for x in ("birth_year", "death_year",
-                                                       "occupation", "birthplace")))
-                    for p in people]
-            out += self.pages(f"births:{dec * 10}", f"Births in the {dec * 10}s",
-                              f"People born between {dec * 10} and {dec * 10 + 9}.", rows)
-        by_decade: Dict[int, List[Tuple[int, Sentence]]] = {}
-        for year, s in self.events():
-            by_decade.setdefault(year // 10, []).append((year, s))
-        for dec in sorted(by_decade):
-            rows = [s for _, s in sorted(by_decade[dec], key=lambda ys: ys[0])]
-            out += self.pages(f"events:{dec * 10}", f"The {dec * 10}s",
-                              f"Events of the years {dec * 10} to {dec * 10 + 9}.", rows)
-        by_occ: Dict[str, List[Entity]] = {}
-        for p in self.by_kind.get("person", []):
-            by_occ.setdefault(p.attrs["occupation"], []).append(p)
-        for occ in sorted(by_occ):
-            rows = []
-            for p in sorted(by_occ[occ], key=lambda p: (int(p.attrs["birth_year"]), p.id)):
-                a, facts = p.attrs, [fid(p, "birth_year"), fid(p, "death_year")]
-                text = f"- {p.name} ({a['birth_year']}-{a['death_year']})"
-                if "employer" in a:
-                    text += f", member of {r(a['employer'])}"
-                    facts.append(fid(p, "employer"))
-                if "teacher" in a:
-                    text += f", pupil of {r(a['teacher'])}"
-                    facts.append(fid(p, "teacher"))
-                rows.append(Sentence(text + ".", tuple(facts)))
-            out += self.pages(f"occupation:{occ}", f"List of {occ}s",
-                              f"Notable {occ}s, by year of birth.", rows)
-        for n in self.by_kind.get("country", []):
-            people = sorted((self.world[p] for c in n.links.get("city", [])
-                             for p in self.world[c].links.get("born_here", [])),
-                            key=lambda p: (p.name, p.id))
-            rows = [Sentence(f"- {p.name}, {p.attrs['occupation']}, of {r(p.attrs['birthplace'])}.",
-                             (fid(p, "occupation"), fid(p, "birthplace"))) for p in people]
-            if rows:
-                out += self.pages(f"people:{n.id}", f"People of {n.name}",
-                                  f"People born in {n.name}, by name.", rows)
-        for cen, people in self.grouped("person", "work_year", 100):
-            rows = [Sentence(f"- {p.attrs['work']} ({p.attrs['work_year']}), by the "
-                             f"{p.attrs['occupation']} {p.name}.",
-                             (fid(p, "work"), fid(p, "work_year"), fid(p, "occupation")))
-                    for p in people]
-            out += self.pages(f"works:{cen + 1}", f"Works of the {ordinal(cen + 1)} century",
-                              "Books, maps and other works by the year they were finished.", rows)
-        for n in self.by_kind.get("country", []):
-            out.append(self.history(n))
-        for cen, cities in self.grouped("city", "founded_year", 100):
-            rows = []
-            for c in cities:
-                facts = [fid(c, "founded_year"), fid(c, "country")]
-                text = f"- {c.name}, in {r(c.attrs['country'])}, founded in {c.attrs['founded_year']}"
-                if "founder" in c.attrs:
-                    text += f" by {r(c.attrs['founder'])}"
-                    facts.append(fid(c, "founder"))
-                rows.append(Sentence(text + ".", tuple(facts)))
-            out += self.pages(f"cities:{cen + 1}", f"Cities founded in the {ordinal(cen + 1)} century",
-                              "Towns and cities by the year of their foundation.", rows)
-        for cen, orgs in self.grouped("organisation", "founded_year", 100):
-            rows = [Sentence(f"- {o.name}: founded {o.attrs['founded_year']} by "
-                             f"{r(o.attrs['founder'])} in {r(o.attrs['headquarters'])}; "
-                             f"field: {o.attrs['field']}.",
-                             (fid(o, "founded_year"), fid(o, "founder"), fid(o, "headquarters"),
-                              fid(o, "field"))) for o in orgs]
-            out += self.pages(f"orgs:{cen + 1}",
-                              f"Organisations founded in the {ordinal(cen + 1)} century",
-                              "Societies, guilds and companies with their founders and seats.",
-                              rows)
-        for cen, species in self.grouped("species", "discovery_year", 100):
-            rows = [Sentence(f"- {s.name}: {s.attrs['colour']}, {s.attrs['length_cm']} cm, eats "
-                             f"{s.attrs['diet']}, found at {r(s.attrs['habitat'])}; described by "
-                             f"{r(s.attrs['discovered_by'])} in {s.attrs['discovery_year']}.",
-                             tuple(fid(s, x) for x in ("colour", "length_cm", "diet", "habitat",
-                                                       "discovered_by", "discovery_year")))
-                    for s in species]
-            out += self.pages(f"species:{cen + 1}",
-                              f"Species described in the {ordinal(cen + 1)} century",
-                              "Animals by the year of their first description.", rows)
-        for cen, invs in self.grouped("invention", "year", 100):
-            rows = [Sentence(f"- {i.name} ({i.attrs['year']}), by {r(i.attrs['inventor'])}: "
-                             f"{article(i.attrs['material'])} device for {i.attrs['purpose']}.",
-                             tuple(fid(i, x) for x in ("year", "inventor", "material", "purpose")))
-                    for i in invs]
-            out += self.pages(f"inventions:{cen + 1}", f"Inventions of the {ordinal(cen + 1)} century",
-                              "Devices by the year of their invention.", rows)
-        rivers = sorted(self.by_kind.get("river", []),
-                        key=lambda x: (-int(x.attrs["length_km"]), x.id))
-        out += self.pages("rivers", "List of rivers by length", "Rivers, longest first.", [
-            Sentence(f"- {r(x)[4:]}: {x.attrs['length_km']} km, in {r(x.attrs['country'])}, "
-                     f"rising on {r(x.attrs['source'])}.",
-                     (fid(x, "length_km"), fid(x, "country"), fid(x, "source"))) for x in rivers])
-        mountains = sorted(self.by_kind.get("mountain", []),
-                           key=lambda x: (-int(x.attrs["height_m"]), x.id))
-        out += self.pages("mountains", "List of mountains by height", "Mountains, highest first.", [
-            Sentence(f"- {r(x)}: {x.attrs['height_m']} m, in {r(x.attrs['country'])}; first "
-                     f"climbed {x.attrs['first_ascent_year']}.",
-                     (fid(x, "height_m"), fid(x, "country"), fid(x, "first_ascent_year")))
-            for x in mountains])
-        countries = sorted(self.by_kind.get("country", []), key=lambda x: x.name)
-        out += self.pages("countries", "Countries of the world", "Capitals, languages and currencies.", [
-            Sentence(f"- {x.name}: capital {r(x.attrs['capital'])}, language "
-                     f"{x.attrs['language']}, currency the {x.attrs['currency']}, state since "
-                     f"{x.attrs['founded_year']}.",
-                     tuple(fid(x, k) for k in ("capital", "language", "currency", "founded_year")))
-            for x in countries])
-        return out
-
-    def history(self, n: Entity) -> Draft:
-        """'History of <country>': dated events in its cities and mountains, in order."""
-        w, r, rows = self.world, self.ref, []
-        for cid in n.links.get("city", []):
-            c = w[cid]
-            y = c.attrs["founded_year"]
-            if "founder" in c.attrs:
-                rows.append((int(y), Sentence(f"In {y}, {r(c.attrs['founder'])} founded {c.name}.",
-                                              (fid(c, "founded_year"), fid(c, "founder")))))
-            else:
-                rows.append((int(y), Sentence(f"{c.name} was first settled in {y}.",
-                                              (fid(c, "founded_year"),))))
-            for oid in c.links.get("org_here", []):
-                o = w[oid]
-                rows.append((int(o.attrs["founded_year"]), Sentence(
-                    f"In {o.attrs['founded_year']}, {r(o)} was founded in {c.name}.",
-                    (fid(o, "founded_year"), fid(o, "headquarters")))))
-            for pid in c.links.get("born_here", [])[:6]:
-                p = w[pid]
-                rows.append((int(p.attrs["birth_year"]), Sentence(
-                    f"In {p.attrs['birth_year']}, the future {p.attrs['occupation']} {p.name} "
-                    f"was born in {c.name}.",
-                    (fid(p, "birth_year"), fid(p, "occupation"), fid(p, "birthplace")))))
-        for mid in n.links.get("mountain", []):
-            m = w[mid]
-            rows.append((int(m.attrs["first_ascent_year"]), Sentence(
-                f"In {m.attrs['first_ascent_year']}, {r(m.attrs['first_ascent_by'])} first "
-                f"climbed {r(m)}.", (fid(m, "first_ascent_year"), fid(m, "first_ascent_by")))))
-        rows.sort(key=lambda ys: ys[0])
-        return Draft(f"list:history:{n.id}", f"History of {n.name}", "list", None,
-                     lead=[Sentence(f"{n.name} became a state in {n.attrs['founded_year']}.",
-                                    (fid(n, "founded_year"),))],
-                     body=[s for _, s in rows])
-
-    def all_drafts(self) -> List[Draft]:
+    def articles(self) -> List[Draft]:
+        """One article per entity, in the world's order."""
         article_of = {"person": self.person, "city": self.city, "country": self.country,
                       "river": self.river, "mountain": self.mountain,
                       "organisation": self.organisation, "species": self.species,
                       "invention": self.invention}
-        drafts = [article_of[e.kind](e) for e in self.world.values()]
-        return drafts + self.lists()
+        return [article_of[e.kind](e) for e in self.world.values()]
 
 
 def draft_text(d: Draft, rng: random.Random) -> Tuple[str, List[Sentence]]:

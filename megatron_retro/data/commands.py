@@ -44,6 +44,12 @@ def prepare(args: argparse.Namespace) -> int:
     print(f"unigram entropy: train {st['unigram_entropy_train_nats']:.4f} nats/token, "
           f"valid {st['unigram_entropy_valid_nats']:.4f}; unigram cross-entropy on valid "
           f"{st['unigram_cross_entropy_valid_nats']:.4f}")
+    print(f"retrieval:      {st['heldout_facts_in_train_docs']:.1%} of the "
+          f"{st['heldout_facts']} facts in held-out documents are also in train documents; "
+          f"{st['qa_with_train_gold_doc']:.1%} of QA pairs have a train gold document")
+    lo, med, hi = st["docs_per_fact_min_median_max"]
+    print(f"redundancy:     each fact in {lo}-{hi} documents (median {med}); question-blind "
+          f"baseline EM on test QA {st['qa_blind_baseline_test_em']:.1%}")
     print(f"time:           generate {st['generate_s']} s, tokenizer {st['tokenizer_s']} s, "
           f"indexed {st['indexed_s']} s")
     return 0

@@ -2,7 +2,7 @@
 
 ``generate(num_entities, seed)`` builds fictional entities (``world.py``), writes them as prose
 documents in which every fact appears in at least two documents with different wording
-(``articles.py``), and asks one held-out question per fact (``qa.py``). The same
+(``articles.py``, ``lists.py``), and asks one held-out question per fact (``qa.py``). The same
 ``(num_entities, seed)`` always gives the same bytes; bump ``GENERATOR_VERSION`` whenever the
 output changes so that prepared data directories are regenerated.
 
@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from megatron_retro.data.articles import Renderer, draft_text
+from megatron_retro.data.lists import list_drafts
 from megatron_retro.data.qa import answers_for, make_questions, split_by_entity
 from megatron_retro.data.world import Entity, build_world
 from megatron_retro.errors import UserError
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SPLITS = ("train", "valid", "test")
 
 
@@ -104,7 +105,7 @@ def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0") 
         raise UserError(f"num_entities={num_entities}: must be >= 10")
     world = build_world(num_entities, random.Random(f"{seed}:world"))
     renderer = Renderer(world, random.Random(f"{seed}:render"))
-    drafts = renderer.all_drafts()
+    drafts = renderer.articles() + list_drafts(renderer)
     random.Random(f"{seed}:order").shuffle(drafts)
     ranges = document_split(len(drafts), split)
 

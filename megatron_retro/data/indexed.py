@@ -20,7 +20,7 @@ Notation: ``s`` = seq_length. Each item of the returned datasets is a dict of to
 from __future__ import annotations
 
 import os
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,7 +30,6 @@ from megatron_retro.errors import UserError
 def write_indexed(texts: Sequence[str], tokenizer, prefix: str, progress: bool = True,
                   batch: int = 256) -> Tuple[int, int]:
     """Tokenize ``texts`` into ``prefix``.bin/.idx; returns (documents, tokens incl. EOD)."""
-    import torch  # noqa: F401  (megatron's indexed_dataset imports it anyway)
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
     from tqdm import tqdm
 
@@ -69,21 +68,27 @@ def open_indexed(prefix: str):
 
 
 def read_documents_tokens(prefix: str, doc_ids: Optional[Iterable[int]] = None) -> List[np.ndarray]:
-    """Token ids (with the trailing EOD) of the given documents (all by default)."""
+    """Token ids (with the trailing EOD) of the given documents (all by default).
+
+    Copies: megatron's arrays are views of a memory map that closes with its dataset.
+    """
     ds = open_indexed(prefix)
     ids = range(len(ds)) if doc_ids is None else doc_ids
-    return [np.asarray(ds[i]) for i in ids]
+    return [np.array(ds[i], copy=True) for i in ids]
 
 
 def build_gpt_datasets(prefix: str, tokenizer, seq_length: int, split: str = "98,2,0",
                        num_samples: Sequence[Optional[int]] = (None, None, None),
                        seed: int = 1234, cache_dir: Optional[str] = None,
-                       create_attention_mask: bool = False):
+                       create_attention_mask: bool = False,
+                       build_on_this_rank: Callable[[], bool] = lambda: True):
     """(train, valid, test) megatron ``GPTDataset``s (None for a split of weight 0).
 
     ``num_samples[i]`` = samples to draw for split i (None = one epoch; more than one epoch
     repeats the split's documents in a new order). The index cache goes to ``cache_dir``
     (default: ``<dir of prefix>/cache``). Item layout: see the module docstring.
+    With a process group every rank must call this; ``build_on_this_rank()`` False (e.g. a
+    middle pipeline stage) makes this rank take part in the barriers and get Nones.
     """
     from megatron.core.datasets.blended_megatron_dataset_builder import (
         BlendedMegatronDatasetBuilder)
@@ -105,5 +110,5 @@ def build_gpt_datasets(prefix: str, tokenizer, seq_length: int, split: str = "98
         create_attention_mask=create_attention_mask)
     sizes = [None if n is None else int(n) for n in num_samples]
     train, valid, test = BlendedMegatronDatasetBuilder(
-        GPTDataset, sizes, lambda: True, config).build()
+        GPTDataset, sizes, build_on_this_rank, config).build()
     return train, valid, test

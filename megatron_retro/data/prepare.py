@@ -2,8 +2,9 @@
 
 ``prepare_bundled_data(dir, num_entities, vocab_size, seed, split)`` is idempotent and atomic:
 - everything is written into a temporary sibling directory, the manifest last, and the
-  directory then replaces ``dir`` with ``os.replace``; a killed run leaves ``dir`` as it was
-  (or absent), never half-written with a manifest;
+  directory then replaces ``dir`` with two renames (old ``dir`` aside, new one in); a killed
+  run leaves ``dir`` as it was, or absent (killed between the renames), never half-written
+  with a manifest; leftovers of killed runs are deleted by the next call;
 - ``manifest.json`` records the generator version, the parameters, file sizes and SHA-256
   hashes and corpus statistics; a later call with the same parameters whose files still match
   reuses them, any other call regenerates;
@@ -30,11 +31,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-import numpy as np
-
 from megatron_retro.data.encyclopedia import (GENERATOR_VERSION, SPLITS, document_split,
                                               generate, parse_split, write_documents,
                                               write_facts, write_qa)
+# heldout_tokens, unigram_entropy, ... live in stats.py; re-exported here for callers
+from megatron_retro.data.stats import (blind_baseline_em, heldout_stream,  # noqa: F401
+                                       heldout_tokens, retrieval_coverage, unigram_cross_entropy,
+                                       unigram_entropy)
 from megatron_retro.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -105,8 +108,12 @@ def _files_match(d: str, manifest: dict) -> Optional[str]:
         path = os.path.join(d, rel)
         if not os.path.isfile(path):
             return f"{path}: missing"
-        if os.path.getsize(path) != info.get("bytes") or _sha256(path) != info.get("sha256"):
-            return f"{path}: changed since it was written (hash mismatch)"
+        size = os.path.getsize(path)
+        if size != info.get("bytes"):
+            return (f"{path}: {size} bytes, the manifest says {info.get('bytes')} "
+                    f"(truncated or changed since it was written)")
+        if _sha256(path) != info.get("sha256"):
+            return f"{path}: changed since it was written (SHA-256 mismatch)"
     return None
 
 
@@ -159,8 +166,12 @@ def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 409
         raise UserError(f"vocab_size={vocab_size}: must be >= 64")
     params = _params(num_entities, vocab_size, seed, split)
     d = os.path.abspath(d)
-    os.makedirs(os.path.dirname(d), exist_ok=True)
-    with open(d + ".lock", "w") as lock:
+    try:
+        os.makedirs(os.path.dirname(d), exist_ok=True)
+        lock = open(d + ".lock", "w")
+    except OSError as e:
+        raise UserError(f"{d}: cannot create the data directory there ({e.strerror})") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             manifest = read_manifest(d)
@@ -171,7 +182,11 @@ def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 409
                 and _files_match(d, manifest) is None):
             return _paths(d, manifest, reused=True)
         _check_replaceable(d)
+        _remove_leftovers(d)
         tmp = tempfile.mkdtemp(prefix=os.path.basename(d) + ".tmp-", dir=os.path.dirname(d))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the data dir is not
         try:
             manifest = _build(tmp, params, progress)
             _swap_in(tmp, d)
@@ -179,6 +194,14 @@ def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 409
             if os.path.exists(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
         return _paths(d, manifest, reused=False)
+
+
+def _remove_leftovers(d: str) -> None:
+    """Delete temporary siblings of ``d`` that killed runs left (we hold the lock)."""
+    parent, base = os.path.dirname(d), os.path.basename(d)
+    for name in os.listdir(parent):
+        if name.startswith(base + ".tmp-") or name.startswith(base + ".old-"):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
 def _swap_in(tmp: str, d: str) -> None:
@@ -200,7 +223,7 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
     from megatron_retro.data.tokenizer import train_tokenizer
 
     times = {}
-    t0 = time.time()
+    t_start = t0 = time.time()
     enc = generate(params["num_entities"], params["seed"], params["split"])
     write_documents(enc.documents, os.path.join(tmp, "documents.jsonl"))
     write_facts(enc.facts, os.path.join(tmp, "facts.jsonl"))
@@ -230,12 +253,14 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
         "documents_per_split": {s: e - b for s, (b, e) in zip(SPLITS, ranges)},
         "tokens_per_split": split_tokens,
         "qa_per_split": {s: sum(q.split == s for q in enc.qa) for s in SPLITS},
+        **retrieval_coverage(enc),
         "unigram_entropy_train_nats": round(unigram_entropy(train_ids), 4),
         "unigram_entropy_valid_nats": round(unigram_entropy(valid_ids), 4),
         "unigram_cross_entropy_valid_nats": round(
             unigram_cross_entropy(train_ids, valid_ids, tok.vocab_size), 4),
         **times,
     }
+    stats["total_s"] = round(time.time() - t_start, 3)  # + hashing below
     files = {}
     for root, _, names in os.walk(tmp):
         for name in sorted(names):
@@ -250,46 +275,6 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
         os.fsync(f.fileno())
     os.replace(os.path.join(tmp, MANIFEST + ".tmp"), os.path.join(tmp, MANIFEST))
     return manifest
-
-
-# -- token statistics ----------------------------------------------------------------------
-def heldout_stream(prefix: str, split: str = "98,2,0", which: str = "valid") -> np.ndarray:
-    """int64[n] concatenated token ids (EOD between documents) of the documents in split
-    ``which`` of the indexed dataset at ``prefix`` (the ranges megatron uses)."""
-    from megatron_retro.data.indexed import open_indexed
-
-    if which not in SPLITS:
-        raise UserError(f"which={which!r}: must be one of {', '.join(SPLITS)}")
-    ds = open_indexed(prefix)
-    b, e = document_split(len(ds), split)[SPLITS.index(which)]
-    if b == e:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.asarray(ds[i], dtype=np.int64) for i in range(b, e)])
-
-
-def heldout_tokens(data: BundledData, which: str = "valid") -> np.ndarray:
-    """The held-out token stream of a prepared bundled data directory (see heldout_stream)."""
-    return heldout_stream(data.prefix, str(data.params["split"]), which)
-
-
-def unigram_entropy(token_ids) -> float:
-    """Entropy (nats/token) of the empirical unigram distribution of ``token_ids``."""
-    counts = np.bincount(np.asarray(token_ids, dtype=np.int64).ravel())
-    counts = counts[counts > 0].astype(np.float64)
-    if counts.size == 0:
-        return 0.0
-    p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
-def unigram_cross_entropy(train_ids, eval_ids, vocab_size: int) -> float:
-    """nats/token of ``eval_ids`` under an add-one-smoothed unigram model fit on ``train_ids``:
-    the loss of the best model that ignores context, i.e. what an LM must beat."""
-    counts = np.bincount(np.asarray(train_ids, dtype=np.int64).ravel(),
-                         minlength=vocab_size)[:vocab_size].astype(np.float64) + 1.0
-    logp = np.log(counts / counts.sum())
-    ev = np.asarray(eval_ids, dtype=np.int64).ravel()
-    return float(-logp[ev].mean()) if ev.size else 0.0
 
 
 def resolve_data(cfg) -> BundledData:

@@ -108,9 +108,13 @@ def value_answers(relation: str, value: str) -> List[str]:
     return [value]
 
 
+def _words(text: str) -> str:
+    return " " + " ".join(re.findall(r"\w+", text.lower())) + " "
+
+
 def contains_words(text: str, phrase: str) -> bool:
-    """``phrase`` occurs in ``text`` as whole words, ignoring case."""
-    return re.search(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", text, re.IGNORECASE) is not None
+    """``phrase`` occurs in ``text`` as a run of whole words, ignoring case and punctuation."""
+    return _words(phrase) in _words(text)
 
 
 def answers_for(world: Dict[str, Entity], relation: str, value: str) -> List[str]:

@@ -8,6 +8,7 @@ another entity is its entity id (``"city:0012"``). Dates are kept plausible (a f
 """
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -147,7 +148,8 @@ def build_world(num_entities: int, rng: random.Random) -> Dict[str, Entity]:
         return int(person.attrs["birth_year"]) + rng.randint(20, 29)
 
     def existing(group: List[Entity], attr: str, year: int) -> List[Entity]:
-        """Members of ``group`` whose ``attr`` year is <= ``year`` (else the oldest one)."""
+        """Members of ``group`` whose ``attr`` year is <= ``year`` (else the oldest one),
+        in the order of ``group``."""
         ok = [e for e in group if int(e.attrs[attr]) <= year]
         return ok or [min(group, key=lambda e: (int(e.attrs[attr]), e.id))]
 
@@ -174,6 +176,7 @@ def build_world(num_entities: int, rng: random.Random) -> Dict[str, Entity]:
                 other.link("neighbour_of", c.id)
     # Born in and died in a city that existed at the time; a teacher born 15-45 years earlier.
     by_birth = sorted(people, key=lambda e: (int(e.attrs["birth_year"]), e.id))
+    births = [int(e.attrs["birth_year"]) for e in by_birth]
     for p in people:
         birth, death = int(p.attrs["birth_year"]), int(p.attrs["death_year"])
         city = rng.choice(existing(cities, "founded_year", birth))
@@ -182,7 +185,9 @@ def build_world(num_entities: int, rng: random.Random) -> Dict[str, Entity]:
         place = city if rng.random() < 0.3 else rng.choice(existing(cities, "founded_year", death))
         p.attrs["death_place"] = place.id
         place.link("died_here", p.id)
-        teachers = [t for t in by_birth if 15 <= birth - int(t.attrs["birth_year"]) <= 45]
+        teachers = [t for t in by_birth[bisect.bisect_left(births, birth - 45):
+                                        bisect.bisect_right(births, birth - 15)]
+                    if int(t.attrs["death_year"]) >= birth + 12]  # alive to teach
         if teachers and rng.random() < 0.7:
             teacher = rng.choice(teachers)
             p.attrs["teacher"] = teacher.id

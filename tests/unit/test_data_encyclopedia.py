@@ -169,3 +169,57 @@ def test_qa_files_are_nq_open_style(enc, tmp_path):
     open(path, "w").write('{"question": "q?", "answers": []}\n')
     with pytest.raises(UserError, match=r"qa.jsonl:1: 'answers' must be a non-empty list"):
         read_qa(path)
+
+
+def test_heldout_facts_are_stated_in_training_documents(enc):
+    from megatron_retro.data.prepare import retrieval_coverage
+
+    cov = retrieval_coverage(enc)
+    assert cov["heldout_facts"] > 100
+    assert cov["heldout_facts_in_train_docs"] > 0.95
+    assert cov["qa_with_train_gold_doc"] > 0.95
+
+
+def test_answers_not_guessable_from_question_alone(enc):
+    """The best question-blind guess (the most frequent train answer of the relation)
+    gets few test questions right: the answers have to come from the corpus."""
+    from megatron_retro.data.prepare import blind_baseline_em
+
+    train = collections.defaultdict(collections.Counter)
+    for q in enc.qa:
+        if q.split == "train":
+            train[q.relation][q.answers[0]] += 1
+    test = [q for q in enc.qa if q.split == "test"]
+    hits = sum(bool(train[q.relation]) and train[q.relation].most_common(1)[0][0] == q.answers[0]
+               for q in test)
+    assert blind_baseline_em(enc.qa) == pytest.approx(hits / len(test))
+    assert hits / len(test) < 0.1
+
+
+def test_dates_are_consistent(enc):
+    """Nobody acts before birth or after death; places exist when people are born there."""
+    w = enc.entities
+    year = lambda e, a: int(w[e].attrs[a]) if isinstance(e, str) else int(e.attrs[a])  # noqa: E731
+
+    def alive(pid, y):
+        return year(pid, "birth_year") <= y <= year(pid, "death_year")
+
+    for e in w.values():
+        a = e.attrs
+        if e.kind == "person":
+            assert year(e, "birth_year") < year(e, "work_year") <= year(e, "death_year")
+            assert year(a["birthplace"], "founded_year") <= year(e, "birth_year")
+            assert year(a["death_place"], "founded_year") <= year(e, "death_year")
+            if "teacher" in a:
+                assert alive(a["teacher"], year(e, "birth_year") + 12)
+            if "employer" in a:
+                assert year(a["employer"], "founded_year") <= year(e, "birth_year") + 40
+        for actor, when in (("founder", "founded_year"), ("discovered_by", "discovery_year"),
+                            ("inventor", "year"), ("first_ascent_by", "first_ascent_year"),
+                            ("leader", "leader_since")):
+            if actor in a:
+                assert alive(a[actor], int(a[when])), (e.id, actor)
+        if e.kind == "organisation":
+            assert year(a["headquarters"], "founded_year") <= int(a["founded_year"])
+            if "leader" in a:
+                assert int(a["leader_since"]) >= int(a["founded_year"])
