@@ -47,6 +47,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def train_sample_ids(n: int, train_size: Optional[int], seed: int = 0) -> np.ndarray:
+    """Sorted ids of the vectors quantizers are trained on (all when train_size is None or >= n)."""
+    if train_size is None or train_size >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False)).astype(np.int64)
+
+
 def train_empty_index(spec: str, sample: np.ndarray, **factory_kwargs) -> FaissIndex:
     index = IndexFactory.create(spec, sample.shape[1], **factory_kwargs)
     index.train(sample)
@@ -76,7 +83,7 @@ def write_manifest(index_dir: Path, meta: dict) -> None:
 
 def build_sharded_index(vectors: np.ndarray, out_dir: str | os.PathLike, spec: str = "flat",
                         num_shards: int = 1, train_size: Optional[int] = None, seed: int = 0,
-                        **factory_kwargs) -> dict:
+                        extra_meta: Optional[dict] = None, **factory_kwargs) -> dict:
     """Train ``spec`` on a sample of ``vectors`` (float32[n, d], row i = chunk id i), write N shards.
 
     Returns the manifest.  The manifest is written last: a directory without one is incomplete.
@@ -84,11 +91,7 @@ def build_sharded_index(vectors: np.ndarray, out_dir: str | os.PathLike, spec: s
     n, dim = vectors.shape
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    if train_size is not None and train_size < n:
-        sample = np.asarray(vectors[np.sort(rng.choice(n, train_size, replace=False))], dtype=np.float32)
-    else:
-        sample = np.asarray(vectors, dtype=np.float32)
+    sample = np.asarray(vectors[train_sample_ids(n, train_size, seed)], dtype=np.float32)
     trained = train_empty_index(spec, sample, **factory_kwargs)
     bounds = shard_bounds(n, num_shards)
     for i in range(num_shards):
@@ -96,7 +99,7 @@ def build_sharded_index(vectors: np.ndarray, out_dir: str | os.PathLike, spec: s
         build_shard(trained, vectors[lo:hi], np.arange(lo, hi, dtype=np.int64), shard_path(out, i, num_shards))
     manifest = {"build_id": uuid.uuid4().hex, "num_shards": num_shards, "dim": int(dim),
                 "factory": trained.factory, "metric": trained.metric, "ntotal": int(n),
-                "bounds": bounds.tolist(), "params": trained.params}
+                "bounds": bounds.tolist(), "params": trained.params, **(extra_meta or {})}
     write_manifest(out, manifest)
     return manifest
 
