@@ -19,6 +19,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-k", type=int, default=1024, help="largest k accepted")
     p.add_argument("--max-message-mb", type=int, default=64, help="gRPC send/receive limit in MiB")
     p.add_argument("--workers", type=int, default=4, help="gRPC worker threads")
+    p.add_argument("--threads", type=int, help="faiss OpenMP threads (default: all cores)")
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
     p.add_argument("--gpu", choices=["auto", "yes", "no"], default="auto", help="search on a GPU (faiss-gpu)")
     p.add_argument("--nprobe", type=int, help="IVF lists probed per query (default: as built)")

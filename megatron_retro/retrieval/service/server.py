@@ -186,6 +186,10 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s shard %(message)s", stream=sys.stderr)
     shard, num_shards = parse_shard(args.shard)
+    if getattr(args, "threads", None):
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
     server = ShardServer(args.index_dir, shard, num_shards, host=args.host, port=args.port,
                          token=read_token(args.token_file), max_batch=args.max_batch, max_k=args.max_k,
                          max_message_bytes=args.max_message_mb << 20, workers=args.workers,
