@@ -37,11 +37,15 @@ def _index_chunks(args) -> int:
 
     from megatron_retro.retrieval.chunk_store import build_chunk_store
 
+    from megatron_retro.errors import UserError
+
     try:
         from megatron_retro.data import load_tokenizer
-    except ImportError as e:
-        from megatron_retro.errors import UserError
-        raise UserError(f"index chunks needs megatron_retro.data.load_tokenizer ({e})") from None
+    except ImportError:
+        try:
+            from megatron_retro.data.tokenizer import load_tokenizer
+        except ImportError as e:
+            raise UserError(f"index chunks needs megatron_retro.data.load_tokenizer ({e})") from None
     tok = load_tokenizer(args.tokenizer)
 
     def documents():
@@ -53,7 +57,6 @@ def _index_chunks(args) -> int:
                     doc = json.loads(line)
                     text = doc["text"]
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    from megatron_retro.errors import UserError
                     raise UserError(f"{args.documents}:{line_no}: expected a JSON object with a 'text' "
                                     f"field ({e})") from None
                 doc_id = doc.get("id", line_no)

@@ -57,3 +57,26 @@ def test_parallel_build_equals_single_process_build(store, tmp_path):
     np.testing.assert_array_equal(ia, ib)
     np.testing.assert_array_equal(sa, sb)
     assert load_manifest(par)["num_shards"] == 2 and not (par / "trained-empty.faiss").exists()
+
+
+def test_cli_chunks_from_jsonl(tokenizer, corpus, tmp_path, monkeypatch, capsys):
+    import types
+
+    # the real tokenizer comes from megatron_retro.data (another part); this stands in for it
+    fake = types.ModuleType("megatron_retro.data")
+    fake.load_tokenizer = lambda path: tokenizer
+    monkeypatch.setitem(sys.modules, "megatron_retro.data", fake)
+    docs = tmp_path / "documents.jsonl"
+    docs.write_text("\n".join(json.dumps({"id": d, "title": t, "text": text}) for d, t, text in corpus[:5]) + "\n")
+    out = tmp_path / "chunks"
+    assert _cli(["index", "chunks", "--documents", str(docs), "--tokenizer", "x", "--out", str(out),
+                 "--chunk-length", "16", "--neighbour-length", "32"]) == 0
+    from megatron_retro.retrieval.chunk_store import ChunkStore
+
+    s = ChunkStore(out)
+    assert s.num_docs == 5 and set(s.doc_ids(np.arange(len(s)))) == {d for d, _, _ in corpus[:5]}
+    assert s.text(0) == tokenizer.decode(tokenizer.encode(corpus[0][2])[:16])
+    docs.write_text('{"id": 1, "text": "a b"}\n{"id": 2}\n')
+    from megatron_retro.errors import UserError
+    with pytest.raises(UserError, match=r"documents.jsonl:2: expected a JSON object with a 'text' field"):
+        _cli(["index", "chunks", "--documents", str(docs), "--tokenizer", "x", "--out", str(tmp_path / "c2")])
