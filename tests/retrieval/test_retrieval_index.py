@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import clustered_vectors
+from retrieval_testlib import clustered_vectors
 from megatron_retro.errors import UserError
 from megatron_retro.retrieval.index import FaissIndex, IndexFactory
 

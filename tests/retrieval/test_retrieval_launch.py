@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import clustered_vectors
+from retrieval_testlib import clustered_vectors
 from megatron_retro.errors import UserError
 from megatron_retro.retrieval.index import IndexFactory
 from megatron_retro.retrieval.service.client import ShardedRetrievalClient

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import clustered_vectors
+from retrieval_testlib import clustered_vectors
 from megatron_retro.retrieval.embedder import HashingEmbedder
 from megatron_retro.retrieval.index import IndexFactory
 from megatron_retro.retrieval.neighbours import SearchNeighbourSource
