@@ -44,9 +44,27 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, overrides)
 
 
+def _config_command(args: argparse.Namespace) -> int:
+    """Print the resolved config as YAML, or every field with its help string."""
+    import yaml
+
+    from megatron_retro.config import field_help
+
+    if args.fields:
+        for name, help_text, default in field_help():
+            print(f"{name:<40} {help_text} (default: {default!r})")
+        return 0
+    print(yaml.safe_dump(run_config_from_args(args).to_dict(), sort_keys=False), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="megatron-retro", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    p = subparsers.add_parser("config", help="show the resolved run config, or all fields with help")
+    add_run_config_args(p)
+    p.add_argument("--fields", action="store_true", help="list every field with its help and default")
+    p.set_defaults(handler=_config_command)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 
 def cfg(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help string (shown by ``megatron-retro config --help-fields``)."""
+    """A dataclass field with a help string (listed by ``megatron-retro config --fields``)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs)
     return field(default=default, metadata={"help": help}, **kwargs)

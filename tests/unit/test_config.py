@@ -90,3 +90,16 @@ def test_missing_file_and_bad_override():
         load_config(None, ["model.hidden_size"])
     with pytest.raises(ConfigError, match="override 'model.hidden_size=65'"):
         load_config(None, ["model.hidden_size=65"])
+
+
+def test_config_command_prints_resolved_yaml_and_fields(capsys):
+    import yaml
+
+    from megatron_retro.cli import main
+
+    assert main(["config", "--tp", "2", "model.num_layers=6"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["parallel"]["tp"] == 2 and shown["model"]["num_layers"] == 6
+    assert main(["config", "--fields"]) == 0
+    out = capsys.readouterr().out
+    assert "train.lr" in out and "peak learning rate" in out
