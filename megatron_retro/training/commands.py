@@ -25,7 +25,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         result = pretrain(cfg, progress=not args.no_progress)
     finally:
         destroy_parallel()
-    if result.losses:
+    if result.logging_rank:
         print(json.dumps({"final_step": result.final_step, "train_loss": result.last_loss,
                           "valid_loss": result.valid_loss, "checkpoint": result.checkpoint,
                           "metrics": f"{cfg.out_dir}/metrics.jsonl"}))

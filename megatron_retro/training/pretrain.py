@@ -29,7 +29,8 @@ class PretrainResult:
     last_loss: Optional[float]
     valid_loss: Optional[float]
     checkpoint: Optional[str]
-    losses: list  # (step, loss) of the steps run in this call (logging rank; empty elsewhere)
+    losses: list  # (step, loss) of the steps run in this call (last pipeline stage; empty elsewhere)
+    logging_rank: bool  # this rank writes metrics and prints the summary
 
 
 def model_record(cfg: RunConfig, vocab_size: int) -> dict:
@@ -107,4 +108,5 @@ def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: O
     metrics.close()
     return PretrainResult(steps_run=max(train.steps - start_step, 0), start_step=start_step,
                           final_step=max(train.steps, start_step), last_loss=result.loss if result else None,
-                          valid_loss=valid_loss, checkpoint=checkpoint, losses=losses)
+                          valid_loss=valid_loss, checkpoint=checkpoint, losses=losses,
+                          logging_rank=ctx.is_logging_rank)
