@@ -11,3 +11,19 @@ if not torch.cuda.is_available():
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "distributed"))
 warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|TE).*")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_process_group_leaks_between_modules():
+    """Tests that start an in-process (world size 1) process group tear it down after their module,
+    so tests that need no process group see none whatever the order."""
+    yield
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        from megatron_retro.parallel.initialize import destroy_parallel
+
+        destroy_parallel()
