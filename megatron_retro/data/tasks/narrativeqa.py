@@ -19,7 +19,6 @@ Two layouts:
 from __future__ import annotations
 
 import csv
-import io
 import os
 from typing import Dict, Iterator, Optional
 
@@ -63,31 +62,40 @@ class _CsvRows:
     def __init__(self, path: str, required):
         self.path, self.required = path, required
 
+    def _lines(self, raw):
+        """Decoded physical lines; invalid UTF-8 is reported with its physical line."""
+        for lineno, line in enumerate(raw, 1):
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{self.path}:{lineno}: invalid UTF-8") from None
+
     def __iter__(self):
         try:
             raw = open(self.path, "rb")
         except FileNotFoundError:
             raise UserError(f"{self.path}: file not found") from None
         with raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-            reader = csv.reader(text)
+            reader = csv.reader(self._lines(raw))
             try:
                 header = next(reader)
-                missing = [c for c in self.required if c not in header]
-                if missing:
-                    raise UserError(f"{self.path}:1: missing column(s) {', '.join(missing)}")
-                for row in reader:
-                    lineno = reader.line_num
-                    if len(row) != len(header):
-                        raise UserError(f"{self.path}:{lineno}: {len(row)} columns, expected "
-                                        f"{len(header)} (truncated or malformed row)")
-                    yield lineno, dict(zip(header, row))
-            except UnicodeDecodeError:
-                raise UserError(f"{self.path}:{reader.line_num + 1}: invalid UTF-8") from None
-            except csv.Error as e:
-                raise UserError(f"{self.path}:{reader.line_num}: malformed CSV ({e})") from None
             except StopIteration:
                 raise UserError(f"{self.path}: empty file (no CSV header)") from None
+            missing = [c for c in self.required if c not in header]
+            if missing:
+                raise UserError(f"{self.path}:1: missing column(s) {', '.join(missing)}")
+            while True:
+                start = reader.line_num + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:
+                    raise UserError(f"{self.path}:{start}: malformed CSV ({e})") from None
+                if len(row) != len(header):
+                    raise UserError(f"{self.path}:{start}: {len(row)} columns, expected "
+                                    f"{len(header)} (truncated or malformed row)")
+                yield start, dict(zip(header, row))
 
 
 def _summaries(qaps_path: str) -> Dict[str, str]:

@@ -92,20 +92,25 @@ class JsonFile:
             pos += 1
         return pos
 
+    def _hint(self) -> str:
+        tail = self.text.rstrip()
+        return "" if tail.endswith(("}", "]")) else "; the file looks truncated (it does not " \
+            "end with '}' or ']')"
+
     def _fail(self, pos: int, what: str):
         if pos >= len(self.text):
             raise UserError(f"{self.path}:{self.line_of(len(self.text))}: invalid JSON "
-                            f"(unexpected end of file: the file looks truncated)")
-        raise UserError(f"{self.path}:{self.line_of(pos)}: invalid JSON ({what})")
+                            f"(unexpected end of file): the file looks truncated")
+        raise UserError(f"{self.path}:{self.line_of(pos)}: invalid JSON ({what}){self._hint()}")
 
     def _value(self, pos: int) -> Tuple[Any, int]:
         try:
             return self._decoder.raw_decode(self.text, pos)
         except json.JSONDecodeError as e:
-            if e.pos >= len(self.text.rstrip()):
-                self._fail(len(self.text), e.msg)
+            if e.pos >= len(self.text):
+                self._fail(e.pos, e.msg)
             raise UserError(f"{self.path}:{e.lineno}: invalid JSON ({e.msg} at column "
-                            f"{e.colno})") from None
+                            f"{e.colno}){self._hint()}") from None
 
     def _expect(self, pos: int, char: str) -> int:
         pos = self._skip_ws(pos)
