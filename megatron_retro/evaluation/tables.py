@@ -7,6 +7,9 @@ with the mean and the spread over seeds; then
 - `markdown_table(cells, spread)`: one row per cell, scores x100 as ``mean ± std`` (sample
   standard deviation, ddof=1) or ``mean (min–max)``; the header line says which and how many
   seeds; a cell with one seed shows its mean only;
+- `findings(cells, metric, spread)`: the paper's claims (RETRO > GPT zero-shot; GPT+PEFT >
+  RETRO+PEFT; LoRA and Adapter > P-tuning) checked per (task, size): "holds"/"reversed" only
+  when the two mean ± spread bands do not overlap, else "inconclusive";
 - `build_figure(cells, task, metric, spread)`: score vs model size (log x axis), one panel per
   PEFT method, GPT and RETRO as two lines with error bars of the chosen spread;
 - `write_report(rows, out_dir, ...)`: ``results.md`` plus ``<task>_<metric>_vs_size.png``
@@ -156,10 +159,78 @@ def markdown_table(cells: Sequence[Cell], spread: str = "std",
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class Finding:
+    """One of the paper's claims "a > b" checked on one (task, size) of the grid."""
+
+    claim: str
+    task: str
+    size: float
+    a: Cell
+    b: Cell
+    verdict: str   # "holds", "reversed" or "inconclusive"
+
+
+def _verdict(a: Cell, b: Cell, metric: str, spread: str) -> str:
+    """'holds' if a's band (mean ± spread) lies wholly above b's, 'reversed' if below,
+    else 'inconclusive' (overlapping bands, or a single seed on either side)."""
+    if len(a.seeds) < 2 or len(b.seeds) < 2:
+        return "inconclusive"
+    a_lo, a_hi = a.spread(metric, spread)
+    b_lo, b_hi = b.spread(metric, spread)
+    if a.mean[metric] - a_lo > b.mean[metric] + b_hi:
+        return "holds"
+    if a.mean[metric] + a_hi < b.mean[metric] - b_lo:
+        return "reversed"
+    return "inconclusive"
+
+
+PAPER_CLAIMS = (
+    ("RETRO > GPT zero-shot", ("retro", "zero-shot"), ("gpt", "zero-shot")),
+    ("GPT+LoRA > RETRO+LoRA", ("gpt", "lora"), ("retro", "lora")),
+    ("GPT+Adapter > RETRO+Adapter", ("gpt", "adapter"), ("retro", "adapter")),
+    ("GPT+P-tuning > RETRO+P-tuning", ("gpt", "ptuning"), ("retro", "ptuning")),
+    ("GPT: LoRA > P-tuning", ("gpt", "lora"), ("gpt", "ptuning")),
+    ("GPT: Adapter > P-tuning", ("gpt", "adapter"), ("gpt", "ptuning")),
+    ("RETRO: LoRA > P-tuning", ("retro", "lora"), ("retro", "ptuning")),
+    ("RETRO: Adapter > P-tuning", ("retro", "adapter"), ("retro", "ptuning")),
+)
+
+
+def findings(cells: Sequence[Cell], metric: str = "f1", spread: str = "std",
+             claims=PAPER_CLAIMS) -> List[Finding]:
+    """Check each claim ``(text, (model, method), (model, method))`` at every (task, size)
+    where both cells have ``metric``; claims whose cells are absent are skipped."""
+    _check_spread(spread)
+    index = {(c.task, c.size, c.model, c.method): c for c in cells if metric in c.mean}
+    out = []
+    for task, size in sorted({(c.task, c.size) for c in cells}):
+        for text, (ma, pa), (mb, pb) in claims:
+            a, b = index.get((task, size, ma, pa)), index.get((task, size, mb, pb))
+            if a is not None and b is not None:
+                out.append(Finding(text, task, size, a, b, _verdict(a, b, metric, spread)))
+    return out
+
+
+def findings_markdown(found: Sequence[Finding], metric: str = "f1",
+                      spread: str = "std") -> str:
+    label = METRIC_LABELS.get(metric, metric)
+    band = "mean ± std" if spread == "std" else "min–max"
+    lines = [f"Paper's findings on {label} (×100): 'holds' / 'reversed' when the two "
+             f"{band} bands over seeds do not overlap, else 'inconclusive' (also with one "
+             f"seed).", "", "| Task | Size | Claim | A | B | Verdict |", "|---|---|---|---|---|---|"]
+    for f in found:
+        lines.append(f"| {f.task} | {size_label(f.size)} | {f.claim} | "
+                     f"{format_value(f.a, metric, spread)} | "
+                     f"{format_value(f.b, metric, spread)} | {f.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "std"):
     """Figure (matplotlib, no pyplot state): score vs size, a panel per method, a line per
     model with error bars of ``spread``."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     _check_spread(spread)
     mine = [c for c in cells if c.task == task and metric in c.mean]
@@ -183,6 +254,10 @@ def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "s
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3,
                         label=model.upper() if model in MODEL_ORDER else model)
         ax.set_xscale("log")
+        sizes = sorted({c.size for c in mine})
+        ax.set_xticks(sizes, [size_label(v) for v in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.15)
         ax.set_title(method)
         ax.set_xlabel("parameters")
         ax.grid(True, alpha=0.3)
@@ -226,12 +301,17 @@ def save_figure_atomic(fig, path: str, dpi: int = 120) -> str:
 
 
 def write_report(rows: Iterable[ScoreRow], out_dir: str, spread: str = "std",
-                 metrics: Optional[Sequence[str]] = None) -> List[str]:
-    """results.md and one PNG per (task, metric) in ``out_dir``; returns the paths."""
+                 metrics: Optional[Sequence[str]] = None,
+                 findings_metric: str = "f1") -> List[str]:
+    """results.md (the table, then the paper's claims checked on ``findings_metric``) and
+    one PNG per (task, metric) in ``out_dir``; returns the paths."""
     cells = aggregate(rows)
     metrics = list(metrics or _metrics_of(cells))
-    paths = [write_text_atomic(os.path.join(out_dir, "results.md"),
-                               markdown_table(cells, spread, metrics))]
+    text = markdown_table(cells, spread, metrics)
+    found = findings(cells, findings_metric, spread) if findings_metric in metrics else []
+    if found:
+        text += "\n" + findings_markdown(found, findings_metric, spread)
+    paths = [write_text_atomic(os.path.join(out_dir, "results.md"), text)]
     for task in sorted({c.task for c in cells}):
         for m in metrics:
             if any(c.task == task and m in c.mean for c in cells):

@@ -163,3 +163,27 @@ def test_score_rows_round_trip_and_bad_lines(tmp_path):
         p.write_text(good + "\n" + json.dumps({**json.loads(good), **bad}) + "\n")
         with pytest.raises(UserError, match=re.escape(f"scores.jsonl:2: {msg}")):
             read_score_rows(str(p))
+
+
+def test_findings_verdicts():
+    from megatron_retro.evaluation.tables import findings, findings_markdown
+
+    cells = aggregate(rows())
+    got = {(f.claim, f.size): f.verdict for f in findings(cells, "f1")}
+    # zero-shot 1M: RETRO 30 ± 10 (band 20..40) vs GPT 10 ± 0 -> holds
+    # lora 1M: GPT 42 ± 2 (40..44) vs RETRO 54 ± 4.58 (49.4..58.6) -> reversed
+    assert got == {("RETRO > GPT zero-shot", 1e6): "holds",
+                   ("GPT+LoRA > RETRO+LoRA", 1e6): "reversed",
+                   ("RETRO > GPT zero-shot", 4e6): "holds",
+                   ("GPT+LoRA > RETRO+LoRA", 4e6): "reversed"}
+    extra = [ScoreRow("gpt", 1e6, "ptuning", s, {"f1": v}) for s, v in enumerate([.39, .41, .5])]
+    got = {f.claim: f.verdict for f in findings(aggregate(rows() + extra), "f1")
+           if f.size == 1e6}
+    # GPT lora 42 ± 2 vs ptuning 43.3 ± 5.9: overlapping bands -> inconclusive
+    assert got["GPT: LoRA > P-tuning"] == "inconclusive"
+    one = [ScoreRow(m, 1e6, "zero-shot", 0, {"f1": v}) for m, v in (("gpt", .1), ("retro", .9))]
+    (f,) = findings(aggregate(one), "f1")
+    assert f.verdict == "inconclusive"          # a single seed proves nothing
+    md = findings_markdown(findings(cells, "f1", "minmax"), "f1", "minmax")
+    assert "| bundled | 1M | RETRO > GPT zero-shot | 30.0 (20.0–40.0) | 10.0 (10.0–10.0) | " \
+           "holds |" in md
