@@ -62,19 +62,28 @@ def iter_jsonl(path: str) -> Iterator[Tuple[int, Any]]:
             yield lineno, obj
 
 
+def _bad_utf8_line(path: str) -> int:
+    """Line number of the first invalid UTF-8 sequence (error path only: re-reads the file)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return 0
+
+
 class JsonFile:
     """One JSON document, decoded lazily member by member (see module docstring)."""
 
     def __init__(self, path: str):
         self.path = path
-        with _open_binary(path) as f:
-            data = f.read()
+        _open_binary(path).close()              # file-not-found / directory errors
         try:
-            self.text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = data.count(b"\n", 0, e.start) + 1
-            raise UserError(f"{path}:{line}: invalid UTF-8") from None
-        del data
+            with open(path, encoding="utf-8") as f:   # decoded in chunks: one copy in memory
+                self.text = f.read()
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{_bad_utf8_line(path)}: invalid UTF-8") from None
         self._decoder = json.JSONDecoder()
         self._pos_cache = (0, 1)   # (offset, line) of the last line lookup; lookups go forward
 
