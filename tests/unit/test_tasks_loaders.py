@@ -138,3 +138,18 @@ def test_streaming_yields_before_a_later_bad_line(tmp_path):
     assert next(it).question == "q1"
     with pytest.raises(UserError, match=":2: missing field 'answer'"):
         next(it)
+
+
+def test_cli_tasks_check_and_list(capsys, tmp_path):
+    from megatron_retro.cli import main
+
+    assert main(["tasks", "check", "--task", "quality", "--path", fx("quality"),
+                 "--split", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:  2 (2 with context, 2 multiple-choice, 1.00 gold answers" in out
+    bad = tmp_path / "NQ-open.dev.jsonl"
+    bad.write_text('{"question": "q", "answer": []}\n')
+    assert main(["tasks", "check", "--task", "nq", "--path", str(bad)]) == 2
+    assert f"{bad}:1: field 'answer' is an empty list" in capsys.readouterr().err
+    assert main(["tasks", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("bundled      qa/{train,valid")

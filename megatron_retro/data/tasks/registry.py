@@ -35,17 +35,30 @@ class TaskSpec:
     suffixes: Tuple[str, ...]
     split_inside: bool = False     # one file holds every split; ``split`` filters rows
     options: Tuple[str, ...] = ()  # keyword options the loader accepts
+    layout: str = ""               # one-line description of the file layout
 
 
 TASKS: Dict[str, TaskSpec] = {
-    "bundled": TaskSpec(load_bundled, (".jsonl",)),
-    "nq_open": TaskSpec(load_nq_open, (".jsonl",)),
-    "triviaqa": TaskSpec(load_triviaqa, (".json", ".jsonl")),
+    "bundled": TaskSpec(load_bundled, (".jsonl",), layout=(
+        "qa/{train,valid,test}.jsonl: id, question, answers, entity, relation, fact_id, "
+        "gold_doc_ids")),
+    "nq_open": TaskSpec(load_nq_open, (".jsonl",), layout=(
+        "NQ-open.{train,dev}.jsonl: question, answer (list)")),
+    "triviaqa": TaskSpec(load_triviaqa, (".json", ".jsonl"), layout=(
+        '{"Data": [{Question, QuestionId, Answer{Value, Aliases}}]} JSON, or JSONL of those '
+        "records / HF rows / {question, answers}")),
     "narrativeqa": TaskSpec(load_narrativeqa, (".jsonl", ".csv"), split_inside=True,
-                            options=("context",)),
-    "qasper": TaskSpec(load_qasper, (".json", ".jsonl")),
-    "quality": TaskSpec(load_quality, (".jsonl", ".train", ".dev", ".test")),
-    "qmsum": TaskSpec(load_qmsum, (".jsonl",)),
+                            options=("context",), layout=(
+        "HF JSONL {document{id, summary{text}, text}, question{text}, answers[{text}]}, or "
+        "qaps.csv + summaries.csv")),
+    "qasper": TaskSpec(load_qasper, (".json", ".jsonl"), layout=(
+        "{paper_id: {title, abstract, full_text[{section_name, paragraphs}], qas[...]}} JSON")),
+    "quality": TaskSpec(load_quality, (".jsonl", ".train", ".dev", ".test"), layout=(
+        "JSONL, one article per line: article_id, article, questions[{question, options, "
+        "gold_label}]")),
+    "qmsum": TaskSpec(load_qmsum, (".jsonl",), layout=(
+        "JSONL, one meeting per line: meeting_transcripts, general_query_list, "
+        "specific_query_list")),
 }
 ALIASES = {"nq": "nq_open", "nq-open": "nq_open", "trivia_qa": "triviaqa",
            "narrative_qa": "narrativeqa"}
