@@ -218,7 +218,8 @@ def findings_markdown(found: Sequence[Finding], metric: str = "f1",
     band = "mean ± std" if spread == "std" else "min–max"
     lines = [f"Paper's findings on {label} (×100): 'holds' / 'reversed' when the two "
              f"{band} bands over seeds do not overlap, else 'inconclusive' (also with one "
-             f"seed).", "", "| Task | Size | Claim | A | B | Verdict |", "|---|---|---|---|---|---|"]
+             f"seed).", "",
+             "| Task | Size | Claim | A | B | Verdict |", "|---|---|---|---|---|---|"]
     for f in found:
         lines.append(f"| {f.task} | {size_label(f.size)} | {f.claim} | "
                      f"{format_value(f.a, metric, spread)} | "
