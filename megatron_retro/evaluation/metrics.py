@@ -16,7 +16,7 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Mapping, Sequence
 
 from megatron_retro.errors import UserError
 
@@ -99,3 +99,19 @@ def score_all(predictions: Iterable[str], golds: Iterable[Sequence[str]]) -> Sco
     mean = {m: sum(r[m] for r in per) / len(per) for m in METRICS}
     return Scores(em=mean["em"], f1=mean["f1"], rougeL=mean["rougeL"], n=len(per),
                   per_example=per)
+
+
+def score_by_id(examples: Sequence, predictions: Mapping[str, str]) -> Scores:
+    """Score ``predictions`` (question id -> generated answer) against ``examples`` (objects
+    with ``.id`` and ``.answers``, e.g. `QAExample`), in the examples' order; a missing or an
+    unknown id is an error, so a partial run cannot be scored as if complete."""
+    ids = [e.id for e in examples]
+    missing = [i for i in ids if i not in predictions]
+    if missing:
+        raise UserError(f"no prediction for {len(missing)} of {len(ids)} questions "
+                        f"(first: id {missing[0]!r})")
+    extra = sorted(set(predictions) - set(ids))
+    if extra:
+        raise UserError(f"{len(extra)} predictions for unknown question ids (first: "
+                        f"{extra[0]!r})")
+    return score_all([predictions[i] for i in ids], [e.answers for e in examples])

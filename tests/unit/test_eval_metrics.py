@@ -89,3 +89,16 @@ def test_score_all_rejects_bad_input():
         score_one("a", [])
     with pytest.raises(UserError, match="non-empty list of strings"):
         score_one("a", "a")
+
+
+def test_score_by_id_aligns_and_rejects_partial_runs():
+    from megatron_retro.data.tasks import QAExample
+    from megatron_retro.evaluation.metrics import score_by_id
+
+    ex = [QAExample("a", "q1", ["Paris"], "t"), QAExample("b", "q2", ["Bonn"], "t")]
+    s = score_by_id(ex, {"b": "Bonn", "a": "Lyon"})
+    assert [r["em"] for r in s.per_example] == [0.0, 1.0] and s.em == 0.5
+    with pytest.raises(UserError, match="no prediction for 1 of 2 questions \\(first: id 'b'\\)"):
+        score_by_id(ex, {"a": "Paris"})
+    with pytest.raises(UserError, match="1 predictions for unknown question ids \\(first: 'c'\\)"):
+        score_by_id(ex, {"a": "Paris", "b": "Bonn", "c": "x"})
