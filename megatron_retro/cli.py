@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "megatron_retro.training.commands",
     "megatron_retro.planning.commands",
     "megatron_retro.retrieval.commands",
+    "megatron_retro.data.tasks.commands",
 ]
 
 

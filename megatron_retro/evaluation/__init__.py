@@ -1,0 +1,1 @@
+"""Evaluation of generated answers: metrics (EM, F1, ROUGE-L) and result tables/plots."""

@@ -1,0 +1,347 @@
+"""Result tables and plots of the experiment grid, written atomically.
+
+Input: one `ScoreRow` per finished run (task, model, size, PEFT method, seed, scores in
+[0, 1]); `aggregate` groups the seeds of each (task, model, size, method) cell into a `Cell`
+with the mean and the spread over seeds; then
+
+- `markdown_table(cells, spread)`: one row per cell, scores x100 as ``mean ± std`` (sample
+  standard deviation, ddof=1) or ``mean (min–max)``; the header line says which and how many
+  seeds; a cell with one seed shows its mean only;
+- `findings(cells, metric, spread)`: the paper's claims (RETRO > GPT zero-shot; GPT+PEFT >
+  RETRO+PEFT; LoRA and Adapter > P-tuning) checked per (task, size): "holds"/"reversed" only
+  when the two mean ± spread bands do not overlap, else "inconclusive";
+- `build_figure(cells, task, metric, spread)`: score vs model size (log x axis), one panel per
+  PEFT method, GPT and RETRO as two lines with error bars of the chosen spread;
+- `write_report(rows, out_dir, ...)`: ``results.md`` plus ``<task>_<metric>_vs_size.png``
+  per task and metric, each written to a temporary file in ``out_dir`` and renamed into
+  place, so an interrupted run never leaves a half-written table or image.
+
+Score rows are kept as JSON lines (`write_score_rows` / `read_score_rows`), one object per
+run: ``{"task": "bundled", "model": "retro", "size": 12500000, "method": "lora",
+"seed": 1, "scores": {"em": 0.31, "f1": 0.42, "rougeL": 0.44}}``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from megatron_retro.errors import UserError
+
+SPREADS = ("std", "minmax")
+METRIC_LABELS = {"em": "EM", "f1": "F1", "rougeL": "ROUGE-L"}
+MODEL_ORDER = ("gpt", "retro")
+METHOD_ORDER = ("zero-shot", "none", "lora", "adapter", "ptuning")
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """The scores (metric -> value in [0, 1]) of one finished run of the grid."""
+
+    model: str
+    size: float          # number of parameters: the x axis of the plots
+    method: str          # PEFT method; "zero-shot" for no fine-tuning
+    seed: int
+    scores: Dict[str, float]
+    task: str = "bundled"
+
+
+@dataclass
+class Cell:
+    """Seeds of one (task, model, size, method) aggregated: mean and spread per metric."""
+
+    task: str
+    model: str
+    size: float
+    method: str
+    seeds: List[int]
+    mean: Dict[str, float]
+    std: Dict[str, float]                       # sample std (ddof=1); 0.0 for one seed
+    low: Dict[str, float] = field(default_factory=dict)    # min over seeds
+    high: Dict[str, float] = field(default_factory=dict)   # max over seeds
+
+    def spread(self, metric: str, kind: str) -> Tuple[float, float]:
+        """(distance below, distance above) the mean for error bars."""
+        if kind == "std":
+            return self.std[metric], self.std[metric]
+        # clamp: the mean of equal values can differ from them by rounding
+        return (max(0.0, self.mean[metric] - self.low[metric]),
+                max(0.0, self.high[metric] - self.mean[metric]))
+
+
+def _order(value: str, order: Sequence[str]) -> Tuple[int, str]:
+    return (order.index(value) if value in order else len(order), value)
+
+
+def _check_spread(spread: str) -> None:
+    if spread not in SPREADS:
+        raise UserError(f"spread={spread!r}: must be one of {', '.join(SPREADS)}")
+
+
+def aggregate(rows: Iterable[ScoreRow]) -> List[Cell]:
+    """Group rows by (task, model, size, method); the same seed twice in a cell, or cells
+    whose seeds report different metric sets, are errors. Sorted for display."""
+    groups: Dict[tuple, List[ScoreRow]] = {}
+    for r in rows:
+        groups.setdefault((r.task, r.model, r.size, r.method), []).append(r)
+    cells = []
+    for (task, model, size, method), rs in groups.items():
+        where = f"task={task} model={model} size={size:g} method={method}"
+        seeds = [r.seed for r in rs]
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dup:
+            raise UserError(f"{where}: seed(s) {dup} scored more than once")
+        metrics = set(rs[0].scores)
+        for r in rs[1:]:
+            if set(r.scores) != metrics:
+                raise UserError(f"{where}: seed {r.seed} has metrics {sorted(r.scores)}, seed "
+                                f"{rs[0].seed} has {sorted(metrics)}")
+        mean, std, low, high = {}, {}, {}, {}
+        for m in metrics:
+            vals = [float(r.scores[m]) for r in rs]
+            mu = sum(vals) / len(vals)
+            mean[m] = mu
+            std[m] = (math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
+                      if len(vals) > 1 else 0.0)
+            low[m], high[m] = min(vals), max(vals)
+        cells.append(Cell(task, model, size, method, sorted(seeds), mean, std, low, high))
+    cells.sort(key=lambda c: (c.task, _order(c.model, MODEL_ORDER), c.size,
+                              _order(c.method, METHOD_ORDER)))
+    return cells
+
+
+def size_label(n: float) -> str:
+    """1250000 -> '1.25M', 3e9 -> '3B', 800 -> '800'."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:g}"
+
+
+def format_value(cell: Cell, metric: str, spread: str) -> str:
+    if metric not in cell.mean:
+        return "–"
+    mu = 100 * cell.mean[metric]
+    if len(cell.seeds) == 1:
+        return f"{mu:.1f}"
+    if spread == "std":
+        return f"{mu:.1f} ± {100 * cell.std[metric]:.1f}"
+    return f"{mu:.1f} ({100 * cell.low[metric]:.1f}–{100 * cell.high[metric]:.1f})"
+
+
+def _metrics_of(cells: Sequence[Cell]) -> List[str]:
+    seen = {m for c in cells for m in c.mean}
+    return [m for m in METRIC_LABELS if m in seen] + sorted(seen - set(METRIC_LABELS))
+
+
+def markdown_table(cells: Sequence[Cell], spread: str = "std",
+                   metrics: Optional[Sequence[str]] = None) -> str:
+    _check_spread(spread)
+    if not cells:
+        raise UserError("no scores to tabulate")
+    metrics = list(metrics or _metrics_of(cells))
+    how = ("mean ± sample standard deviation (n−1)" if spread == "std"
+           else "mean (min–max)")
+    n_seeds = sorted({len(c.seeds) for c in cells})
+    seeds_txt = "/".join(map(str, n_seeds))
+    lines = [f"Scores ×100, {how} over {seeds_txt} seed(s) per cell; a single seed shows "
+             f"its value only.", "",
+             "| Task | Model | Size | Method | Seeds | "
+             + " | ".join(METRIC_LABELS.get(m, m) for m in metrics) + " |",
+             "|" + "---|" * (5 + len(metrics))]
+    for c in cells:
+        values = " | ".join(format_value(c, m, spread) for m in metrics)
+        lines.append(f"| {c.task} | {c.model.upper() if c.model in MODEL_ORDER else c.model} "
+                     f"| {size_label(c.size)} | {c.method} | {len(c.seeds)} | {values} |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Finding:
+    """One of the paper's claims "a > b" checked on one (task, size) of the grid."""
+
+    claim: str
+    task: str
+    size: float
+    a: Cell
+    b: Cell
+    verdict: str   # "holds", "reversed" or "inconclusive"
+
+
+def _verdict(a: Cell, b: Cell, metric: str, spread: str) -> str:
+    """'holds' if a's band (mean ± spread) lies wholly above b's, 'reversed' if below,
+    else 'inconclusive' (overlapping bands, or a single seed on either side)."""
+    if len(a.seeds) < 2 or len(b.seeds) < 2:
+        return "inconclusive"
+    a_lo, a_hi = a.spread(metric, spread)
+    b_lo, b_hi = b.spread(metric, spread)
+    if a.mean[metric] - a_lo > b.mean[metric] + b_hi:
+        return "holds"
+    if a.mean[metric] + a_hi < b.mean[metric] - b_lo:
+        return "reversed"
+    return "inconclusive"
+
+
+PAPER_CLAIMS = (
+    ("RETRO > GPT zero-shot", ("retro", "zero-shot"), ("gpt", "zero-shot")),
+    ("GPT+LoRA > RETRO+LoRA", ("gpt", "lora"), ("retro", "lora")),
+    ("GPT+Adapter > RETRO+Adapter", ("gpt", "adapter"), ("retro", "adapter")),
+    ("GPT+P-tuning > RETRO+P-tuning", ("gpt", "ptuning"), ("retro", "ptuning")),
+    ("GPT: LoRA > P-tuning", ("gpt", "lora"), ("gpt", "ptuning")),
+    ("GPT: Adapter > P-tuning", ("gpt", "adapter"), ("gpt", "ptuning")),
+    ("RETRO: LoRA > P-tuning", ("retro", "lora"), ("retro", "ptuning")),
+    ("RETRO: Adapter > P-tuning", ("retro", "adapter"), ("retro", "ptuning")),
+)
+
+
+def findings(cells: Sequence[Cell], metric: str = "f1", spread: str = "std",
+             claims=PAPER_CLAIMS) -> List[Finding]:
+    """Check each claim ``(text, (model, method), (model, method))`` at every (task, size)
+    where both cells have ``metric``; claims whose cells are absent are skipped."""
+    _check_spread(spread)
+    index = {(c.task, c.size, c.model, c.method): c for c in cells if metric in c.mean}
+    out = []
+    for task, size in sorted({(c.task, c.size) for c in cells}):
+        for text, (ma, pa), (mb, pb) in claims:
+            a, b = index.get((task, size, ma, pa)), index.get((task, size, mb, pb))
+            if a is not None and b is not None:
+                out.append(Finding(text, task, size, a, b, _verdict(a, b, metric, spread)))
+    return out
+
+
+def findings_markdown(found: Sequence[Finding], metric: str = "f1",
+                      spread: str = "std") -> str:
+    label = METRIC_LABELS.get(metric, metric)
+    band = "mean ± std" if spread == "std" else "min–max"
+    lines = [f"Paper's findings on {label} (×100): 'holds' / 'reversed' when the two "
+             f"{band} bands over seeds do not overlap, else 'inconclusive' (also with one "
+             f"seed).", "",
+             "| Task | Size | Claim | A | B | Verdict |", "|---|---|---|---|---|---|"]
+    for f in found:
+        lines.append(f"| {f.task} | {size_label(f.size)} | {f.claim} | "
+                     f"{format_value(f.a, metric, spread)} | "
+                     f"{format_value(f.b, metric, spread)} | {f.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "std"):
+    """Figure (matplotlib, no pyplot state): score vs size, a panel per method, a line per
+    model with error bars of ``spread``."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    _check_spread(spread)
+    mine = [c for c in cells if c.task == task and metric in c.mean]
+    if not mine:
+        raise UserError(f"no {metric} scores for task {task!r}")
+    methods = sorted({c.method for c in mine}, key=lambda m: _order(m, METHOD_ORDER))
+    models = sorted({c.model for c in mine}, key=lambda m: _order(m, MODEL_ORDER))
+    fig = Figure(figsize=(3.2 * len(methods), 3.2), constrained_layout=True)
+    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
+    label = METRIC_LABELS.get(metric, metric)
+    for ax, method in zip(axes, methods):
+        for model in models:
+            pts = sorted((c for c in mine if c.method == method and c.model == model),
+                         key=lambda c: c.size)
+            if not pts:
+                continue
+            x = [c.size for c in pts]
+            y = [100 * c.mean[metric] for c in pts]
+            err = [[100 * c.spread(metric, spread)[0] for c in pts],
+                   [100 * c.spread(metric, spread)[1] for c in pts]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3,
+                        label=model.upper() if model in MODEL_ORDER else model)
+        ax.set_xscale("log")
+        sizes = sorted({c.size for c in mine})
+        ax.set_xticks(sizes, [size_label(v) for v in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.15)
+        ax.set_title(method)
+        ax.set_xlabel("parameters")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(f"{label} (×100)")
+    axes[0].legend()
+    fig.suptitle(f"{task}: {label} vs model size "
+                 f"(error bars: {'std' if spread == 'std' else 'min–max'} over seeds)")
+    return fig
+
+
+def _atomic(path: str, write) -> str:
+    """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it into place."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; give the usual file mode
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    return _atomic(path, write)
+
+
+def save_figure_atomic(fig, path: str, dpi: int = 120) -> str:
+    return _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
+def write_report(rows: Iterable[ScoreRow], out_dir: str, spread: str = "std",
+                 metrics: Optional[Sequence[str]] = None,
+                 findings_metric: str = "f1") -> List[str]:
+    """results.md (the table, then the paper's claims checked on ``findings_metric``) and
+    one PNG per (task, metric) in ``out_dir``; returns the paths."""
+    cells = aggregate(rows)
+    metrics = list(metrics or _metrics_of(cells))
+    text = markdown_table(cells, spread, metrics)
+    found = findings(cells, findings_metric, spread) if findings_metric in metrics else []
+    if found:
+        text += "\n" + findings_markdown(found, findings_metric, spread)
+    paths = [write_text_atomic(os.path.join(out_dir, "results.md"), text)]
+    for task in sorted({c.task for c in cells}):
+        for m in metrics:
+            if any(c.task == task and m in c.mean for c in cells):
+                fig = build_figure(cells, task, m, spread)
+                paths.append(save_figure_atomic(
+                    fig, os.path.join(out_dir, f"{task}_{m}_vs_size.png")))
+    return paths
+
+
+def write_score_rows(rows: Iterable[ScoreRow], path: str) -> str:
+    """All rows as JSON lines, atomically (rewrite the file to add a finished run)."""
+    return write_text_atomic(path, "".join(json.dumps(asdict(r)) + "\n" for r in rows))
+
+
+def read_score_rows(path: str) -> List[ScoreRow]:
+    """Rows written by `write_score_rows`; UserError naming file, line and field."""
+    from megatron_retro.data.tasks.reader import Fields, iter_jsonl
+
+    rows = []
+    for lineno, obj in iter_jsonl(path):
+        r = Fields(path, lineno, obj)
+        scores = r.get("scores", dict)
+        for k, v in scores.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                r.fail(f"field 'scores.{k}' must be a number in [0, 1], got {v!r}")
+        size = r.get("size", float)
+        if size <= 0:
+            r.fail(f"field 'size' must be > 0, got {size}")
+        rows.append(ScoreRow(model=r.text("model"), size=size, method=r.text("method"),
+                             seed=r.get("seed", int), scores=dict(scores),
+                             task=r.text("task")))
+    return rows
