@@ -20,4 +20,4 @@ export MASTER_PORT=${MASTER_PORT:-29500}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # shellcheck disable=SC2086  # MPIRUN_ARGS is a list of options
 exec mpirun -np "$np" "${hosts[@]}" ${MPIRUN_ARGS:-} -x MASTER_ADDR -x MASTER_PORT -x OMP_NUM_THREADS -x PATH \
-  -x PYTHONPATH "${PYTHON:-python3}" -m megatron_retro.cli pretrain --config "$config" --no-progress "$@"
+  ${PYTHONPATH:+-x PYTHONPATH} "${PYTHON:-python3}" -m megatron_retro.cli pretrain --config "$config" --no-progress "$@"

@@ -18,29 +18,34 @@ import time
 from pathlib import Path
 
 PACKAGES = ["slurm-wlm", "munge"]
-BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "sacct", "munged", "scontrol"]
+BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "srun", "munged", "munge", "unmunge"]
 
 
-def _missing() -> list[str]:
-    return [b for b in BINARIES if b != "sacct" and shutil.which(b) is None
-            and not Path("/usr/sbin", b).exists()]
+def apt_install(packages: list[str], binaries: list[str], timeout: float = 900) -> str | None:
+    """apt-get install ``packages`` unless every one of ``binaries`` is already on PATH (or in
+    /usr/sbin); None when ready, else the reason it cannot be done here."""
+    def missing():
+        return [b for b in binaries if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
+    if not missing():
+        return None
+    if os.geteuid() != 0:
+        return f"{', '.join(missing())} not installed and this user is not root (cannot apt-get install)"
+    if shutil.which("apt-get") is None:
+        return f"{', '.join(missing())} not installed and there is no apt-get"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(cmd)}` did not finish in {timeout:.0f}s"
+        if proc.returncode != 0:
+            return f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+    return f"after apt-get install, still missing: {', '.join(missing())}" if missing() else None
 
 
 def ensure_installed(timeout: float = 900) -> str | None:
     """Install Slurm and munge if needed; None when ready, else the reason it cannot be."""
-    if not _missing():
-        return None
-    if os.geteuid() != 0:
-        return f"Slurm is not installed ({', '.join(_missing())} missing) and this user is not root"
-    if shutil.which("apt-get") is None:
-        return "Slurm is not installed and there is no apt-get to install it"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        if proc.returncode != 0:
-            return f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
-    missing = _missing()
-    return f"after apt-get install, still missing: {', '.join(missing)}" if missing else None
+    return apt_install(PACKAGES, BINARIES, timeout)
 
 
 def _free_port() -> int:
