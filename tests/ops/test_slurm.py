@@ -4,7 +4,9 @@ installed here with apt-get when missing; skipped with the reason only where tha
 - launch/slurm/pretrain.sbatch with 2 tasks (srun, gloo, DP=2) trains the tiny GPT: every step
   is in metrics.jsonl and the job ran as 2 Slurm tasks on one node.
 - launch/slurm/grid.sbatch as a 2-element job array runs one grid line per element.
-- launch/slurm/retrieval_pretrain.sbatch is accepted by the scheduler (sbatch --test-only).
+- launch/slurm/retrieval_pretrain.sbatch runs 2 retrieval shards (`megatron-retro serve` on a
+  tiny hash-embedded index) as one job step, writes endpoints.json once both serve, runs the
+  second step (here the quick `config` command instead of training) and stops the shards.
 """
 import json
 import os
@@ -12,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, tiny_pretrain_args
+from ops_testlib import REPO, tiny_pretrain_args
 from slurm_cluster import SlurmCluster, ensure_installed
 
 pytestmark = pytest.mark.slow
@@ -89,6 +91,39 @@ def test_grid_job_array(cluster, tmp_path):
         assert f"lr: {lr}" in text, text
         assert f"out_dir: {tmp_path}/grid/{i}" in text, text
     assert "has no line 2" in logs[2]
+
+
+def test_retrieval_shards_job_step(cluster, ops_data_dir, tmp_path):
+    import socket
+
+    from ops_testlib import run_cli
+
+    store, index = str(tmp_path / "store"), str(tmp_path / "index")
+    run_cli(["index", "chunks", "--documents", f"{ops_data_dir}/documents.jsonl",
+             "--tokenizer", f"{ops_data_dir}/tokenizer.model", "--out", store])
+    run_cli(["index", "build", "--store", store, "--out", index, "--embedder", "hash:32", "--shards", "2"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+    run_dir = tmp_path / "run"
+    log = tmp_path / "job.out"
+    env = dict(_env(cluster), SHARDS="2", REPLICAS="1", RETRIEVAL_NODES="0", RETRIEVAL_HOST="127.0.0.1",
+               RETRIEVAL_BASE_PORT=str(base), RUN_DIR=str(run_dir), TRAIN_COMMAND="config", RETRIEVAL_ARGS="0",
+               TRAINING_TASKS_PER_NODE="1", RETRIEVAL_TIMEOUT="240",
+               MEGATRON_RETRO_RETRIEVAL_TOKEN="test-token-0123456789")
+    job = cluster.run("sbatch", "--parsable", f"--chdir={REPO}", "--nodes=1", "--ntasks=2", f"--output={log}",
+                      os.path.join(REPO, "launch", "slurm", "retrieval_pretrain.sbatch"), index, TINY_CONFIG,
+                      "train.lr=0.00789", env=env).stdout.strip()
+    state = cluster.wait(job, timeout=400)
+    text = log.read_text() if log.exists() else "(no job output)"
+    assert state == "COMPLETED", f"job {job} ended {state}:\n{text[-4000:]}"
+    assert "2 shards x 1 replicas ready" in text and "lr: 0.00789" in text, text[-3000:]
+    endpoints = json.loads((run_dir / "endpoints.json").read_text())["shards"]
+    assert endpoints == [[f"127.0.0.1:{base}"], [f"127.0.0.1:{base + 1}"]] or \
+        sorted(endpoints) == sorted([[f"127.0.0.1:{base}"], [f"127.0.0.1:{base + 1}"]])
+    for s in range(2):  # each shard's ready file names the server that was serving
+        info = json.loads((run_dir / f"ready-{s}-0.json").read_text())
+        assert info["port"] in (base, base + 1)
 
 
 def test_retrieval_sbatch_accepted(cluster, tmp_path):

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO
+from ops_testlib import REPO
 
 DOCKER = os.path.join(REPO, "docker")
 sys.path.insert(0, DOCKER)

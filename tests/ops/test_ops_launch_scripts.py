@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from ops_testlib import REPO
 
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, "launch", "*.sh")) + glob.glob(os.path.join(REPO, "launch", "slurm", "*.sh"))
                  + glob.glob(os.path.join(REPO, "launch", "slurm", "*.sbatch")))

@@ -9,7 +9,7 @@ import torch
 from megatron_retro.config import load_config
 from megatron_retro.planning.recommend import plan_layout, stage_params
 
-from conftest import REPO
+from ops_testlib import REPO
 
 VOCAB = 512
 

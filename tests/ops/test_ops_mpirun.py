@@ -1,5 +1,6 @@
 """launch/mpirun_pretrain.sh under a real Open MPI (2 ranks, gloo, DP=2): ranks come from
-OMPI_COMM_WORLD_*, the tiny GPT trains and its losses equal a torchrun run of the same job.
+OMPI_COMM_WORLD_*, the tiny GPT trains and its losses equal a single-process run of the same
+global batch (per-token loss normalisation makes every DP split give the same step).
 Installs openmpi-bin with apt-get when missing; skipped with the reason where that is impossible."""
 import json
 import os
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, tiny_pretrain_args
+from ops_testlib import REPO, run_cli, tiny_pretrain_args
 from slurm_cluster import apt_install
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ def _losses(out):
         return [(r["step"], r["loss"]) for r in map(json.loads, filter(str.strip, f))]
 
 
-def test_mpirun_launcher_matches_torchrun(ops_data_dir, tmp_path):
+def test_mpirun_launcher_matches_single_process(ops_data_dir, tmp_path):
     reason = apt_install(["openmpi-bin"], ["mpirun"])
     if reason is not None:
         print(f"SKIP test_mpirun: {reason}")
@@ -44,8 +45,7 @@ def test_mpirun_launcher_matches_torchrun(ops_data_dir, tmp_path):
                  *args], dict(env, MASTER_PORT="29731"))
     summaries = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1, proc.stdout  # one logging rank out of two
-    torchrun_out = str(tmp_path / "torchrun")
-    _run(["bash", os.path.join(REPO, "launch", "torchrun_pretrain.sh"), "2", TINY_CONFIG, "--out", torchrun_out,
-          "--no-progress", *args], env)
+    single_out = str(tmp_path / "single")
+    run_cli(["pretrain", "--config", TINY_CONFIG, "--no-progress", "--out", single_out, *args])
     assert [s for s, _ in _losses(mpi_out)] == [1, 2]
-    assert _losses(mpi_out) == pytest.approx(_losses(torchrun_out), rel=1e-5)
+    assert _losses(mpi_out) == pytest.approx(_losses(single_out), rel=1e-5)

@@ -12,7 +12,7 @@ from megatron_retro.planning.peft_counts import peft_trainable
 from megatron_retro.planning.plan import lora_qkv_trainable
 from megatron_retro.planning.recommend import plan_layout, recommend
 
-from conftest import REPO
+from ops_testlib import REPO
 
 CFG_43B = f"{REPO}/configs/models/gpt-42.7b.yaml"
 CFG_843M = f"{REPO}/configs/models/gpt-843m.yaml"
