@@ -60,6 +60,9 @@ def _recommend(args: argparse.Namespace) -> int:
     vocab = args.vocab_size or cfg.model.vocab_size
     if vocab is None:
         raise UserError(f"{args.config}: model.vocab_size is not set (pass --vocab-size)")
+    if cfg.model.arch != "gpt":
+        raise UserError(f"{args.config}: model.arch={cfg.model.arch}: --recommend models GPT only so far "
+                        "(RETRO's encoder and cross-attention are not in the planner yet)")
     precision = "fp32" if cfg.train.precision == "fp32" else "bf16"
     methods = METHODS if args.method == "all" else (args.method,)
     rows = []

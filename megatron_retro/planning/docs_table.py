@@ -16,18 +16,18 @@ from megatron_retro.planning.memory import GIB
 from megatron_retro.planning.peft_counts import (ADAPTER_DIM, LORA_RANK, METHODS, PTUNING_BOTTLENECK,
                                                  PTUNING_VIRTUAL_TOKENS)
 from megatron_retro.planning.recommend import (A100_BF16_TFLOPS, DEFAULT_GLOBAL_BATCH, DEFAULT_MFU, DEFAULT_USABLE,
-                                               GPU_MEMORY_GB, recommend)
+                                               GPU_MEMORY_GB, recommend, stage_params)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def paper_grid(config_dir: str) -> list[str]:
-    """gpt-<number>[mb].yaml files, smallest first (gpt-tiny and others are not in the grid)."""
-    def size(path: str) -> float:
-        m = re.match(r"gpt-([0-9.]+)([mb])\.yaml$", os.path.basename(path))
-        return float(m.group(1)) * (1e9 if m.group(2) == "b" else 1e6)
+    """gpt-<number>[mb].yaml files, smallest first (gpt-tiny is not in the grid; RETRO joins later)."""
+    def size(path: str) -> tuple:
+        m = re.match(r"(gpt|retro)-([0-9.]+)([mb])\.yaml$", os.path.basename(path))
+        return m.group(1) != "gpt", float(m.group(2)) * (1e9 if m.group(3) == "b" else 1e6)
     paths = [p for p in glob.glob(os.path.join(config_dir, "*.yaml"))
-             if re.match(r"(gpt|retro)-[0-9.]+[mb]\.yaml$", os.path.basename(p))]
+             if re.match(r"gpt-[0-9.]+[mb]\.yaml$", os.path.basename(p))]  # RETRO: when the planner models CCA
     return sorted(paths, key=size)
 
 
@@ -65,8 +65,6 @@ def render(gpus_list: list[int], config_dir: str) -> str:
     for path in paper_grid(config_dir):
         cfg = load_config(path)
         name = os.path.basename(path)[:-5]
-        from megatron_retro.planning.recommend import stage_params
-
         total = sum(s.params for s in stage_params(cfg.model, cfg.model.vocab_size, 1, 1))
         for method in METHODS:
             for gpus in gpus_list:

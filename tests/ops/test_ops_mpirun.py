@@ -4,7 +4,7 @@ global batch (per-token loss normalisation makes every DP split give the same st
 Installs openmpi-bin with apt-get when missing; skipped with the reason where that is impossible."""
 import json
 import os
-import shutil
+import socket
 import subprocess
 import sys
 
@@ -25,6 +25,12 @@ def _run(cmd, env):
     return proc
 
 
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _losses(out):
     with open(os.path.join(out, "metrics.jsonl")) as f:
         return [(r["step"], r["loss"]) for r in map(json.loads, filter(str.strip, f))]
@@ -42,7 +48,7 @@ def test_mpirun_launcher_matches_single_process(ops_data_dir, tmp_path):
     args = tiny_pretrain_args(ops_data_dir, steps=2)
     mpi_out = str(tmp_path / "mpi")
     proc = _run(["bash", os.path.join(REPO, "launch", "mpirun_pretrain.sh"), "2", TINY_CONFIG, "--out", mpi_out,
-                 *args], dict(env, MASTER_PORT="29731"))
+                 *args], dict(env, MASTER_PORT=str(_free_port())))
     summaries = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1, proc.stdout  # one logging rank out of two
     single_out = str(tmp_path / "single")
