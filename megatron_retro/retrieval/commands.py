@@ -1,0 +1,135 @@
+"""CLI subcommands of the retrieval stack: ``serve`` (one shard server) and ``index build|eval``.
+
+Heavy imports (faiss, grpc, torch) happen inside the handlers only.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", required=True, metavar="I/N", help="serve shard I of N (0-based)")
+    p.add_argument("--index-dir", required=True, help="directory written by `megatron-retro index build`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default loopback; any other address requires an auth token)")
+    p.add_argument("--port", type=int, default=0, help="TCP port (0 = pick a free one, see --ready-file)")
+    p.add_argument("--token-file", help="file holding the auth token (else env MEGATRON_RETRO_RETRIEVAL_TOKEN)")
+    p.add_argument("--ready-file", help="write {host, port, pid} as JSON here once serving")
+    p.add_argument("--max-batch", type=int, default=4096, help="largest query batch accepted")
+    p.add_argument("--max-k", type=int, default=1024, help="largest k accepted")
+    p.add_argument("--max-message-mb", type=int, default=64, help="gRPC send/receive limit in MiB")
+    p.add_argument("--workers", type=int, default=4, help="gRPC worker threads")
+    p.add_argument("--threads", type=int, help="faiss OpenMP threads (default: all cores)")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
+    p.add_argument("--gpu", choices=["auto", "yes", "no"], default="auto", help="search on a GPU (faiss-gpu)")
+    p.add_argument("--nprobe", type=int, help="IVF lists probed per query (default: as built)")
+    p.add_argument("--ef-search", type=int, help="HNSW search depth (default: as built)")
+
+
+def _serve(args) -> int:
+    from megatron_retro.retrieval.service.server import run
+
+    return run(args)
+
+
+def _index_chunks(args) -> int:
+    import json
+
+    from megatron_retro.retrieval.chunk_store import build_chunk_store
+
+    from megatron_retro.errors import UserError
+
+    try:
+        from megatron_retro.data import load_tokenizer
+    except ImportError:
+        try:
+            from megatron_retro.data.tokenizer import load_tokenizer
+        except ImportError as e:
+            raise UserError(f"index chunks needs megatron_retro.data.load_tokenizer ({e})") from None
+    tok = load_tokenizer(args.tokenizer)
+
+    def documents():
+        with open(args.documents, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    doc = json.loads(line)
+                    text = doc["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise UserError(f"{args.documents}:{line_no}: expected a JSON object with a 'text' "
+                                    f"field ({e})") from None
+                doc_id = doc.get("id", line_no)
+                yield (doc_id if isinstance(doc_id, int) else line_no), tok.encode(text)
+
+    store = build_chunk_store(documents(), args.out, tok.decode, chunk_length=args.chunk_length,
+                              neighbour_length=args.neighbour_length, pad_id=tok.pad, overwrite=args.overwrite)
+    print(f"{args.out}: {len(store)} chunks of {store.chunk_length} tokens from {store.num_docs} documents")
+    return 0
+
+
+def _index_build(args) -> int:
+    if int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1:
+        from megatron_retro.retrieval.parallel_build import build_index_distributed
+
+        manifest = build_index_distributed(args.store, args.out, args.embedder, args.factory, args.train_size,
+                                           args.batch_size, nlist=args.nlist, pq_m=args.pq_m)
+    else:
+        from megatron_retro.retrieval.build import build_index
+
+        manifest = build_index(args.store, args.out, args.embedder, args.factory, args.shards, args.train_size,
+                               args.embeddings, args.batch_size, nlist=args.nlist, pq_m=args.pq_m)
+    if manifest:
+        print(f"{args.out}: {manifest['ntotal']} vectors, {manifest['factory']}, {manifest['num_shards']} shards")
+    return 0
+
+
+def _index_eval(args) -> int:
+    import json
+
+    from megatron_retro.retrieval.build import eval_index
+
+    result = eval_index(args.index_dir, args.embeddings, args.queries, args.k, nprobe=args.nprobe,
+                        efSearch=args.ef_search)
+    print(json.dumps(result))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="run one shard server of the retrieval service (gRPC)")
+    add_serve_args(p)
+    p.set_defaults(handler=_serve)
+
+    index = subparsers.add_parser("index", help="chunk a corpus, build and evaluate retrieval indexes")
+    sub = index.add_subparsers(dest="index_command", required=True, metavar="<step>")
+    c = sub.add_parser("chunks", help="tokenize documents.jsonl into a chunk store")
+    c.add_argument("--documents", required=True, help="JSONL with {id, text, ...} per line")
+    c.add_argument("--tokenizer", required=True, help="tokenizer model file")
+    c.add_argument("--out", required=True, help="chunk store directory to write")
+    c.add_argument("--chunk-length", type=int, default=64, help="m: tokens per chunk")
+    c.add_argument("--neighbour-length", type=int, default=128, help="r: chunk + continuation")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(handler=_index_chunks)
+
+    b = sub.add_parser("build", help="embed a chunk store and write a sharded faiss index "
+                                     "(under torchrun: one shard per rank)")
+    b.add_argument("--store", required=True, help="chunk store directory")
+    b.add_argument("--out", required=True, help="index directory to write")
+    b.add_argument("--embedder", default="minilm", help="minilm | hash:<dim> | sentence-transformers path")
+    b.add_argument("--embeddings", help="cached chunk embeddings .npy (default <out>/embeddings.npy)")
+    b.add_argument("--factory", default="flat", help="faiss factory string or flat|ivf-flat|ivf-pq|hnsw|opq-ivf-pq")
+    b.add_argument("--shards", type=int, default=1, help="number of shards (single-process build)")
+    b.add_argument("--train-size", type=int, help="vectors sampled to train quantizers (default all)")
+    b.add_argument("--nlist", type=int, default=256, help="IVF lists for the aliases")
+    b.add_argument("--pq-m", type=int, default=16, help="PQ sub-quantizers for the aliases")
+    b.add_argument("--batch-size", type=int, default=128, help="embedding batch size")
+    b.set_defaults(handler=_index_build)
+
+    e = sub.add_parser("eval", help="recall@k of an index against exact search")
+    e.add_argument("--index-dir", required=True)
+    e.add_argument("--embeddings", required=True, help="the vectors the index was built from (.npy)")
+    e.add_argument("--queries", type=int, default=1000, help="database vectors used as queries")
+    e.add_argument("--k", type=int, default=10)
+    e.add_argument("--nprobe", type=int)
+    e.add_argument("--ef-search", type=int)
+    e.set_defaults(handler=_index_eval)

@@ -1,0 +1,1 @@
+"""Sharded gRPC retrieval service: shard files, shard server, multi-shard client, launcher."""

@@ -1,0 +1,233 @@
+"""One shard server of the retrieval service (``megatron-retro serve --shard I/N``).
+
+Loads ``shard-I-of-N.faiss`` from an index directory and answers ``Search`` / ``Info`` over
+gRPC, with the standard ``grpc.health.v1`` service.  Safety rules:
+
+* binds to 127.0.0.1 unless ``--host`` says otherwise; a non-loopback bind without an auth
+  token is refused at start-up;
+* with a token, every Retrieval call must carry ``authorization: Bearer <token>``
+  (UNAUTHENTICATED otherwise; health checks need none);
+* malformed requests (wrong dim, NaN, k or batch out of range, short payload) get
+  INVALID_ARGUMENT and the server keeps serving; the message size limit is set explicitly;
+* SIGTERM/SIGINT: health turns NOT_SERVING, in-flight calls get ``--grace`` seconds, exit 0.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Optional
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from megatron_retro.errors import UserError
+from megatron_retro.retrieval.index import FaissIndex
+from megatron_retro.retrieval.service import retrieval_pb2 as pb
+from megatron_retro.retrieval.service import retrieval_pb2_grpc as pb_grpc
+from megatron_retro.retrieval.sharding import load_manifest, shard_path
+
+log = logging.getLogger("megatron_retro.retrieval.server")
+
+SERVICE_NAME = "megatron_retro.retrieval.Retrieval"
+TOKEN_ENV = "MEGATRON_RETRO_RETRIEVAL_TOKEN"
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        try:  # a host name: loopback only if every address it resolves to is
+            infos = socket.getaddrinfo(host, None)
+        except socket.gaierror:
+            return False
+        return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+class _TokenInterceptor(grpc.ServerInterceptor):
+    """Rejects Retrieval calls without the right bearer token (health checks pass freely)."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong auth token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, details):
+        if details.method.startswith("/grpc.health.v1."):
+            return continuation(details)
+        got = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(got.encode() if isinstance(got, str) else got, self._expected):
+            return continuation(details)
+        return self._deny
+
+
+class RetrievalServicer(pb_grpc.RetrievalServicer):
+    def __init__(self, index: FaissIndex, shard: int, num_shards: int, build_id: str,
+                 max_batch: int, max_k: int):
+        self.index, self.shard, self.num_shards, self.build_id = index, shard, num_shards, build_id
+        self.max_batch, self.max_k = max_batch, max_k
+
+    def _invalid(self, context, message: str):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+    def Search(self, request, context):
+        n, dim, k = request.num_queries, request.dim, request.k
+        if not 1 <= n <= self.max_batch:
+            self._invalid(context, f"num_queries={n}: must be in [1, {self.max_batch}]")
+        if dim != self.index.dim:
+            self._invalid(context, f"dim={dim}: this shard holds dim {self.index.dim}")
+        if not 1 <= k <= self.max_k:
+            self._invalid(context, f"k={k}: must be in [1, {self.max_k}]")
+        if len(request.queries) != n * dim * 4:
+            self._invalid(context, f"queries: {len(request.queries)} bytes, expected "
+                                   f"num_queries*dim*4={n * dim * 4}")
+        q = np.frombuffer(request.queries, dtype="<f4").reshape(n, dim)  # [n, d]
+        if not np.isfinite(q).all():
+            self._invalid(context, "queries: contain NaN or infinite values")
+        scores, ids = self.index.search(q, int(k))  # [n, k] each
+        return pb.SearchResponse(scores=scores.astype("<f4").tobytes(), ids=ids.astype("<i8").tobytes(),
+                                 num_queries=n, k=k, shard=self.shard, num_shards=self.num_shards,
+                                 build_id=self.build_id)
+
+    def Info(self, request, context):
+        return pb.InfoResponse(shard=self.shard, num_shards=self.num_shards, dim=self.index.dim,
+                               ntotal=self.index.ntotal, factory=self.index.factory,
+                               metric=self.index.metric, max_batch=self.max_batch, max_k=self.max_k,
+                               build_id=self.build_id)
+
+
+class ShardServer:
+    """A started gRPC server for one shard; ``stop`` drains in-flight calls."""
+
+    def __init__(self, index_dir: str, shard: int, num_shards: int, host: str = "127.0.0.1",
+                 port: int = 0, token: Optional[str] = None, max_batch: int = 4096, max_k: int = 1024,
+                 max_message_bytes: int = 64 << 20, workers: int = 4, use_gpu: str | bool = "auto",
+                 nprobe: Optional[int] = None, ef_search: Optional[int] = None):
+        if not is_loopback(host) and not token:
+            raise UserError(f"--host {host}: refusing to serve on a non-loopback address without an auth "
+                            f"token (pass --token-file or set {TOKEN_ENV})")
+        manifest = load_manifest(index_dir)
+        if manifest["num_shards"] != num_shards:
+            raise UserError(f"--shard {shard}/{num_shards}: {index_dir} was built with "
+                            f"{manifest['num_shards']} shards")
+        self.index = FaissIndex.load(shard_path(index_dir, shard, num_shards), use_gpu=use_gpu,
+                                     nprobe=nprobe, efSearch=ef_search)
+        self.health = health.HealthServicer()
+        interceptors = [_TokenInterceptor(token)] if token else []
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                                  interceptors=interceptors, options=channel_options(max_message_bytes))
+        pb_grpc.add_RetrievalServicer_to_server(
+            RetrievalServicer(self.index, shard, num_shards, manifest["build_id"], max_batch, max_k), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.port = self.server.add_insecure_port(bind)
+        if self.port == 0:
+            raise UserError(f"could not bind {bind}")
+        self.host = host
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()  # NOT_SERVING for every service
+        self.server.stop(grace).wait()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def _write_ready_file(path: str, info: dict) -> None:
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+    os.replace(tmp, p)
+
+
+def read_token(token_file: Optional[str]) -> Optional[str]:
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as e:
+            raise UserError(f"--token-file {token_file}: {e.strerror}") from None
+        if not token:
+            raise UserError(f"--token-file {token_file}: file is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def run(args) -> int:
+    """Entry point of ``megatron-retro serve``: start, report readiness, serve until SIGTERM."""
+    from megatron_retro.retrieval.sharding import parse_shard
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s shard %(message)s", stream=sys.stderr)
+    shard, num_shards = parse_shard(args.shard)
+    if getattr(args, "threads", None):
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+    server = ShardServer(args.index_dir, shard, num_shards, host=args.host, port=args.port,
+                         token=read_token(args.token_file), max_batch=args.max_batch, max_k=args.max_k,
+                         max_message_bytes=args.max_message_mb << 20, workers=args.workers,
+                         use_gpu={"auto": "auto", "yes": True, "no": False}[args.gpu],
+                         nprobe=args.nprobe, ef_search=args.ef_search)
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        if not stopping.is_set():
+            stopping.set()
+            log.info("%d/%d: signal %d, draining for %.1fs", shard, num_shards, signum, args.grace)
+            threading.Thread(target=server.stop, args=(args.grace,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("%d/%d: serving %d vectors (%s) on %s", shard, num_shards, server.index.ntotal,
+             server.index.factory, server.address)
+    if args.ready_file:
+        _write_ready_file(args.ready_file, {"host": args.host, "port": server.port, "pid": os.getpid(),
+                                            "shard": shard, "num_shards": num_shards})
+    server.wait()
+    return 0
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from megatron_retro.retrieval.commands import add_serve_args
+
+    parser = argparse.ArgumentParser(prog="megatron-retro serve", description=__doc__.splitlines()[0])
+    add_serve_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"megatron-retro serve: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
