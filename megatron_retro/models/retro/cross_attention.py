@@ -171,9 +171,11 @@ class RetroChunkedCrossAttention(_Projections):
 
     def forward(self, hidden_states, attention_mask=None, key_value_states=None, inference_context=None,
                 **unused):
+        normed = self.pre_norm(hidden_states)
+        if inference_context is not None:
+            return self._forward_inference(normed, key_value_states, inference_context)
         if key_value_states is None:
             raise ValueError(f"RETRO layer {self.layer_number}: no neighbour context reached this layer")
-        normed = self.pre_norm(hidden_states)
         context = key_value_states
         if self.encoder is not None:
             context = self.run_encoder(normed, context)
@@ -206,12 +208,77 @@ class RetroChunkedCrossAttention(_Projections):
             out = out * torch.tanh(self.gate)
         return out
 
-    def _attending_rows(self, local_len: int, device, dtype) -> torch.Tensor:
-        start = 0
+    def _attending_rows(self, local_len: int, device, dtype, start: int = 0) -> torch.Tensor:
         if self.config.sequence_parallel:
             start = self.tp_group.rank() * local_len
         t = torch.arange(start, start + local_len, device=device)
         return (t >= self.chunk_length - 1).to(dtype).view(-1, 1, 1)
+
+    # ---------------------------------------------------------------------------------------
+    # Incremental decoding (KV cache): new tokens at positions [offset, offset + s).
+    def _forward_inference(self, normed: torch.Tensor, context: Optional[torch.Tensor], ictx) -> dict:
+        """Encode each chunk once, when it completes; attend the new tokens to their chunks.
+
+        The first retrieval layer caches its normed decoder states (the encoder's chunk states)
+        and the encoder output of every complete chunk in ``ictx.retro_cache``; ``context`` is the
+        embedded neighbours of the complete chunks so far, [r, k·n·bs, d] in (k, n, bs) order.
+        """
+        if self.config.sequence_parallel:
+            raise ValueError("RETRO generation: sequence parallelism is a training layout; turn it off")
+        cache = ictx.__dict__.setdefault("retro_cache", {})
+        offset = ictx.sequence_len_offset
+        s, bs, d = normed.shape
+        m = self.chunk_length
+        n_complete = (offset + s) // m
+        if self.encoder is not None:
+            states = cache.get("states")
+            if states is None:
+                states = cache["states"] = normed.new_zeros(ictx.max_sequence_length, bs, d)
+            states[offset:offset + s] = normed
+            encoded = cache.get("encoded")                  # [r, k, n_done, bs, d]
+            n_done = 0 if encoded is None else encoded.shape[2]
+            if n_complete > n_done:
+                if context is None or context.shape[1] % (n_complete * bs):
+                    raise ValueError(f"RETRO generation: need the neighbours of all {n_complete} complete "
+                                     f"chunks, got a context of shape {None if context is None else tuple(context.shape)}")
+                r = context.shape[0]
+                kk = context.shape[1] // (n_complete * bs)
+                new = n_complete - n_done
+                neighbours = context.view(r, kk, n_complete, bs, d)[:, :, n_done:n_complete].reshape(r, kk * new * bs, d)
+                chunk_states = states[n_done * m:n_complete * m].view(new, m, bs, d).transpose(0, 1)
+                rotary = self.encoder_rotary(r) if self.encoder_rotary is not None else None
+                out = self.encoder(hidden_states=neighbours, attention_mask=None,
+                                   context=chunk_states.reshape(m, new * bs, d), context_mask=None,
+                                   rotary_pos_emb=rotary).view(r, kk, new, bs, d)
+                encoded = out if encoded is None else torch.cat([encoded, out], dim=2)
+                cache["encoded"] = encoded
+            context = None if encoded is None else encoded.reshape(encoded.shape[0], -1, d)
+        out = self._attend_positions(normed, context, offset, n_complete)
+        return {"output": (out, None), "context": context}
+
+    def _attend_positions(self, normed, context, offset: int, n: int) -> torch.Tensor:
+        """Tokens at positions [offset, offset + s) attend to chunk (t - m + 1) // m of n encoded chunks."""
+        hl, hd, m = self.heads, self.head_dim, self.chunk_length
+        q, _ = self.linear_q(normed)
+        s, bs = q.shape[:2]
+        q = q.view(s, bs, hl, hd)
+        out = q.new_zeros(s, bs, hl, hd)
+        t = torch.arange(offset, offset + s, device=q.device)
+        valid = t >= m - 1
+        if n > 0 and context is not None and bool(valid.any()):
+            kv, _ = self.linear_kv(context)                 # [r, k·n·bs, hl·2·hd]
+            r = kv.shape[0]
+            kk = kv.shape[1] // (n * bs)
+            kv = kv.view(r, kk, n, bs, hl, 2, hd).permute(2, 3, 4, 0, 1, 5, 6).reshape(n, bs, hl, r * kk, 2, hd)
+            kv_t = kv[(t[valid] - (m - 1)) // m]            # [sv, bs, hl, nk, 2, hd]
+            scores = torch.einsum("sbhd,sbhnd->sbhn", q[valid], kv_t[..., 0, :]) / math.sqrt(hd)
+            out[valid] = torch.einsum("sbhn,sbhnd->sbhd", scores.softmax(-1), kv_t[..., 1, :])
+        out, bias = self.linear_proj(out.reshape(s, bs, hl * hd))
+        if bias is not None:
+            out = out + bias * self._attending_rows(s, out.device, out.dtype, start=offset)
+        if self.gate is not None:
+            out = out * torch.tanh(self.gate)
+        return out
 
     # ---------------------------------------------------------------------------------------
     def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: Optional[dict] = None):

@@ -69,7 +69,7 @@ class RetroModel(GPTModel):
         payload for the next stage.  ``context`` (encoded neighbours) may replace ``neighbours``."""
         hidden = None
         if self.pre_process:
-            if context is None and neighbours is not None:
+            if context is None and neighbours is not None and neighbours.shape[1] > 0:
                 context = self.embed_neighbours(neighbours)
         else:
             if self._payload is None:
@@ -98,6 +98,8 @@ class RetroModel(GPTModel):
         """The decoder block's layers, threading the context through; final norm on the last stage."""
         rng = tensor_parallel.get_cuda_rng_tracker().fork() if self.config.sequence_parallel \
             else contextlib.nullcontext()
+        if hasattr(hidden, "unwrap"):  # megatron wraps the embedding output in inference mode
+            hidden = hidden.unwrap()
         with rng:
             for layer in self.decoder.layers:
                 hidden, context = layer(hidden_states=hidden, attention_mask=attention_mask, context=context,

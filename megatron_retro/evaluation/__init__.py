@@ -1,0 +1,1 @@
+"""Evaluation: generation with (RETRO) or without retrieval; task metrics live beside it."""
