@@ -126,6 +126,13 @@ def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size
         rotary_base=model.rotary_base, vp_stage=vp_stage, retro=retro)
 
 
+def retro_chunk_builder(retro: RetroConfig):
+    """``build_chunk(model, config, vocab, pre_process, post_process)`` for the planner's counts."""
+    def build(model: ModelConfig, config, vocab_size: int, pre_process: bool, post_process: bool, vp_stage=None):
+        return build_retro_chunk(model, retro, config, vocab_size, pre_process, post_process, vp_stage)
+    return build
+
+
 def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: ParallelConfig, vocab_size: int,
                       precision: str = "auto", recompute: bool = False) -> list:
     """This rank's RETRO model chunks (one per virtual pipeline stage), like ``build_gpt_model``."""
