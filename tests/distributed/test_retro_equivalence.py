@@ -9,7 +9,7 @@ from launch import torchrun
 pytestmark = pytest.mark.distributed
 HERE = os.path.dirname(__file__)
 LAYOUTS = [dict(tp=2, pp=1), dict(tp=2, pp=1, sp=True), dict(tp=1, pp=2), dict(tp=2, pp=2),
-           dict(tp=2, pp=2, sp=True)]
+           dict(tp=2, pp=2, sp=True), dict(tp=1, pp=2, vpp=2)]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 Every layout gets the same full weights (init_by_global_name), the same global batch and the
 same neighbours.  Retrieval layers 2 and 4 of a 4-layer decoder: with PP=2 the encoder runs on
 the first stage and layer 4's cross-attention on the second, so the neighbour context crosses
-the stage boundary in the payload.  Rank 0 prints one RESULT line per layout.
+the stage boundary in the payload (with interleaving, VPP=2: one layer per model chunk, the
+payload goes around the pipeline twice).  Rank 0 prints one RESULT line per layout.
 """
 import json
 import warnings
@@ -23,7 +24,7 @@ from megatron_retro.training.retro_step import RetroEngine  # noqa: E402
 VOCAB, SEQ, GBS, M, K, R = 512, 32, 4, 8, 2, 16
 LAYOUTS = [
     dict(tp=1, pp=1), dict(tp=2, pp=1), dict(tp=2, pp=1, sp=True), dict(tp=1, pp=2), dict(tp=2, pp=2),
-    dict(tp=2, pp=2, sp=True),
+    dict(tp=2, pp=2, sp=True), dict(tp=1, pp=2, vpp=2),
 ]
 
 
@@ -51,6 +52,8 @@ def run_layout(layout):
                  f"retro.chunk_length={M}", f"retro.num_neighbours={K}", f"retro.neighbour_length={R}",
                  "retro.retrieval_layers=[2,4]", "retro.attention_gate=true",
                  "train.micro_batch_size=1", f"train.global_batch_size={GBS}"]
+    if layout.get("vpp"):
+        overrides.append(f"parallel.vpp={layout['vpp']}")
     cfg = load_config(None, overrides)
     ctx = initialize_parallel(cfg.parallel, seed=7)
     chunks = build_retro_model(cfg.model, cfg.retro, cfg.parallel, vocab_size=VOCAB)
