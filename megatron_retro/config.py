@@ -216,6 +216,47 @@ class CheckpointConfig:
 
 
 @dataclass
+class RetroConfig:
+    """RETRO: chunked cross-attention to retrieved neighbours (read when model.arch=retro)."""
+
+    chunk_length: int = cfg(64, "retro.chunk_length m: tokens per chunk (seq_length must be a multiple)")
+    num_neighbours: int = cfg(2, "retro.num_neighbours k: neighbours retrieved per chunk")
+    neighbour_length: int = cfg(128, "retro.neighbour_length r: tokens per neighbour (chunk + continuation)")
+    retrieval_layers: Optional[list[int]] = cfg(
+        None, "1-based decoder layers with chunked cross-attention (None = every 3rd from 6, from 9 "
+              "when num_layers > 15); the first one also runs the encoder")
+    encoder_num_layers: int = cfg(2, "layers of the bidirectional neighbour encoder")
+    encoder_hidden_dropout: float = cfg(0.0, "dropout on the encoder's residual branches")
+    encoder_attention_dropout: float = cfg(0.0, "dropout on the encoder's attention probabilities")
+    attention_gate: bool = cfg(False, "scale each chunked cross-attention output by tanh(g), g a learned "
+                                      "scalar starting at 0 (a RETRO from a GPT starts equal to the GPT)")
+    retrieval_dir: Optional[str] = cfg(None, "retrieval index + chunk store directory for pretraining "
+                                             "(None = <data.dir>/retro_index, built on first use)")
+    embedder: str = cfg("minilm", "retrieval embedder: 'minilm' (all-MiniLM-L6-v2) or 'hash:<dim>'")
+    exclude_same_doc: bool = cfg(True, "drop neighbours from the sample's own document (RETRO pretraining rule)")
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_length", "num_neighbours", "neighbour_length", "encoder_num_layers"):
+            _require(getattr(self, name) >= 1, f"retro.{name}={getattr(self, name)}: must be >= 1")
+        _require(self.neighbour_length >= self.chunk_length,
+                 f"retro.neighbour_length={self.neighbour_length}: must be >= retro.chunk_length="
+                 f"{self.chunk_length} (a neighbour is its chunk plus a continuation)")
+        for name in ("encoder_hidden_dropout", "encoder_attention_dropout"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"retro.{name}={value}: must be in [0, 1)")
+        if self.retrieval_layers is not None:
+            _require(len(self.retrieval_layers) >= 1, "retro.retrieval_layers: must name at least one layer")
+            _require(len(set(self.retrieval_layers)) == len(self.retrieval_layers),
+                     f"retro.retrieval_layers={self.retrieval_layers}: duplicates")
+
+    def layer_numbers(self, num_layers: int) -> list[int]:
+        """1-based decoder layers holding chunked cross-attention, ascending."""
+        if self.retrieval_layers is not None:
+            return sorted(self.retrieval_layers)
+        return list(range(6 if num_layers <= 15 else 9, num_layers + 1, 3))
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs."""
 
@@ -224,6 +265,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    retro: RetroConfig = field(default_factory=RetroConfig)
     out_dir: str = cfg("runs/default", "directory for metrics, plots and (by default) checkpoints")
 
     def __post_init__(self) -> None:
@@ -245,6 +287,23 @@ class RunConfig:
             _require(self.model.seq_length % self.parallel.tp == 0,
                      f"model.seq_length={self.model.seq_length}: must be divisible by parallel.tp="
                      f"{self.parallel.tp} with sequence parallelism")
+        if self.model.arch == "retro":
+            self._check_retro()
+
+    def _check_retro(self) -> None:
+        retro, model, tp = self.retro, self.model, self.parallel.tp
+        _require(model.seq_length % retro.chunk_length == 0,
+                 f"model.seq_length={model.seq_length}: must be a multiple of retro.chunk_length={retro.chunk_length}")
+        layers = retro.layer_numbers(model.num_layers)
+        _require(len(layers) >= 1, f"retro.retrieval_layers: none with model.num_layers={model.num_layers} "
+                                   f"(the default starts at layer 6); set retro.retrieval_layers")
+        _require(all(1 <= n <= model.num_layers for n in layers),
+                 f"retro.retrieval_layers={layers}: must be in [1, model.num_layers={model.num_layers}]")
+        if self.parallel.sequence_parallel:
+            for name in ("chunk_length", "neighbour_length"):
+                _require(getattr(retro, name) % tp == 0,
+                         f"retro.{name}={getattr(retro, name)}: must be divisible by parallel.tp={tp} "
+                         f"with sequence parallelism")
 
     @property
     def checkpoint_dir(self) -> str:

@@ -1,1 +1,1 @@
-"""Evaluation of generated answers: metrics (EM, F1, ROUGE-L) and result tables/plots."""
+"""Evaluation: generation (GPT, and RETRO with retrieval at chunk boundaries), metrics (EM, F1, ROUGE-L), result tables and plots."""

@@ -20,7 +20,12 @@ def make_plan(cfg: RunConfig, tp: int, pp: int, vocab_size: int, dp: int = 1, mi
               seq_length: int | None = None, distributed_optimizer: bool = True) -> dict:
     model = cfg.model
     seq = seq_length or model.seq_length
-    counts = count_parameters(model, tp, pp, vocab_size)
+    build_chunk = None
+    if model.arch == "retro":
+        from megatron_retro.models.retro.model import retro_chunk_builder
+
+        build_chunk = retro_chunk_builder(cfg.retro)
+    counts = count_parameters(model, tp, pp, vocab_size, build_chunk=build_chunk)
     precision = "fp32" if cfg.train.precision == "fp32" else "bf16"
     act_bytes = 4 if precision == "fp32" else 2
     stages = []

@@ -22,7 +22,12 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     cfg = run_config_from_args(args)
     try:
-        result = pretrain(cfg, progress=not args.no_progress)
+        if cfg.model.arch == "retro":
+            from megatron_retro.training.retro_pretrain import pretrain_retro
+
+            result = pretrain_retro(cfg, progress=not args.no_progress)
+        else:
+            result = pretrain(cfg, progress=not args.no_progress)
     finally:
         destroy_parallel()
     if result.logging_rank:

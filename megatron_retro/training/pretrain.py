@@ -41,8 +41,12 @@ def model_record(cfg: RunConfig, vocab_size: int) -> dict:
 
 
 def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: Optional[Callable] = None,
-             forward_step: Optional[Callable] = None, progress: bool = True) -> PretrainResult:
-    """Run (or resume) pretraining as configured. Collective: every rank of the job calls it."""
+             forward_step: Optional[Callable] = None, progress: bool = True,
+             make_data: Optional[Callable] = None, make_engine: Optional[Callable] = None) -> PretrainResult:
+    """Run (or resume) pretraining as configured. Collective: every rank of the job calls it.
+
+    ``make_data(cfg, dp=...)`` and ``make_engine(cfg, chunks, forward_step)`` replace the GPT data
+    and Engine (RETRO: training/retro_pretrain.py)."""
     from tqdm import tqdm
 
     from megatron_retro.models.gpt import build_gpt_model
@@ -57,14 +61,14 @@ def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: O
     if data is None:
         from megatron_retro.training.data_setup import build_pretrain_data
 
-        data = build_pretrain_data(cfg, dp=ctx.dp)
+        data = (make_data or build_pretrain_data)(cfg, dp=ctx.dp)
     train = cfg.train
     num_micro = train.num_microbatches(ctx.dp)
     global_batch = num_micro * train.micro_batch_size * ctx.dp
     build_model = build_model or build_gpt_model
     chunks = build_model(cfg.model, cfg.parallel, vocab_size=data.vocab_size, precision=train.precision,
                          recompute=train.recompute)
-    engine = Engine(cfg, chunks, forward_step or gpt_forward_step)
+    engine = (make_engine or Engine)(cfg, chunks, forward_step or gpt_forward_step)
     record = model_record(cfg, data.vocab_size)
 
     start_step = 0

@@ -1,0 +1,162 @@
+"""RetroModel: megatron-core's GPTModel whose retrieval layers read a neighbour context.
+
+Notation: ns sequence, bs micro-batch, d hidden, m chunk length, l = ns / m chunks, k neighbours
+per chunk, r neighbour length, tp tensor-parallel size, "(/tp)" split by sequence parallelism.
+
+    input_ids   [bs, ns]            decoder tokens (first stage)
+    neighbours  int64 [bs, l, k, r] retrieved neighbour tokens of each chunk (first stage)
+    context     [r(/tp), k·l·bs, d] embedded neighbours, replaced by the encoder output at the
+                                    first retrieval layer (see cross_attention.py)
+
+The first stage embeds tokens and neighbours with the same word embedding.  Between pipeline
+stages the hidden states and the context travel together in one payload of declared shape
+[payload_length(ns)(/tp), bs, d] (payload.py), so retrieval layers may sit on any stage and the
+encoder's gradient reaches the first stage's embedding.  Parameter names of the GPT parts are
+the GPTModel's, so a GPT checkpoint loads into the decoder (retro/from_gpt.py).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.models.gpt import GPTModel
+from megatron.core.utils import make_viewless_tensor
+
+from megatron_retro.config import ModelConfig, ParallelConfig, RetroConfig
+from megatron_retro.models.retro import payload
+
+
+class RetroModel(GPTModel):
+    """GPTModel + neighbour embedding, context-carrying decoder loop and pipeline payload."""
+
+    def __init__(self, *args, retro: RetroConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chunk_length = retro.chunk_length
+        self.num_neighbours = retro.num_neighbours
+        self.neighbour_length = retro.neighbour_length
+        self._payload: Optional[torch.Tensor] = None
+
+    # ------------------------------------------------------------------------------------------
+    def set_input_tensor(self, input_tensor) -> None:
+        """The schedule hands the previous stage's payload here (a list of one tensor)."""
+        if isinstance(input_tensor, list):
+            if len(input_tensor) != 1:
+                raise ValueError(f"RetroModel: expected one input tensor, got {len(input_tensor)}")
+            input_tensor = input_tensor[0]
+        self._payload = input_tensor
+
+    def _sp_size(self) -> int:
+        return self.config.tensor_model_parallel_size if self.config.sequence_parallel else 1
+
+    def embed_neighbours(self, neighbours: torch.Tensor) -> torch.Tensor:
+        """int64 [bs, l, k, r] -> context [r(/tp), k·l·bs, d] (same word embedding as the decoder)."""
+        bs, l, k, r = neighbours.shape
+        if k != self.num_neighbours or r != self.neighbour_length:
+            raise ValueError(f"neighbours: shape {tuple(neighbours.shape)}, expected [bs, l, k={self.num_neighbours}, "
+                             f"r={self.neighbour_length}]")
+        ids = neighbours.permute(2, 1, 0, 3).reshape(k * l * bs, r)   # rows ordered (k, l, bs)
+        positions = torch.arange(r, device=ids.device).unsqueeze(0).expand(k * l * bs, r)
+        return self.embedding(input_ids=ids, position_ids=positions)  # [r(/tp), k·l·bs, d]
+
+    def forward(self, input_ids: Optional[torch.Tensor], position_ids: Optional[torch.Tensor],
+                attention_mask: Optional[torch.Tensor], labels: Optional[torch.Tensor] = None,
+                neighbours: Optional[torch.Tensor] = None, loss_mask: Optional[torch.Tensor] = None,
+                inference_context=None, runtime_gather_output: Optional[bool] = None,
+                context: Optional[torch.Tensor] = None):
+        """Per-token losses [bs, ns] (labels given), logits [bs, ns, vocab/tp] (last stage), or the
+        payload for the next stage.  ``context`` (encoded neighbours) may replace ``neighbours``."""
+        hidden = None
+        if self.pre_process:
+            if context is None and neighbours is not None and neighbours.shape[1] > 0:
+                context = self.embed_neighbours(neighbours)
+        else:
+            if self._payload is None:
+                raise ValueError("RetroModel: a non-first pipeline stage got no input payload")
+            lengths = payload.split_lengths(self._payload.shape[0], self._sp_size(), self.chunk_length,
+                                            self.num_neighbours, self.neighbour_length)
+            hidden, context = payload.unpack(self._payload, *lengths)
+        pre = self._preprocess(input_ids=input_ids, position_ids=position_ids, decoder_input=hidden,
+                               inference_context=inference_context)
+        decoder_input, rotary_pos_emb, rotary_cos, rotary_sin, sequence_len_offset = pre[:5]
+        hidden, context = self._run_decoder(decoder_input, attention_mask, context, rotary_pos_emb,
+                                            inference_context, sequence_len_offset)
+        if not self.post_process:
+            if context is None:
+                raise ValueError("RetroModel: no neighbour context to send to the next stage")
+            return payload.pack(hidden, context)
+        return self._postprocess(
+            hidden_states=hidden, input_ids=input_ids, position_ids=position_ids, labels=labels,
+            rotary_pos_emb=rotary_pos_emb, rotary_pos_cos=rotary_cos, rotary_pos_sin=rotary_sin,
+            mtp_in_postprocess=False, loss_mask=loss_mask, decoder_input=decoder_input,
+            attention_mask=attention_mask, sequence_len_offset=sequence_len_offset,
+            runtime_gather_output=runtime_gather_output, inference_context=inference_context)
+
+    def _run_decoder(self, hidden, attention_mask, context, rotary_pos_emb, inference_context,
+                     sequence_len_offset):
+        """The decoder block's layers, threading the context through; final norm on the last stage."""
+        rng = tensor_parallel.get_cuda_rng_tracker().fork() if self.config.sequence_parallel \
+            else contextlib.nullcontext()
+        if hasattr(hidden, "unwrap"):  # megatron wraps the embedding output in inference mode
+            hidden = hidden.unwrap()
+        with rng:
+            for layer in self.decoder.layers:
+                hidden, context = layer(hidden_states=hidden, attention_mask=attention_mask, context=context,
+                                        rotary_pos_emb=rotary_pos_emb, inference_context=inference_context,
+                                        sequence_len_offset=sequence_len_offset)
+        if self.decoder.final_layernorm is not None:
+            hidden = self.decoder.final_layernorm(hidden)
+        hidden = make_viewless_tensor(inp=hidden, requires_grad=True, keep_graph=True)
+        return hidden, context
+
+
+def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size: int, pre_process: bool,
+                      post_process: bool, vp_stage: Optional[int] = None) -> RetroModel:
+    """One RetroModel holding this stage's layers (embedding on the first, output on the last)."""
+    from megatron_retro.models.retro.spec import get_retro_decoder_block_spec
+
+    return RetroModel(
+        config=config,
+        transformer_layer_spec=get_retro_decoder_block_spec(model, retro, config, vp_stage=vp_stage),
+        vocab_size=vocab_size, max_sequence_length=model.seq_length, pre_process=pre_process,
+        post_process=post_process, parallel_output=True,
+        share_embeddings_and_output_weights=not model.untie_embeddings,
+        position_embedding_type=model.position_embedding, rotary_percent=model.rotary_percent,
+        rotary_base=model.rotary_base, vp_stage=vp_stage, retro=retro)
+
+
+def retro_chunk_builder(retro: RetroConfig):
+    """``build_chunk(model, config, vocab, pre_process, post_process)`` for the planner's counts."""
+    def build(model: ModelConfig, config, vocab_size: int, pre_process: bool, post_process: bool, vp_stage=None):
+        return build_retro_chunk(model, retro, config, vocab_size, pre_process, post_process, vp_stage)
+    return build
+
+
+def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: ParallelConfig, vocab_size: int,
+                      precision: str = "auto", recompute: bool = False) -> list:
+    """This rank's RETRO model chunks (one per virtual pipeline stage), like ``build_gpt_model``."""
+    from megatron.core.enums import ModelType
+
+    from megatron_retro.errors import UserError
+    from megatron_retro.models.gpt import padded_vocab_size
+    from megatron_retro.models.transformer_config import make_transformer_config
+
+    if recompute:
+        raise UserError("train.recompute=true: not supported with model.arch=retro (the decoder loop "
+                        "threads the neighbour context through the layers)")
+    config = make_transformer_config(model, parallel, precision, recompute=False)
+    padded = padded_vocab_size(vocab_size, model.make_vocab_size_divisible_by, parallel.tp)
+    chunks = []
+    for vp_stage in range(parallel.vpp or 1):
+        stage = vp_stage if parallel.vpp else None
+        chunk = build_retro_chunk(
+            model, retro, config, padded,
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+            vp_stage=stage)
+        if torch.cuda.is_available():
+            chunk.cuda(torch.cuda.current_device())
+        chunk.model_type = ModelType.encoder_or_decoder
+        chunks.append(chunk)
+    return chunks

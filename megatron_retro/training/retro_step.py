@@ -1,0 +1,51 @@
+"""RETRO forward step for megatron's pipeline schedules, and an Engine declaring the payload shape.
+
+A RETRO micro-batch is a GPT micro-batch plus ``neighbours`` int64 [mbs, l, k, r] (l = ns / m).
+Every stage's forward step reads the same micro-batch; the first stage embeds the neighbours and
+later stages receive them (embedded, or encoded) inside the inter-stage payload, whose declared
+length ``payload_length(ns)`` is what :class:`RetroEngine` hands the schedule.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from megatron_retro.training.engine import Engine
+from megatron_retro.training.gpt_step import masked_token_loss
+
+
+def retro_forward_step(data_iterator, model):
+    """Read one micro-batch and run the RETRO model; the schedule calls the returned loss function."""
+    batch = next(data_iterator)
+    device = next(model.parameters()).device
+    output = model(batch["tokens"].to(device), batch["position_ids"].to(device), None,
+                   labels=batch["labels"].to(device), neighbours=batch["neighbours"].to(device))
+    return output, partial(masked_token_loss, batch["loss_mask"].to(device))
+
+
+class RetroEngine(Engine):
+    """Engine whose pipeline p2p tensors are RETRO payloads (hidden states + neighbour context)."""
+
+    def __init__(self, cfg, chunks, forward_step=retro_forward_step):
+        super().__init__(cfg, chunks, forward_step)
+
+    def _run_schedule(self, microbatches: list, forward_only: bool) -> list:
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        from megatron_retro.models.retro.payload import payload_length
+
+        model = self.chunks if len(self.chunks) > 1 else self.chunks[0]
+        iterators = [iter(microbatches) for _ in self.chunks]
+        data_iterator = iterators if len(self.chunks) > 1 else iterators[0]
+        first = microbatches[0]
+        mbs, ns = first["tokens"].shape
+        _, l, k, r = first["neighbours"].shape
+        retro = self.cfg.retro
+        if (k, r) != (retro.num_neighbours, retro.neighbour_length) or l * retro.chunk_length != ns:
+            raise ValueError(f"neighbours: shape {tuple(first['neighbours'].shape)} does not match "
+                             f"ns={ns}, retro.chunk_length={retro.chunk_length}, "
+                             f"k={retro.num_neighbours}, r={retro.neighbour_length}")
+        return get_forward_backward_func()(
+            forward_step_func=self.forward_step, data_iterator=data_iterator, model=model,
+            num_microbatches=len(microbatches),
+            seq_length=payload_length(ns, retro.chunk_length, k, r),
+            micro_batch_size=mbs, forward_only=forward_only)
