@@ -43,7 +43,7 @@ _ITER_RE = re.compile(r"^iter_(\d{7})$")
 # Model-config fields that must match for weights to load.
 ARCH_FIELDS = ("arch", "num_layers", "hidden_size", "num_attention_heads", "num_query_groups",
                "ffn_hidden_size", "kv_channels", "activation", "normalization", "position_embedding",
-               "untie_embeddings", "add_bias_linear", "vocab_size")
+               "untie_embeddings", "add_bias_linear", "vocab_size", "retro")
 
 
 @dataclass

@@ -37,6 +37,11 @@ def model_record(cfg: RunConfig, vocab_size: int) -> dict:
     """The architecture as saved with checkpoints (defaults resolved)."""
     record = dataclasses.asdict(cfg.model)
     record.update(ffn_hidden_size=cfg.model.ffn_size, kv_channels=cfg.model.head_dim, vocab_size=vocab_size)
+    if cfg.model.arch == "retro":  # what shapes the RETRO-only weights
+        retro = cfg.retro
+        record["retro"] = {"retrieval_layers": retro.layer_numbers(cfg.model.num_layers),
+                           "encoder_num_layers": retro.encoder_num_layers,
+                           "attention_gate": retro.attention_gate}
     return record
 
 

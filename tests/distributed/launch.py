@@ -16,8 +16,9 @@ def free_port() -> int:
 
 def torchrun(script: str, nproc: int, *args: str, timeout: int = 600, env: dict | None = None) -> list[dict]:
     """Launch ``nproc`` ranks of ``script``; return the parsed ``RESULT {...}`` lines; fail loudly."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           "--master-addr=127.0.0.1", f"--master-port={free_port()}", script, *args]
+    # --standalone: torchrun binds a free loopback port itself (no pick-then-bind race).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           script, *args]
     full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **(env or {}))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if proc.returncode != 0:
