@@ -237,15 +237,15 @@ def bench_recall(args, out):
     import faiss
 
     faiss.omp_set_num_threads(os.cpu_count() or 2)
-    x = clustered(args.recall_n, args.dim, clusters=1024, seed=7)
-    q = clustered(1000, args.dim, clusters=1024, seed=8)
+    both = clustered(args.recall_n + 1000, args.dim, clusters=args.recall_clusters, seed=7)
+    x, q = both[:args.recall_n], both[args.recall_n:]  # queries from the database's distribution
     exact = IndexFactory.create("flat", args.dim)
     exact.add(x, np.arange(len(x)))
     t0 = time.perf_counter()
     _, ref = exact.search(q, 10)
     flat_t = time.perf_counter() - t0
     rows = [("Flat (exact)", 0.0, len(q) / flat_t, 1.0)]
-    specs = [("ivf-flat", {}), ("ivf-pq", {}), ("hnsw", {}), ("opq-ivf-pq", {})]
+    specs = [(spec, {}) for spec in args.recall_indexes.split(";")]
     train = x[np.random.default_rng(0).choice(len(x), min(len(x), args.recall_train), replace=False)]
     for spec, extra in specs:
         index = IndexFactory.create(spec, args.dim, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m, **extra)
@@ -259,7 +259,7 @@ def bench_recall(args, out):
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, ref)])
         rows.append((index.factory + (f" nprobe={args.nprobe}" if "IVF" in index.factory else "")
                      + (" efSearch=64" if "HNSW" in index.factory else ""), build, qps, recall))
-    out.append(f"\n(e) {args.recall_n} x {args.dim} clustered vectors (1024 clusters), 1000 queries, k=10, "
+    out.append(f"\n(e) {args.recall_n} x {args.dim} clustered vectors ({args.recall_clusters} clusters), 1000 held-out queries from the same clusters, k=10, "
                f"quantizers trained on {len(train)} vectors\n")
     out.append("| index | build s | q/s | recall@10 vs exact |")
     out.append("|---|---|---|---|")
@@ -281,6 +281,9 @@ def main():
     p.add_argument("--pq-m", type=int, default=48)
     p.add_argument("--recall-n", type=int, default=20_000)
     p.add_argument("--recall-train", type=int, default=5_000, help="(e) vectors the quantizers train on")
+    p.add_argument("--recall-clusters", type=int, default=256)
+    p.add_argument("--recall-indexes", default="ivf-flat;ivf-pq;hnsw;opq-ivf-pq",
+                   help="(e) ';'-separated factory strings or aliases")
     p.add_argument("--embed-n", type=int, default=1024)
     p.add_argument("--prefetch-docs", type=int, default=300)
     p.add_argument("--prefetch-steps", type=int, default=30)

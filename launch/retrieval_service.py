@@ -29,6 +29,9 @@ def main() -> int:
     p.add_argument("--replicas", type=int, default=1, help="R servers per shard")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--token-file", help="auth token file (else env MEGATRON_RETRO_RETRIEVAL_TOKEN)")
+    p.add_argument("--tls-cert", help="PEM certificate: servers speak TLS")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-ca", help="CA clients trust (default: --tls-cert, i.e. self-signed)")
     p.add_argument("--out", help="endpoints JSON to write (default <index-dir>/endpoints.json)")
     p.add_argument("--log-dir", help="one log file per server here")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all to be healthy")
@@ -40,7 +43,8 @@ def main() -> int:
             Path(args.log_dir).mkdir(parents=True, exist_ok=True)
         svc = start_service(args.index_dir, args.shards, args.replicas, host=args.host,
                             token=read_token(args.token_file), extra_args=extra, timeout=args.timeout,
-                            log_dir=args.log_dir)
+                            log_dir=args.log_dir, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                            tls_ca=args.tls_ca)
     except (UserError, TimeoutError) as e:
         print(f"retrieval_service: error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="bind address (default loopback; any other address requires an auth token)")
     p.add_argument("--port", type=int, default=0, help="TCP port (0 = pick a free one, see --ready-file)")
     p.add_argument("--token-file", help="file holding the auth token (else env MEGATRON_RETRO_RETRIEVAL_TOKEN)")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS (recommended off loopback)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--ready-file", help="write {host, port, pid} as JSON here once serving")
     p.add_argument("--max-batch", type=int, default=4096, help="largest query batch accepted")
     p.add_argument("--max-k", type=int, default=1024, help="largest k accepted")

@@ -13,7 +13,7 @@ RETRO pretraining rule, switchable), and looks the neighbour tokens up in the ch
 from __future__ import annotations
 
 import abc
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 

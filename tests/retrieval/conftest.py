@@ -1,9 +1,15 @@
 """Fixtures for retrieval tests: a small topical corpus, a word-level tokenizer, a chunk store."""
 from __future__ import annotations
 
-import pytest
+import os
 
-from retrieval_testlib import WordTokenizer, make_corpus
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning faiss threads
+# make k-means (IVF/PQ/OPQ training) several times slower.  Read when faiss first loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+
+from retrieval_testlib import WordTokenizer, make_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from megatron_retro.retrieval import commands
-from megatron_retro.retrieval.build import ShardedLocalIndex, build_index, eval_index
+from megatron_retro.retrieval.build import ShardedLocalIndex, build_index
 from megatron_retro.retrieval.embedder import HashingEmbedder
-from megatron_retro.retrieval.index import IndexFactory
 from megatron_retro.retrieval.sharding import load_manifest
 
 

@@ -1,6 +1,4 @@
 """The checked-in gRPC modules match what grpcio-tools generates from retrieval.proto."""
-from pathlib import Path
-
 import pytest
 
 from megatron_retro.retrieval.service import protogen

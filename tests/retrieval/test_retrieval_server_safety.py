@@ -40,3 +40,27 @@ def test_shard_argument_errors(index_dir):
         parse_shard("2/2")
     with pytest.raises(UserError, match="built with 1 shards"):
         ShardServer(str(index_dir), 0, 2)
+
+
+def test_tls_server_and_client(index_dir, tmp_path):
+    import shutil
+    import subprocess
+
+    from megatron_retro.retrieval.service.client import RetrievalUnavailableError, ShardedRetrievalClient
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed: cannot make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    server = ShardServer(str(index_dir), 0, 1, host="127.0.0.1", token="t0k",
+                         tls=(key.read_bytes(), cert.read_bytes()))
+    try:
+        with ShardedRetrievalClient([[f"127.0.0.1:{server.port}"]], token="t0k", tls_ca=cert.read_bytes()) as c:
+            _, ids = c.search(np.eye(4, dtype=np.float32)[:2], 1)
+            np.testing.assert_array_equal(ids, [[0], [1]])
+        with pytest.raises(RetrievalUnavailableError):  # a plaintext client cannot talk to it
+            ShardedRetrievalClient([[f"127.0.0.1:{server.port}"]], token="t0k", timeout=2)
+    finally:
+        server.stop(grace=0.5)

@@ -58,7 +58,8 @@ class ShardedRetrievalClient:
     """Searches all shards of one index build; see the module docstring."""
 
     def __init__(self, shards: Sequence[Sequence[str]], token: Optional[str] = None, timeout: float = 10.0,
-                 max_message_bytes: int = 64 << 20, rank: int = 0, max_batch: Optional[int] = None):
+                 max_message_bytes: int = 64 << 20, rank: int = 0, max_batch: Optional[int] = None,
+                 tls_ca: Optional[bytes] = None):
         if not shards or any(not reps for reps in shards):
             raise UserError("retrieval client: need at least one endpoint for every shard")
         self.endpoints = [list(reps) for reps in shards]
@@ -66,6 +67,8 @@ class ShardedRetrievalClient:
         self.timeout = float(timeout)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._options = channel_options(max_message_bytes)
+        # tls_ca: PEM root certificate(s) the servers' certificates chain to -> TLS channels
+        self._credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca) if tls_ca else None
         self._max_message_bytes = max_message_bytes
         self._stubs: dict[str, pb_grpc.RetrievalStub] = {}
         self._channels: list[grpc.Channel] = []
@@ -90,6 +93,8 @@ class ShardedRetrievalClient:
             spec = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"{path}: cannot read retrieval endpoints: {e}") from None
+        if spec.get("tls_ca") and "tls_ca" not in kwargs:
+            kwargs["tls_ca"] = Path(spec["tls_ca"]).read_bytes()
         return cls(spec["shards"], **kwargs)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -97,7 +102,8 @@ class ShardedRetrievalClient:
         with self._lock:
             stub = self._stubs.get(endpoint)
             if stub is None:
-                channel = grpc.insecure_channel(endpoint, options=self._options)
+                channel = (grpc.secure_channel(endpoint, self._credentials, options=self._options)
+                           if self._credentials else grpc.insecure_channel(endpoint, options=self._options))
                 self._channels.append(channel)
                 stub = self._stubs[endpoint] = pb_grpc.RetrievalStub(channel)
             return stub

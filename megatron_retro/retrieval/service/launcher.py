@@ -24,10 +24,12 @@ from megatron_retro.errors import UserError
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
-def wait_healthy(endpoint: str, timeout: float) -> None:
+def wait_healthy(endpoint: str, timeout: float, tls_ca: Optional[bytes] = None) -> None:
     """Block until ``endpoint``'s health service says SERVING (raise TimeoutError otherwise)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(endpoint) as channel:
+    channel = (grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(tls_ca)) if tls_ca
+               else grpc.insecure_channel(endpoint))
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             remaining = deadline - time.monotonic()
@@ -50,6 +52,7 @@ class ServiceProcesses:
     endpoints: list[list[str]]
     procs: dict[tuple[int, int], subprocess.Popen] = field(default_factory=dict)
     workdir: Optional[tempfile.TemporaryDirectory] = None
+    tls_ca: Optional[str] = None  # CA file clients must trust (TLS servers only)
 
     def kill(self, shard: int, replica: int, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[(shard, replica)]
@@ -57,7 +60,10 @@ class ServiceProcesses:
         proc.wait(timeout=30)
 
     def write(self, path: str) -> None:
-        Path(path).write_text(json.dumps({"shards": self.endpoints}, indent=1))
+        spec = {"shards": self.endpoints}
+        if self.tls_ca:
+            spec["tls_ca"] = str(Path(self.tls_ca).resolve())
+        Path(path).write_text(json.dumps(spec, indent=1))
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM every live server (graceful drain), SIGKILL those that do not exit in time."""
@@ -78,8 +84,13 @@ class ServiceProcesses:
 
 def start_service(index_dir: str, num_shards: int, replicas: int = 1, host: str = "127.0.0.1",
                   token: Optional[str] = None, extra_args: Sequence[str] = (), timeout: float = 120.0,
-                  log_dir: Optional[str] = None) -> ServiceProcesses:
-    """Spawn ``num_shards * replicas`` servers (``megatron-retro serve``) and wait for all to be SERVING."""
+                  log_dir: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                  tls_ca: Optional[str] = None) -> ServiceProcesses:
+    """Spawn ``num_shards * replicas`` servers (``megatron-retro serve``) and wait for all to be SERVING.
+
+    With ``tls_cert``/``tls_key`` the servers speak TLS; ``tls_ca`` (default: the certificate
+    itself, i.e. self-signed) is what the health checks and clients trust.
+    """
     if replicas < 1:
         raise UserError(f"replicas={replicas}: must be >= 1")
     work = tempfile.TemporaryDirectory(prefix="retrieval-service-")
@@ -89,7 +100,11 @@ def start_service(index_dir: str, num_shards: int, replicas: int = 1, host: str 
         token_file = Path(work.name) / "token"
         token_file.write_text(token)
         token_file.chmod(0o600)
-    service = ServiceProcesses([[""] * replicas for _ in range(num_shards)], workdir=work)
+    if bool(tls_cert) != bool(tls_key):
+        raise UserError("tls_cert and tls_key: give both or neither")
+    ca_file = (tls_ca or tls_cert) if tls_cert else None
+    ca = Path(ca_file).read_bytes() if ca_file else None
+    service = ServiceProcesses([[""] * replicas for _ in range(num_shards)], workdir=work, tls_ca=ca_file)
     try:
         for i in range(num_shards):
             for r in range(replicas):
@@ -99,6 +114,8 @@ def start_service(index_dir: str, num_shards: int, replicas: int = 1, host: str 
                        "--ready-file", str(ready), *extra_args]
                 if token:
                     cmd += ["--token-file", str(token_file)]
+                if tls_cert:
+                    cmd += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
                 log = open(Path(log_dir) / f"shard-{i}-replica-{r}.log", "w") if log_dir else subprocess.DEVNULL
                 service.procs[(i, r)] = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
@@ -116,7 +133,7 @@ def start_service(index_dir: str, num_shards: int, replicas: int = 1, host: str 
             service.endpoints[i][r] = f"{host_part}:{info['port']}"
         for reps in service.endpoints:
             for endpoint in reps:
-                wait_healthy(endpoint, max(1.0, deadline - time.monotonic()))
+                wait_healthy(endpoint, max(1.0, deadline - time.monotonic()), tls_ca=ca)
     except BaseException:
         service.stop()
         raise

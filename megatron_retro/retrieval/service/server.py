@@ -7,6 +7,7 @@ gRPC, with the standard ``grpc.health.v1`` service.  Safety rules:
   token is refused at start-up;
 * with a token, every Retrieval call must carry ``authorization: Bearer <token>``
   (UNAUTHENTICATED otherwise; health checks need none);
+* ``--tls-cert/--tls-key`` serve over TLS (so the token is not sent in clear off loopback);
 * malformed requests (wrong dim, NaN, k or batch out of range, short payload) get
   INVALID_ARGUMENT and the server keeps serving; the message size limit is set explicitly;
 * SIGTERM/SIGINT: health turns NOT_SERVING, in-flight calls get ``--grace`` seconds, exit 0.
@@ -122,7 +123,8 @@ class ShardServer:
     def __init__(self, index_dir: str, shard: int, num_shards: int, host: str = "127.0.0.1",
                  port: int = 0, token: Optional[str] = None, max_batch: int = 4096, max_k: int = 1024,
                  max_message_bytes: int = 64 << 20, workers: int = 4, use_gpu: str | bool = "auto",
-                 nprobe: Optional[int] = None, ef_search: Optional[int] = None):
+                 nprobe: Optional[int] = None, ef_search: Optional[int] = None,
+                 tls: Optional[tuple[bytes, bytes]] = None):
         if not is_loopback(host) and not token:
             raise UserError(f"--host {host}: refusing to serve on a non-loopback address without an auth "
                             f"token (pass --token-file or set {TOKEN_ENV})")
@@ -140,7 +142,10 @@ class ShardServer:
             RetrievalServicer(self.index, shard, num_shards, manifest["build_id"], max_batch, max_k), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = self.server.add_insecure_port(bind)
+        if tls is not None:  # (private key PEM, certificate chain PEM)
+            self.port = self.server.add_secure_port(bind, grpc.ssl_server_credentials([tls]))
+        else:
+            self.port = self.server.add_insecure_port(bind)
         if self.port == 0:
             raise UserError(f"could not bind {bind}")
         self.host = host
@@ -180,6 +185,18 @@ def read_token(token_file: Optional[str]) -> Optional[str]:
     return os.environ.get(TOKEN_ENV) or None
 
 
+def read_tls(cert_file: Optional[str], key_file: Optional[str]) -> Optional[tuple[bytes, bytes]]:
+    """(key PEM, cert PEM) from --tls-key/--tls-cert, or None; both or neither must be given."""
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        raise UserError("--tls-cert and --tls-key: give both or neither")
+    try:
+        return Path(key_file).read_bytes(), Path(cert_file).read_bytes()
+    except OSError as e:
+        raise UserError(f"{e.filename}: {e.strerror}") from None
+
+
 def run(args) -> int:
     """Entry point of ``megatron-retro serve``: start, report readiness, serve until SIGTERM."""
     from megatron_retro.retrieval.sharding import parse_shard
@@ -194,7 +211,8 @@ def run(args) -> int:
                          token=read_token(args.token_file), max_batch=args.max_batch, max_k=args.max_k,
                          max_message_bytes=args.max_message_mb << 20, workers=args.workers,
                          use_gpu={"auto": "auto", "yes": True, "no": False}[args.gpu],
-                         nprobe=args.nprobe, ef_search=args.ef_search)
+                         nprobe=args.nprobe, ef_search=args.ef_search,
+                         tls=read_tls(getattr(args, "tls_cert", None), getattr(args, "tls_key", None)))
     stopping = threading.Event()
 
     def on_signal(signum, frame):
