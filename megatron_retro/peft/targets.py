@@ -76,3 +76,17 @@ def tp_slice(full: torch.Tensor, axis, local_size: int) -> torch.Tensor:
 
     rank = parallel_state.get_tensor_model_parallel_rank()
     return full.narrow(axis, rank * local_size, local_size).clone()
+
+
+def find_modules(chunk: torch.nn.Module, targets: Iterable[str], exclude: Iterable[str] = ()
+                 ) -> Iterator[tuple[str, torch.nn.Module]]:
+    """(path, module) of every module whose path matches ``targets`` (same pattern rules)."""
+    targets, exclude = list(targets), list(exclude)
+    for path, module in chunk.named_modules():
+        if path and path_selected(path, targets, exclude):
+            yield path, module
+
+
+def first_stage_chunks(chunks: list) -> list:
+    """Chunks that hold the input embedding (the first pipeline stage / virtual stage)."""
+    return [c for c in chunks if getattr(c, "pre_process", False) and hasattr(c, "embedding")]
