@@ -149,7 +149,7 @@ def _init_a(cfg: LoraConfig, k_full: int):
 
 
 def inject_lora(module: torch.nn.Module, kind: str, cfg: LoraConfig, name: str, sequence_parallel: bool,
-                tp: int) -> None:
+                tp: int, gated: bool = False) -> None:
     """Add lora_a / lora_b (fp32) to one parallel linear and switch its forward."""
     if hasattr(module, "lora_a"):
         raise UserError(f"{name}: LoRA is already applied")
@@ -160,7 +160,7 @@ def inject_lora(module: torch.nn.Module, kind: str, cfg: LoraConfig, name: str, 
     a = torch.nn.Parameter(tp_slice(full_a, layout.a_axis, layout.a_shape[1]).to(w.device))
     b = torch.nn.Parameter(torch.zeros(layout.b_shape, dtype=torch.float32, device=w.device))
     register_peft_param(module, "lora_a", a, layout.a_axis)
-    register_peft_param(module, "lora_b", b, layout.b_axis)
+    register_peft_param(module, "lora_b", b, layout.b_axis, gated=gated and layout.b_axis == 0)
     mark_tp_partial_grad(a if layout.partial_grad == "a" else b, sequence_parallel)
     module._lora_scale = cfg.scale
     module._lora_dropout = cfg.dropout
@@ -172,7 +172,9 @@ def apply_lora(chunks: list, cfg: LoraConfig, tf_config) -> list:
     found = []
     for chunk in chunks:
         for path, module, kind in find_linear_targets(chunk, cfg.targets, cfg.exclude):
-            inject_lora(module, kind, cfg, global_path(chunk, path), tf_config.sequence_parallel, tp)
+            # a gated MLP's linear_fc1 stacks [gate_r; up_r] per rank: B's rows follow that layout
+            gated = tf_config.gated_linear_unit and path.endswith("mlp.linear_fc1")
+            inject_lora(module, kind, cfg, global_path(chunk, path), tf_config.sequence_parallel, tp, gated)
             found.append(module)
     if not found and any(len(getattr(getattr(c, "decoder", None), "layers", [])) for c in chunks):
         raise UserError(f"peft.targets={cfg.targets}: no parallel linear in the model matches")

@@ -115,8 +115,9 @@ def _embedding_hook(source: torch.nn.Module, tf_config):
         s_local, b = output.shape[0], output.shape[1]
         start = parallel_state.get_tensor_model_parallel_rank() * s_local if tf_config.sequence_parallel else 0
         n = max(0, min(virtual.shape[0] - start, s_local))
-        if n == 0:
-            return output
+        # Always concatenate (n may be 0 on ranks past the prompt under SP): the result must
+        # require grad on every TP rank alike, or the first layer's backward would run its
+        # dX reduce-scatter on some ranks only (a deadlock with a frozen embedding).
         head = virtual[start:start + n, None, :].expand(n, b, -1).to(output.dtype)  # [n, b, d]
         return torch.cat([head, output[n:]], dim=0)
     return hook

@@ -105,17 +105,26 @@ def peft_axes(module: torch.nn.Module) -> dict:
 
 
 def register_peft_param(module: torch.nn.Module, name: str, param: torch.nn.Parameter,
-                        axis: Optional[int]) -> None:
-    """Add ``param`` to ``module`` under ``name`` with its TP axis; checkpoints shard it so."""
+                        axis: Optional[int], gated: bool = False) -> None:
+    """Add ``param`` to ``module`` under ``name`` with its TP axis; checkpoints shard it so.
+
+    ``gated``: the axis-0 rows are two stacked halves sharded separately ([gate_r; up_r] on
+    rank r, like a SwiGLU linear_fc1 weight): saved through megatron's swiglu factory so the
+    global layout is [gate; up], as for the base weight.
+    """
     module.register_parameter(name, param)
     set_tp_axis(param, axis)
     peft_axes(module)[name] = axis
+    if gated:
+        module._peft_gated = getattr(module, "_peft_gated", set()) | {name}
     install_sharded_state_dict(module)
 
 
 def unregister_peft_param(module: torch.nn.Module, name: str) -> None:
     del module._parameters[name]
     peft_axes(module).pop(name, None)
+    if name in getattr(module, "_peft_gated", ()):
+        module._peft_gated = module._peft_gated - {name}
 
 
 def _tp_group(module):
@@ -143,9 +152,16 @@ def install_sharded_state_dict(module: torch.nn.Module) -> None:
         own = {n: p for n, p in module.named_parameters(recurse=False) if n in axes}
         for n in own:
             out.pop(f"{prefix}{n}", None)
-        out.update(make_sharded_tensors_for_checkpoint(
+        made = make_sharded_tensors_for_checkpoint(
             own, prefix, {n: a for n, a in axes.items() if a is not None and n in own},
-            sharded_offsets, tp_group=_tp_group(module), dp_cp_group=metadata["dp_cp_group"]))
+            sharded_offsets, tp_group=_tp_group(module), dp_cp_group=metadata["dp_cp_group"])
+        for n in getattr(module, "_peft_gated", ()):
+            if n in own:
+                from megatron.core.transformer.mlp import apply_swiglu_sharded_factory
+
+                made[f"{prefix}{n}"] = apply_swiglu_sharded_factory(
+                    made[f"{prefix}{n}"], sharded_offsets, metadata.get("singleton_local_shards", False))
+        out.update(made)
         return out
 
     module.sharded_state_dict = sharded_state_dict
