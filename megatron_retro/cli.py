@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "megatron_retro.data.commands",
     "megatron_retro.training.commands",
     "megatron_retro.planning.commands",
+    "megatron_retro.peft.commands",
 ]
 
 

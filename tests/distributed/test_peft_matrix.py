@@ -25,6 +25,8 @@ def _layout_id(d):
 @pytest.mark.parametrize("layout", LAYOUTS, ids=_layout_id)
 @pytest.mark.parametrize("method", list(METHOD_CASES))
 def test_same_adapter_grads_and_losses_after_reload(results, method, layout):
+    if layout == dict(tp=2, pp=1) and method not in ("lora", "adapter"):
+        pytest.skip("TP2 without SP runs for lora and adapter only (launch time); TP2+SP covers TP")
     rows = [r for r in results if r["case"] == "matrix" and r["method"] == method and r["layout"] == layout]
     assert len(rows) == 1, f"no result for {method} at {layout}"
     row = rows[0]
