@@ -18,13 +18,33 @@ def _peft_options(pairs) -> dict:
     return out
 
 
+def _read_peft_yaml(path: str) -> dict:
+    import yaml
+
+    from megatron_retro.errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise UserError(f"--peft-config {path}: no such file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of PEFT options")
+    return data
+
+
 def register(subparsers) -> None:
     from megatron_retro.cli import add_run_config_args
 
     p = subparsers.add_parser("finetune", help="PEFT fine-tuning of a GPT (LoRA, adapters, P-tuning, ...)")
     add_run_config_args(p)
-    p.add_argument("--peft", required=True, help="method: lora, adapter, parallel_adapter, ptuning, "
-                                                 "prompt, prefix, ia3 (see `peft methods`)")
+    p.add_argument("--peft", help="method: lora, adapter, parallel_adapter, ptuning, prompt, prefix, ia3 "
+                                  "(see `peft methods`); overrides the method of --peft-config")
+    p.add_argument("--peft-config", help="YAML of method options (configs/peft/*.yaml)")
     p.add_argument("--peft-opt", action="append", metavar="key=value",
                    help="method option, repeatable, e.g. --peft-opt rank=16 --peft-opt alpha=32")
     p.add_argument("--base", help="base checkpoint to fine-tune (overrides checkpoint.load)")
@@ -55,12 +75,19 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.base:
         args.overrides = list(args.overrides or []) + [f"checkpoint.load={args.base}"]
     cfg = run_config_from_args(args)
-    peft_cfg = make_peft_config(args.peft, _peft_options(args.peft_opt))
+    options = _read_peft_yaml(args.peft_config) if args.peft_config else {}
+    method = args.peft or options.pop("method", None)
+    options.pop("method", None)
+    if not method:
+        from megatron_retro.errors import UserError
+
+        raise UserError("finetune: give --peft <method> or a --peft-config with 'method:'")
+    peft_cfg = make_peft_config(method, {**options, **_peft_options(args.peft_opt)})
     try:
         result = finetune(cfg, peft_cfg, adapter_dir=args.adapter_out, progress=not args.no_progress)
     finally:
         destroy_parallel()
-    print(json.dumps({"method": args.peft, "steps": result.steps, "first_loss": result.first_loss,
+    print(json.dumps({"method": method, "steps": result.steps, "first_loss": result.first_loss,
                       "train_loss": result.last_loss, "valid_loss": result.valid_loss,
                       "trainable_params": result.trainable_params, "total_params": result.total_params,
                       "adapter": result.adapter_dir}))
