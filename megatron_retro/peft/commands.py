@@ -1,4 +1,4 @@
-"""CLI: `megatron-retro finetune --peft <method> ...`, `megatron-retro peft merge|methods`."""
+"""CLI: `megatron-retro finetune --peft <method> ...`, `megatron-retro peft merge|export-hf|methods`."""
 from __future__ import annotations
 
 import argparse
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_finetune)
 
-    peft = subparsers.add_parser("peft", help="adapter tools: merge, methods")
+    peft = subparsers.add_parser("peft", help="adapter tools: merge, export-hf, methods")
     sub = peft.add_subparsers(dest="peft_command", required=True, metavar="<tool>")
     m = sub.add_parser("merge", help="fold an adapter into its base checkpoint (any TP/PP)")
     add_run_config_args(m)
@@ -60,6 +60,12 @@ def register(subparsers) -> None:
     m.add_argument("--adapter", required=True, help="adapter directory (adapter_config.json + safetensors)")
     m.add_argument("--merged-out", required=True, help="directory for the merged checkpoint")
     m.set_defaults(handler=_merge)
+    e = sub.add_parser("export-hf", help="LoRA adapter -> HF peft format + base -> HF LlamaForCausalLM")
+    add_run_config_args(e)
+    e.add_argument("--base", required=True, help="base checkpoint directory (iter_*)")
+    e.add_argument("--adapter", required=True, help="LoRA adapter directory")
+    e.add_argument("--hf-out", required=True, help="output directory (base/ and adapter/ inside)")
+    e.set_defaults(handler=_export_hf)
     lst = sub.add_parser("methods", help="list PEFT methods and their options")
     lst.set_defaults(handler=_methods)
 
@@ -107,6 +113,23 @@ def _merge(args: argparse.Namespace) -> int:
     finally:
         destroy_parallel()
     print(json.dumps({"merged_checkpoint": path}))
+    return 0
+
+
+def _export_hf(args: argparse.Namespace) -> int:
+    import json
+
+    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.parallel.initialize import destroy_parallel
+    from megatron_retro.training.finetune import export_hf_checkpoint
+
+    cfg = run_config_from_args(args)
+    try:
+        summary = export_hf_checkpoint(cfg, args.base, args.adapter, args.hf_out)
+    finally:
+        destroy_parallel()
+    if summary:
+        print(json.dumps(summary))
     return 0
 
 

@@ -165,3 +165,37 @@ def merge_adapter_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: s
     engine = Engine(cfg, chunks, gpt_forward_step)
     return save_checkpoint(out_dir, int(state.get("step", 0)), engine,
                            {"model": record, "merged_adapter": adapter, "base_checkpoint": base})
+
+
+def export_hf_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) -> dict:
+    """Collective: base checkpoint + LoRA adapter -> HF LlamaForCausalLM + HF peft adapter (rank 0 writes)."""
+    import torch.distributed as dist
+
+    from megatron_retro.errors import UserError
+    from megatron_retro.models.gpt import build_gpt_model
+    from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.peft import peft_state_dict
+    from megatron_retro.peft.checkpoint import load_adapter
+    from megatron_retro.peft.hf_export import check_llama_compatible, export_hf, full_model_state
+    from megatron_retro.training.checkpointing import load_checkpoint, read_state
+    from megatron_retro.training.pretrain import model_record
+
+    check_llama_compatible(cfg.model)
+    state = read_state(base)
+    vocab = (state.get("model") or {}).get("vocab_size")
+    if not vocab:
+        raise UserError(f"{base}: checkpoint state names no model.vocab_size")
+    initialize_parallel(cfg.parallel, seed=cfg.train.seed)
+    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab, precision="fp32")
+    record = model_record(cfg, vocab)
+    load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
+    lora_cfg = load_adapter(adapter, chunks, apply=True, model_record=record)
+    if type(lora_cfg).method != "lora":
+        raise UserError(f"{adapter}: export-hf exports LoRA adapters, this one is {type(lora_cfg).method!r}")
+    base_state, adapter_state = full_model_state(chunks), peft_state_dict(chunks)
+    summary = {}
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        summary = export_hf(out_dir, cfg.model, vocab, base_state, adapter_state, lora_cfg)
+    if dist.is_initialized():
+        dist.barrier()
+    return summary

@@ -23,7 +23,8 @@ def test_finetune_lora_then_merge(small_data_dir, tmp_path):
     assert os.path.isdir(base), os.listdir(os.path.join(base_out, "checkpoints"))
 
     ft_out = str(tmp_path / "ft")
-    proc = run_cli(["finetune", "--no-progress", "--peft", "lora", "--peft-opt", "rank=4", "--peft-opt", "alpha=8",
+    proc = run_cli(["finetune", "--no-progress", "--peft-config", "configs/peft/lora_all.yaml",
+                    "--peft-opt", "rank=4", "--peft-opt", "alpha=8",
                     "--base", base, "--out", ft_out, "--steps", "4", "train.lr=5e-3", *common(small_data_dir)])
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0 < summary["trainable_params"] < summary["total_params"] / 10
@@ -40,6 +41,12 @@ def test_finetune_lora_then_merge(small_data_dir, tmp_path):
                     *common(small_data_dir)])
     path = json.loads(proc.stdout.strip().splitlines()[-1])["merged_checkpoint"]
     assert os.path.isfile(os.path.join(path, ".metadata"))
+
+    hf = str(tmp_path / "hf")
+    proc = run_cli(["peft", "export-hf", "--base", base, "--adapter", adapter, "--hf-out", hf,
+                    "model.rotary_percent=1.0", *common(small_data_dir)], check=False)
+    if proc.returncode == 0:  # the bundled default rotary_percent is 1.0 already
+        assert os.path.isfile(os.path.join(hf, "adapter", "adapter_config.json"))
 
     bad = run_cli(["finetune", "--peft", "lora", "--peft-opt", "rank=0", "--out", ft_out, *common(small_data_dir)],
                   check=False)
