@@ -44,9 +44,11 @@ def test_finetune_lora_then_merge(small_data_dir, tmp_path):
 
     hf = str(tmp_path / "hf")
     proc = run_cli(["peft", "export-hf", "--base", base, "--adapter", adapter, "--hf-out", hf,
-                    "model.rotary_percent=1.0", *common(small_data_dir)], check=False)
-    if proc.returncode == 0:  # the bundled default rotary_percent is 1.0 already
-        assert os.path.isfile(os.path.join(hf, "adapter", "adapter_config.json"))
+                    *common(small_data_dir)])
+    exported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert exported["lora_modules"] == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"])
+    assert os.path.isfile(os.path.join(hf, "adapter", "adapter_config.json"))
 
     bad = run_cli(["finetune", "--peft", "lora", "--peft-opt", "rank=0", "--out", ft_out, *common(small_data_dir)],
                   check=False)
