@@ -1,5 +1,6 @@
 """Every PEFT method gives the TP1xPP1 adapter gradients and per-token losses at TP2, TP2+SP and PP2
-after loading the adapter saved at TP1xPP1; LoRA adds no collective to a TP layer.
+after loading the adapter saved at TP1xPP1 (and the same losses after merging LoRA / IA3 there);
+LoRA adds no collective to a TP layer.
 One 4-rank launch runs all cases (tests/distributed/worker_peft_matrix.py)."""
 import os
 
@@ -35,6 +36,10 @@ def test_same_adapter_grads_and_losses_after_reload(results, method, layout):
     assert row["grad_elements"] > 0 and row["samples"] == 4
     assert row["grad_rel_err"] < 1e-5, row
     assert row["token_loss_err"] < 1e-5, row
+    if method in ("lora", "ia3"):  # mergeable: merged at this TP/PP layout, same per-token losses
+        assert 0.0 <= row["merged_token_loss_err"] < 1e-4, row
+    else:
+        assert row["merged_token_loss_err"] == -1.0, row
 
 
 @pytest.mark.parametrize("layout", [dict(tp=2, pp=1), dict(tp=2, pp=1, sp=True)], ids=_layout_id)

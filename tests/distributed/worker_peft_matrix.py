@@ -23,7 +23,7 @@ from megatron_retro.config import load_config  # noqa: E402
 from megatron_retro.models.global_params import init_by_global_name, local_grad_view  # noqa: E402
 from megatron_retro.models.gpt import build_gpt_model  # noqa: E402
 from megatron_retro.parallel.initialize import initialize_parallel  # noqa: E402
-from megatron_retro.peft import apply_peft, install_peft_grad_reduction, make_peft_config  # noqa: E402
+from megatron_retro.peft import apply_peft, get_method, install_peft_grad_reduction, make_peft_config, merge_peft  # noqa: E402,E501
 from megatron_retro.peft.api import global_name, peft_shards  # noqa: E402
 from megatron_retro.peft.checkpoint import load_adapter, save_adapter  # noqa: E402
 from megatron_retro.training.batches import step_microbatches  # noqa: E402
@@ -86,10 +86,21 @@ def run(method, layout, adapter_dir, reference):
     grads = [(s, local_grad_view(s).detach().double().clone()) for s in peft_shards(chunks)]
     if reference:
         save_adapter(adapter_dir, chunks, make_peft_config(method, METHOD_CASES[method]))
+    token_losses = gather_losses(store)
+    merged_losses = None
+    if not reference and get_method(method).merge is not None:  # merge at this TP/PP, same losses
+        merge_peft(chunks)
+        store.clear()
+        engine.forward_backward(step_microbatches(IndexedTokens(), 0, GBS, 1, ctx.dp, ctx.dp_rank),
+                                forward_only=True)
+        merged_losses = gather_losses(store)
+    return grads, token_losses, merged_losses
+
+
+def gather_losses(store):
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, store)
-    token_losses = {i: t for rank_store in gathered for i, t in rank_store}
-    return grads, token_losses
+    return {i: t for rank_store in gathered for i, t in rank_store}
 
 
 def assemble(grads):
@@ -100,7 +111,7 @@ def assemble(grads):
     return full
 
 
-def compare(method, layout, ref_full, ref_tok, grads, tok):
+def compare(method, layout, ref_full, ref_tok, grads, tok, merged):
     worst, covered = 0.0, 0
     for shard, grad in grads:
         full = ref_full[global_name(shard)]
@@ -108,13 +119,15 @@ def compare(method, layout, ref_full, ref_tok, grads, tok):
         worst = max(worst, (grad - expected).abs().max().item() / max(full.abs().max().item(), 1e-30))
         covered += grad.numel()
     tok_err = max((tok[i] - ref_tok[i]).abs().max().item() for i in ref_tok)
-    stats = torch.tensor([worst, tok_err], dtype=torch.float64)
+    merged_err = max((merged[i] - ref_tok[i]).abs().max().item() for i in ref_tok) if merged else -1.0
+    stats = torch.tensor([worst, tok_err, merged_err], dtype=torch.float64)
     dist.all_reduce(stats, op=dist.ReduceOp.MAX)
     n = torch.tensor([covered], dtype=torch.float64)
     dist.all_reduce(n)
     if dist.get_rank() == 0:
         print("RESULT " + json.dumps({"case": "matrix", "method": method, "layout": layout,
                                       "grad_rel_err": stats[0].item(), "token_loss_err": stats[1].item(),
+                                      "merged_token_loss_err": stats[2].item(),
                                       "grad_elements": int(n.item()), "samples": len(tok)}), flush=True)
 
 
@@ -189,11 +202,11 @@ def main():
         collective_case(layout)
     for method in methods:
         adapter_dir = os.path.join(adapter_root, method)
-        ref_grads, ref_tok = run(method, LAYOUTS[0], adapter_dir, reference=True)
+        ref_grads, ref_tok, _ = run(method, LAYOUTS[0], adapter_dir, reference=True)
         ref_full = assemble(ref_grads)
         for layout in layouts_for(method):
-            grads, tok = run(method, layout, adapter_dir, reference=False)
-            compare(method, layout, ref_full, ref_tok, grads, tok)
+            grads, tok, merged = run(method, layout, adapter_dir, reference=False)
+            compare(method, layout, ref_full, ref_tok, grads, tok, merged)
     dist.barrier()
 
 
