@@ -73,10 +73,6 @@ def peft_shards(chunks: list) -> list:
     return [s for s in global_shards([unwrap(c) for c in chunks]) if is_peft_param_name(s.key)]
 
 
-def _world_group():
-    return dist.group.WORLD if dist.is_initialized() else None
-
-
 def _all_gather_objects(obj) -> list:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [obj]

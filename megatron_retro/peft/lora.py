@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import types
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import torch
 

@@ -15,7 +15,6 @@ from typing import Iterable, Iterator
 
 import torch
 
-from megatron_retro.errors import UserError
 
 
 def _matches(path: str, pattern: str) -> bool:
