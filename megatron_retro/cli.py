@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "megatron_retro.planning.commands",
     "megatron_retro.retrieval.commands",
     "megatron_retro.data.tasks.commands",
+    "megatron_retro.peft.commands",
 ]
 
 

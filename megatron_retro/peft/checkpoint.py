@@ -1,0 +1,100 @@
+"""Adapter-only checkpoints: ``adapter_model.safetensors`` (full, unsharded fp32 tensors keyed by
+global name) + ``adapter_config.json`` (method, its options, base-model record, source layout).
+
+Because tensors are stored whole under layout-independent names, an adapter saved at one TP/PP
+layout loads at any other: each rank reads the file and copies the slices it owns.  No pickle.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import torch.distributed as dist
+
+from megatron_retro.errors import UserError
+from megatron_retro.peft.api import config_from_dict, config_to_dict, load_peft_state_dict, peft_state_dict
+
+WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
+FORMAT_VERSION = 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def save_adapter(directory: str, chunks: list, peft_cfg, model_record: Optional[dict] = None,
+                 extra: Optional[dict] = None) -> str:
+    """Collective: write the adapter of ``chunks`` to ``directory`` (rank 0 writes, atomically)."""
+    from megatron.core import parallel_state
+    from safetensors.torch import save_file
+
+    state = peft_state_dict(chunks)
+    if _rank() == 0:
+        os.makedirs(directory, exist_ok=True)
+        layout = {"tp": parallel_state.get_tensor_model_parallel_world_size(),
+                  "pp": parallel_state.get_pipeline_model_parallel_world_size()}
+        meta = {"format_version": FORMAT_VERSION, "peft": config_to_dict(peft_cfg), "model": model_record or {},
+                "saved_layout": layout, "tensors": len(state), **(extra or {})}
+        tmp = os.path.join(directory, WEIGHTS + ".tmp")
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata={"format": "pt"})
+        os.replace(tmp, os.path.join(directory, WEIGHTS))
+        with open(os.path.join(directory, CONFIG + ".tmp"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+        os.replace(os.path.join(directory, CONFIG + ".tmp"), os.path.join(directory, CONFIG))
+    _barrier()
+    return directory
+
+
+def read_adapter_config(directory: str) -> dict:
+    path = os.path.join(directory, CONFIG)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{directory}: not an adapter checkpoint (no {CONFIG})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: corrupt adapter config ({e.msg})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: format_version={meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return meta
+
+
+def adapter_peft_config(directory: str):
+    return config_from_dict(read_adapter_config(directory)["peft"], where=os.path.join(directory, CONFIG))
+
+
+def read_adapter_tensors(directory: str) -> dict:
+    from safetensors.torch import load_file
+
+    path = os.path.join(directory, WEIGHTS)
+    if not os.path.isfile(path):
+        raise UserError(f"{directory}: adapter checkpoint has no {WEIGHTS}")
+    return load_file(path)
+
+
+def check_base(directory: str, meta: dict, model_record: Optional[dict]) -> None:
+    saved = meta.get("model") or {}
+    for key in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size",
+                "vocab_size"):
+        if model_record and key in saved and key in model_record and saved[key] != model_record[key]:
+            raise UserError(f"{directory}: adapter was trained for model.{key}={saved[key]!r}, "
+                            f"this base has {model_record[key]!r}")
+
+
+def load_adapter(directory: str, chunks: list, apply: bool = True, model_record: Optional[dict] = None):
+    """Collective: (apply the saved method to ``chunks`` and) load the adapter; returns its config."""
+    from megatron_retro.peft.api import apply_peft
+
+    meta = read_adapter_config(directory)
+    check_base(directory, meta, model_record)
+    peft_cfg = config_from_dict(meta["peft"], where=os.path.join(directory, CONFIG))
+    if apply:
+        apply_peft(chunks, peft_cfg)
+    load_peft_state_dict(chunks, read_adapter_tensors(directory), source=directory)
+    return peft_cfg

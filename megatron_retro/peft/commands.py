@@ -1,0 +1,147 @@
+"""CLI: `megatron-retro finetune --peft <method> ...`, `megatron-retro peft merge|export-hf|methods`."""
+from __future__ import annotations
+
+import argparse
+
+
+def _peft_options(pairs) -> dict:
+    import yaml
+
+    from megatron_retro.errors import UserError
+
+    out = {}
+    for text in pairs or []:
+        if "=" not in text:
+            raise UserError(f"--peft-opt {text!r}: expected key=value (e.g. rank=16)")
+        key, raw = text.split("=", 1)
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
+def _read_peft_yaml(path: str) -> dict:
+    import yaml
+
+    from megatron_retro.errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise UserError(f"--peft-config {path}: no such file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of PEFT options")
+    return data
+
+
+def register(subparsers) -> None:
+    from megatron_retro.cli import add_run_config_args
+
+    p = subparsers.add_parser("finetune", help="PEFT fine-tuning of a GPT (LoRA, adapters, P-tuning, ...)")
+    add_run_config_args(p)
+    p.add_argument("--peft", help="method: lora, adapter, parallel_adapter, ptuning, prompt, prefix, ia3 "
+                                  "(see `peft methods`); overrides the method of --peft-config")
+    p.add_argument("--peft-config", help="YAML of method options (configs/peft/*.yaml)")
+    p.add_argument("--peft-opt", action="append", metavar="key=value",
+                   help="method option, repeatable, e.g. --peft-opt rank=16 --peft-opt alpha=32")
+    p.add_argument("--base", help="base checkpoint to fine-tune (overrides checkpoint.load)")
+    p.add_argument("--adapter-out", help="adapter directory (default <out>/adapter)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_finetune)
+
+    peft = subparsers.add_parser("peft", help="adapter tools: merge, export-hf, methods")
+    sub = peft.add_subparsers(dest="peft_command", required=True, metavar="<tool>")
+    m = sub.add_parser("merge", help="fold an adapter into its base checkpoint (any TP/PP)")
+    add_run_config_args(m)
+    m.add_argument("--base", required=True, help="base checkpoint directory (iter_*)")
+    m.add_argument("--adapter", required=True, help="adapter directory (adapter_config.json + safetensors)")
+    m.add_argument("--merged-out", required=True, help="directory for the merged checkpoint")
+    m.set_defaults(handler=_merge)
+    e = sub.add_parser("export-hf", help="LoRA adapter -> HF peft format + base -> HF LlamaForCausalLM")
+    add_run_config_args(e)
+    e.add_argument("--base", required=True, help="base checkpoint directory (iter_*)")
+    e.add_argument("--adapter", required=True, help="LoRA adapter directory")
+    e.add_argument("--hf-out", required=True, help="output directory (base/ and adapter/ inside)")
+    e.set_defaults(handler=_export_hf)
+    lst = sub.add_parser("methods", help="list PEFT methods and their options")
+    lst.set_defaults(handler=_methods)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.parallel.initialize import destroy_parallel
+    from megatron_retro.peft import make_peft_config
+    from megatron_retro.training.finetune import finetune
+
+    if args.base:
+        args.overrides = list(args.overrides or []) + [f"checkpoint.load={args.base}"]
+    cfg = run_config_from_args(args)
+    options = _read_peft_yaml(args.peft_config) if args.peft_config else {}
+    method = args.peft or options.pop("method", None)
+    options.pop("method", None)
+    if not method:
+        from megatron_retro.errors import UserError
+
+        raise UserError("finetune: give --peft <method> or a --peft-config with 'method:'")
+    peft_cfg = make_peft_config(method, {**options, **_peft_options(args.peft_opt)})
+    try:
+        result = finetune(cfg, peft_cfg, adapter_dir=args.adapter_out, progress=not args.no_progress)
+    finally:
+        destroy_parallel()
+    print(json.dumps({"method": method, "steps": result.steps, "first_loss": result.first_loss,
+                      "train_loss": result.last_loss, "valid_loss": result.valid_loss,
+                      "trainable_params": result.trainable_params, "total_params": result.total_params,
+                      "adapter": result.adapter_dir}))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    import json
+
+    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.parallel.initialize import destroy_parallel
+    from megatron_retro.training.finetune import merge_adapter_checkpoint
+
+    cfg = run_config_from_args(args)
+    try:
+        path = merge_adapter_checkpoint(cfg, args.base, args.adapter, args.merged_out)
+    finally:
+        destroy_parallel()
+    print(json.dumps({"merged_checkpoint": path}))
+    return 0
+
+
+def _export_hf(args: argparse.Namespace) -> int:
+    import json
+
+    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.parallel.initialize import destroy_parallel
+    from megatron_retro.training.finetune import export_hf_checkpoint
+
+    cfg = run_config_from_args(args)
+    try:
+        summary = export_hf_checkpoint(cfg, args.base, args.adapter, args.hf_out)
+    finally:
+        destroy_parallel()
+    if summary:
+        print(json.dumps(summary))
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from megatron_retro.peft.registry import get_method, method_names
+
+    for name in method_names():
+        method = get_method(name)
+        print(f"{name} (parameters {method.prefix}*){' mergeable' if method.merge else ''}")
+        for f in dataclasses.fields(method.config_cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            print(f"    {f.name}={default!r}: {f.metadata.get('help', '')}")
+    return 0

@@ -1,0 +1,201 @@
+"""`megatron-retro finetune --peft <method>`: parameter-efficient causal-LM fine-tuning of a GPT.
+
+Reads top to bottom: parallel setup, data (the bundled corpus for now; QA with retrieval comes
+later), model, base weights from ``checkpoint.load`` (any TP/PP layout), the PEFT method, the
+engine (megatron DDP + optimizer over the adapter parameters only), steps, a held-out loss, and
+an adapter-only checkpoint in ``<out_dir>/adapter`` that loads at any TP/PP.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Optional
+
+from megatron_retro.config import RunConfig
+
+
+@dataclass
+class FinetuneResult:
+    steps: int
+    first_loss: Optional[float]
+    last_loss: Optional[float]
+    valid_loss: Optional[float]
+    trainable_params: int
+    total_params: int
+    adapter_dir: str
+
+
+class PromptMasked:
+    """Dataset view with no loss on the first ``v`` positions (they hold virtual tokens)."""
+
+    def __init__(self, dataset, v: int):
+        self.dataset, self.v = dataset, v
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        import numpy as np
+
+        item = dict(self.dataset[i])
+        mask = np.array(item["loss_mask"], dtype=np.float32, copy=True)
+        mask[: self.v] = 0.0
+        item["loss_mask"] = mask
+        return item
+
+
+def _count(chunks) -> tuple[int, int]:
+    """(trainable, total) parameters summed over this job's ranks (replicas counted once)."""
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel.layers import param_is_not_tensor_parallel_duplicate
+
+    counts = torch.zeros(2, dtype=torch.float64)
+    if parallel_state.get_data_parallel_rank() == 0:
+        for c in chunks:
+            for p in c.parameters():
+                if param_is_not_tensor_parallel_duplicate(p):
+                    counts[1] += p.numel()
+                    counts[0] += p.numel() if p.requires_grad else 0
+    if dist.is_initialized():
+        dist.all_reduce(counts)
+    return int(counts[0]), int(counts[1])
+
+
+def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progress: bool = True,
+             data=None) -> FinetuneResult:
+    """Collective: fine-tune ``peft_cfg``'s adapter on the configured base and data."""
+    import os
+
+    from tqdm import tqdm
+
+    from megatron_retro.models.gpt import build_gpt_model
+    from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.peft import apply_peft, install_peft_grad_reduction
+    from megatron_retro.peft.checkpoint import save_adapter
+    from megatron_retro.training.batches import eval_microbatches, step_microbatches
+    from megatron_retro.training.checkpointing import load_checkpoint
+    from megatron_retro.training.engine import Engine
+    from megatron_retro.training.gpt_step import gpt_forward_step
+    from megatron_retro.training.metrics import MetricsWriter
+    from megatron_retro.training.pretrain import model_record
+
+    ctx = initialize_parallel(cfg.parallel, seed=cfg.train.seed)
+    if data is None:
+        from megatron_retro.training.data_setup import build_pretrain_data
+
+        data = build_pretrain_data(cfg, dp=ctx.dp)
+    virtual = getattr(peft_cfg, "num_virtual_tokens", 0)
+    train_ds = PromptMasked(data.train, virtual) if virtual else data.train
+    valid_ds = PromptMasked(data.valid, virtual) if virtual else data.valid
+    train = cfg.train
+    num_micro = train.num_microbatches(ctx.dp)
+    global_batch = num_micro * train.micro_batch_size * ctx.dp
+
+    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=data.vocab_size, precision=train.precision,
+                             recompute=train.recompute)
+    record = model_record(cfg, data.vocab_size)
+    if cfg.checkpoint.load:
+        load_checkpoint(cfg.checkpoint.load, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
+    apply_peft(chunks, peft_cfg)
+    trainable, total = _count(chunks)
+    engine = Engine(cfg, chunks, gpt_forward_step)
+    install_peft_grad_reduction(engine)
+
+    metrics = MetricsWriter(cfg.out_dir, enabled=ctx.is_logging_rank, resume_step=0)
+    bar = tqdm(total=train.steps, desc=f"finetune[{type(peft_cfg).method}]", unit="step",
+               disable=not (progress and ctx.is_logging_rank), dynamic_ncols=True)
+    first = last = valid = None
+    for step in range(train.steps):
+        t0 = time.perf_counter()
+        result = engine.train_step(step_microbatches(train_ds, step, global_batch, train.micro_batch_size,
+                                                     ctx.dp, ctx.dp_rank))
+        elapsed = time.perf_counter() - t0
+        first = result.loss if first is None else first
+        last = result.loss
+        row = {"step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
+               "tokens_per_s": global_batch * cfg.model.seq_length / elapsed, "step_time_s": elapsed}
+        if step + 1 == train.steps or (train.eval_interval and (step + 1) % train.eval_interval == 0):
+            valid = engine.evaluate(eval_microbatches(valid_ds, train.eval_iters, train.micro_batch_size,
+                                                      ctx.dp, ctx.dp_rank))
+            row["valid_loss"] = valid
+        metrics.log(row)
+        bar.set_postfix(loss=f"{result.loss:.4f}" if result.loss is not None else "-", refresh=False)
+        bar.update(1)
+    bar.close()
+    metrics.close()
+    adapter_dir = adapter_dir or os.path.join(cfg.out_dir, "adapter")
+    save_adapter(adapter_dir, chunks, peft_cfg, model_record=record,
+                 extra={"steps": train.steps, "base_checkpoint": cfg.checkpoint.load})
+    return FinetuneResult(steps=train.steps, first_loss=first, last_loss=last, valid_loss=valid,
+                          trainable_params=trainable, total_params=total, adapter_dir=adapter_dir)
+
+
+def merge_adapter_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) -> str:
+    """Collective: base checkpoint + adapter -> merged base checkpoint (at this run's TP/PP).
+
+    The result is an ordinary checkpoint (``checkpoint.load`` it for inference or further
+    fine-tuning); LoRA is folded into the base weights shard by shard, without communication.
+    """
+    from megatron_retro.errors import UserError
+    from megatron_retro.models.gpt import build_gpt_model
+    from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.peft import merge_peft
+    from megatron_retro.peft.checkpoint import load_adapter
+    from megatron_retro.training.checkpointing import load_checkpoint, read_state, save_checkpoint
+    from megatron_retro.training.engine import Engine
+    from megatron_retro.training.gpt_step import gpt_forward_step
+    from megatron_retro.training.pretrain import model_record
+
+    state = read_state(base)
+    vocab = (state.get("model") or {}).get("vocab_size")
+    if not vocab:
+        raise UserError(f"{base}: checkpoint state names no model.vocab_size")
+    initialize_parallel(cfg.parallel, seed=cfg.train.seed)
+    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab, precision=cfg.train.precision)
+    record = model_record(cfg, vocab)
+    load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
+    load_adapter(adapter, chunks, apply=True, model_record=record)
+    merge_peft(chunks)
+    for c in chunks:
+        for p in c.parameters():
+            p.requires_grad_(True)
+    engine = Engine(cfg, chunks, gpt_forward_step)
+    return save_checkpoint(out_dir, int(state.get("step", 0)), engine,
+                           {"model": record, "merged_adapter": adapter, "base_checkpoint": base})
+
+
+def export_hf_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) -> dict:
+    """Collective: base checkpoint + LoRA adapter -> HF LlamaForCausalLM + HF peft adapter (rank 0 writes)."""
+    import torch.distributed as dist
+
+    from megatron_retro.errors import UserError
+    from megatron_retro.models.gpt import build_gpt_model
+    from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.peft import peft_state_dict
+    from megatron_retro.peft.checkpoint import load_adapter
+    from megatron_retro.peft.hf_export import check_llama_compatible, export_hf, full_model_state
+    from megatron_retro.training.checkpointing import load_checkpoint, read_state
+    from megatron_retro.training.pretrain import model_record
+
+    check_llama_compatible(cfg.model)
+    state = read_state(base)
+    vocab = (state.get("model") or {}).get("vocab_size")
+    if not vocab:
+        raise UserError(f"{base}: checkpoint state names no model.vocab_size")
+    initialize_parallel(cfg.parallel, seed=cfg.train.seed)
+    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab, precision="fp32")
+    record = model_record(cfg, vocab)
+    load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
+    lora_cfg = load_adapter(adapter, chunks, apply=True, model_record=record)
+    if type(lora_cfg).method != "lora":
+        raise UserError(f"{adapter}: export-hf exports LoRA adapters, this one is {type(lora_cfg).method!r}")
+    base_state, adapter_state = full_model_state(chunks), peft_state_dict(chunks)
+    summary = {}
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        summary = export_hf(out_dir, cfg.model, vocab, base_state, adapter_state, lora_cfg)
+    if dist.is_initialized():
+        dist.barrier()
+    return summary

@@ -1,0 +1,47 @@
+"""The PEFT test matrix shared by the in-process unit tests and the 4-rank torchrun worker:
+one tiny GPT and one small config per method (every registered method runs the same checks)."""
+import torch
+
+MODEL_OVERRIDES = ["model.num_layers=4", "model.hidden_size=64", "model.num_attention_heads=8",
+                   "model.num_query_groups=4", "model.ffn_hidden_size=128", "model.seq_length=32",
+                   "model.rotary_percent=0.5", "model.attention_backend=sdpa"]
+VOCAB, SEQ = 512, 32
+
+METHOD_CASES = {
+    "lora": {"rank": 4, "alpha": 8.0},
+    "adapter": {"dim": 8},
+    "parallel_adapter": {"dim": 8},
+    "ptuning": {"num_virtual_tokens": 4, "encoder": "mlp", "encoder_hidden": 16},
+    "prompt": {"num_virtual_tokens": 4},
+    "prefix": {"num_prefix_tokens": 4},
+    "ia3": {},
+}
+
+
+class RandomTokens:
+    """Deterministic random token windows with a partially masked loss."""
+
+    def __init__(self, n: int = 64, vocab: int = 500):
+        self.n, self.vocab = n, vocab
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        t = torch.randint(0, self.vocab, (SEQ + 1,), generator=g)
+        mask = torch.ones(SEQ)
+        mask[: 4 + i % 3] = 0.0  # virtual-token positions carry no loss
+        return {"tokens": t[:-1], "labels": t[1:], "loss_mask": mask, "position_ids": torch.arange(SEQ)}
+
+
+class PatternTokens(RandomTokens):
+    """A learnable task: each sequence repeats a short random motif."""
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i % 4)
+        motif = torch.randint(0, self.vocab, (5,), generator=g)
+        t = motif.repeat(SEQ // 5 + 2)[: SEQ + 1]
+        mask = torch.ones(SEQ)
+        mask[:4] = 0.0
+        return {"tokens": t[:-1], "labels": t[1:], "loss_mask": mask, "position_ids": torch.arange(SEQ)}
