@@ -139,3 +139,30 @@ def test_default_retrieval_layers():
 
     assert RetroConfig().layer_numbers(12) == [6, 9, 12]
     assert RetroConfig().layer_numbers(24) == [9, 12, 15, 18, 21, 24]
+
+
+def test_retro_layers_route_through_the_cca_kernel_dispatch(model, monkeypatch):
+    """The decoder's chunked cross-attention goes through megatron_retro.kernels'
+    chunked_cross_attention (Triton on CUDA): count the calls and check what it dispatches to."""
+    import megatron_retro.models.retro.cross_attention as ca_module
+    from megatron_retro.kernels import chunked_cross_attention
+
+    calls = []
+
+    def counting(q, k, v, *args, **kwargs):
+        calls.append((q.shape, k.shape, kwargs.get("chunk_length")))
+        return chunked_cross_attention(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(ca_module, "chunked_cross_attention", counting)
+    tokens, neighbours = _inputs(11)
+    _logits(model, tokens, neighbours)
+    assert len(calls) == 2  # one per retrieval layer (2 and 4)
+    import importlib
+
+    cca = importlib.import_module("megatron_retro.kernels.chunked_cross_attention")
+    q_shape, k_shape, m = calls[0]
+    assert m == M
+    decision = cca.chunked_cross_attention_dispatch(torch.zeros(q_shape), torch.zeros(k_shape),
+                                                    torch.zeros(k_shape), chunk_length=m)
+    assert decision.use_triton == torch.cuda.is_available(), decision.reason
+    assert decision.reason
