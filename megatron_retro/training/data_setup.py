@@ -21,10 +21,12 @@ def _rank0_first(fn):
     return out
 
 
-def build_pretrain_data(cfg: RunConfig, dp: int = 1) -> PretrainData:
+def prepare_gpt_datasets(cfg: RunConfig, dp: int = 1):
+    """(prepared data bundle, tokenizer, train dataset, held-out dataset) of a run (GPT and RETRO)."""
     from megatron_retro.data.indexed import build_gpt_datasets
     from megatron_retro.data.prepare import resolve_data
     from megatron_retro.data.tokenizer import load_tokenizer
+    from megatron_retro.errors import UserError
 
     data = _rank0_first(lambda: resolve_data(cfg.data))
     tokenizer = load_tokenizer(data.tokenizer)
@@ -34,7 +36,10 @@ def build_pretrain_data(cfg: RunConfig, dp: int = 1) -> PretrainData:
     train_ds, valid_ds, _ = build_gpt_datasets(data.prefix, tokenizer, cfg.model.seq_length, cfg.data.split,
                                                num_samples=num_samples, seed=cfg.data.seed)
     if valid_ds is None:
-        from megatron_retro.errors import UserError
-
         raise UserError(f"data.split={cfg.data.split!r}: the valid weight is 0; held-out loss needs documents")
+    return data, tokenizer, train_ds, valid_ds
+
+
+def build_pretrain_data(cfg: RunConfig, dp: int = 1) -> PretrainData:
+    _, tokenizer, train_ds, valid_ds = prepare_gpt_datasets(cfg, dp)
     return PretrainData(train=train_ds, valid=valid_ds, vocab_size=tokenizer.vocab_size)

@@ -109,22 +109,10 @@ def open_source(cfg: RunConfig, out: str, tokenizer, rank: int = 0):
 
 def build_retro_pretrain_data(cfg: RunConfig, dp: int = 1, dp_rank: int = 0):
     """PretrainData whose train / valid items carry neighbours; builds the retrieval DB if missing."""
-    from megatron_retro.data.indexed import build_gpt_datasets
-    from megatron_retro.data.prepare import resolve_data
-    from megatron_retro.data.tokenizer import load_tokenizer
-    from megatron_retro.errors import UserError
-    from megatron_retro.training.data_setup import _rank0_first
+    from megatron_retro.training.data_setup import _rank0_first, prepare_gpt_datasets
     from megatron_retro.training.pretrain import PretrainData
 
-    data = _rank0_first(lambda: resolve_data(cfg.data))
-    tokenizer = load_tokenizer(data.tokenizer)
-    train = cfg.train
-    global_batch = train.global_batch_size or train.micro_batch_size * dp
-    num_samples = (train.steps * global_batch, train.eval_iters * train.micro_batch_size * dp, None)
-    train_ds, valid_ds, _ = build_gpt_datasets(data.prefix, tokenizer, cfg.model.seq_length, cfg.data.split,
-                                               num_samples=num_samples, seed=cfg.data.seed)
-    if valid_ds is None:
-        raise UserError(f"data.split={cfg.data.split!r}: the valid weight is 0; held-out loss needs documents")
+    data, tokenizer, train_ds, valid_ds = prepare_gpt_datasets(cfg, dp)
     out = retrieval_dir(cfg, os.path.dirname(os.path.abspath(data.prefix)))
     _rank0_first(lambda: ensure_retrieval_db(cfg, data.prefix, tokenizer, train_ds.indices, out))
     source = open_source(cfg, out, tokenizer, rank=dp_rank)
