@@ -110,3 +110,25 @@ def local_grad_view(shard: GlobalShard) -> torch.Tensor:
         grad = param.grad
     element_offset = (shard.data.data_ptr() - param.data_ptr()) // param.element_size()
     return grad.as_strided(shard.data.shape, shard.data.stride(), grad.storage_offset() + element_offset)
+
+
+def assemble_full(pairs) -> dict:
+    """Full float64 tensors keyed by (key, prefix_index) from (shard, local tensor) pairs that
+    together cover every shard (e.g. a TP1xPP1 rank's gradients)."""
+    full = {}
+    for shard, local in pairs:
+        t = full.setdefault((shard.key, shard.prefix_index), torch.zeros(shard.full_shape, dtype=torch.float64))
+        t[tuple(slice(o, o + n) for o, n in zip(shard.offset, local.shape))] = local
+    return full
+
+
+def worst_relative_error(pairs, reference: dict) -> tuple[float, str]:
+    """max over shards of max|local - reference slice| / max|reference tensor|, and its key."""
+    worst, worst_key = 0.0, ""
+    for shard, local in pairs:
+        full = reference[(shard.key, shard.prefix_index)]
+        index = tuple(slice(o, o + n) for o, n in zip(shard.offset, local.shape))
+        err = (local - full[index]).abs().max().item() / max(full.abs().max().item(), 1e-30)
+        if err > worst:
+            worst, worst_key = err, shard.key
+    return worst, worst_key

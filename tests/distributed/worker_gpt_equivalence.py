@@ -13,7 +13,8 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from megatron_retro.config import load_config  # noqa: E402
-from megatron_retro.models.global_params import global_shards, init_by_global_name, local_grad_view  # noqa: E402
+from megatron_retro.models.global_params import (  # noqa: E402
+    assemble_full, global_shards, init_by_global_name, local_grad_view, worst_relative_error)
 from megatron_retro.models.gpt import build_gpt_model  # noqa: E402
 from megatron_retro.parallel.initialize import initialize_parallel  # noqa: E402
 from megatron_retro.training.batches import step_microbatches  # noqa: E402
@@ -63,30 +64,12 @@ def run_layout(layout):
     return ctx, loss, grads
 
 
-def assemble(grads):
-    """Full tensors per (key, layer index) from the (shard, local grad) pairs of a TP1xPP1 rank."""
-    full = {}
-    for shard, grad in grads:
-        t = full.setdefault((shard.key, shard.prefix_index), torch.zeros(shard.full_shape, dtype=torch.float64))
-        t[tuple(slice(o, o + n) for o, n in zip(shard.offset, grad.shape))] = grad
-    return full
-
-
 def main():
     ref_ctx, ref_loss, ref = run_layout(LAYOUTS[0])
-    ref_full = assemble(ref)
-    ref_loss_t = torch.tensor([ref_loss], dtype=torch.float64)
+    ref_full = assemble_full(ref)
     for layout in LAYOUTS[1:]:
         ctx, loss, grads = run_layout(layout)
-        worst_grad = 0.0
-        covered = 0
-        for shard, grad in grads:
-            full = ref_full[(shard.key, shard.prefix_index)]
-            index = tuple(slice(o, o + n) for o, n in zip(shard.offset, grad.shape))
-            expected = full[index]
-            err = (grad - expected).abs().max().item() / max(full.abs().max().item(), 1e-30)
-            worst_grad = max(worst_grad, err)
-            covered += grad.numel()
+        worst_grad, _ = worst_relative_error(grads, ref_full)
         loss_err = abs(loss - ref_loss) / abs(ref_loss) if loss is not None else 0.0
         stats = torch.tensor([worst_grad, loss_err], dtype=torch.float64)
         dist.all_reduce(stats, op=dist.ReduceOp.MAX)

@@ -15,7 +15,8 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from megatron_retro.config import load_config  # noqa: E402
-from megatron_retro.models.global_params import global_shards, init_by_global_name, local_grad_view  # noqa: E402
+from megatron_retro.models.global_params import (  # noqa: E402
+    assemble_full, global_shards, init_by_global_name, local_grad_view, worst_relative_error)
 from megatron_retro.models.retro import build_retro_model  # noqa: E402
 from megatron_retro.parallel.initialize import initialize_parallel  # noqa: E402
 from megatron_retro.training.batches import step_microbatches  # noqa: E402
@@ -67,28 +68,14 @@ def run_layout(layout):
     return ctx, loss, grads
 
 
-def assemble(grads):
-    full = {}
-    for shard, grad in grads:
-        t = full.setdefault((shard.key, shard.prefix_index), torch.zeros(shard.full_shape, dtype=torch.float64))
-        t[tuple(slice(o, o + n) for o, n in zip(shard.offset, grad.shape))] = grad
-    return full
-
-
 def main():
     _, ref_loss, ref = run_layout(LAYOUTS[0])
-    ref_full = assemble(ref)
+    ref_full = assemble_full(ref)
     retro_keys = sum(1 for key, _ in ref_full if "cross_attention" in key)
     for layout in LAYOUTS[1:]:
         _, loss, grads = run_layout(layout)
-        worst_grad, worst_key, checked_retro = 0.0, "", 0
-        for shard, grad in grads:
-            full = ref_full[(shard.key, shard.prefix_index)]
-            index = tuple(slice(o, o + n) for o, n in zip(shard.offset, grad.shape))
-            err = (grad - full[index]).abs().max().item() / max(full.abs().max().item(), 1e-30)
-            if err > worst_grad:
-                worst_grad, worst_key = err, shard.key
-            checked_retro += "cross_attention" in shard.key
+        worst_grad, worst_key = worst_relative_error(grads, ref_full)
+        checked_retro = sum("cross_attention" in shard.key for shard, _ in grads)
         loss_err = abs(loss - ref_loss) / abs(ref_loss) if loss is not None else 0.0
         stats = torch.tensor([worst_grad, loss_err], dtype=torch.float64)
         dist.all_reduce(stats, op=dist.ReduceOp.MAX)
