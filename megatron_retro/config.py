@@ -558,7 +558,14 @@ def build_item(cls: type, data: Any, path: tuple[str, ...], marks: _Marks) -> An
     where = marks.get(path, ".".join(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {'.'.join(path)}: expected a mapping, got {type(data).__name__} {data!r}")
-    return _build(cls, data, path, marks)
+    try:
+        return _build(cls, data, path, marks)
+    except ConfigError as e:
+        message = str(e)
+        if path in marks and not re.match(r"^\S+:\d+: ", message):
+            name = message.split("=", 1)[0].split(":", 1)[0].strip().split(".")[-1]
+            raise ConfigError(f"{marks.get(path + (name,), marks[path])}: {message}") from None
+        raise
 
 
 def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
