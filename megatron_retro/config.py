@@ -257,6 +257,27 @@ class RetroConfig:
 
 
 @dataclass
+class RetrievalSection:
+    """Where a run's neighbour / passage searches go: in-process, or the sharded gRPC service.
+
+    The database itself (chunk store + index) is the run's: ``retro.retrieval_dir`` (RETRO
+    pretraining) or the QA task corpus's (``qa.retrieval_dir``); the service must serve that
+    index (launch/retrieval_service.py writes the endpoints file).
+    """
+
+    mode: Literal["local", "service"] = cfg("local", "local: search the index in this process; service: "
+                                                     "query the shard servers listed in retrieval.endpoints")
+    endpoints: Optional[str] = cfg(None, "endpoints.json of the running retrieval service (mode=service)")
+    timeout: float = cfg(30.0, "deadline of one search through the service, seconds")
+    token_file: Optional[str] = cfg(None, "auth token file of the service (else env MEGATRON_RETRO_RETRIEVAL_TOKEN)")
+
+    def __post_init__(self) -> None:
+        _require(self.mode != "service" or bool(self.endpoints),
+                 "retrieval.endpoints: required when retrieval.mode=service")
+        _require(self.timeout > 0, f"retrieval.timeout={self.timeout}: must be > 0")
+
+
+@dataclass
 class QAConfig:
     """Question answering with retrieval (fine-tuning and evaluation): task, passages, prompt layout.
 
@@ -281,8 +302,6 @@ class QAConfig:
     embedder: str = cfg("minilm", "embedder of questions and corpus chunks: 'minilm' or 'hash:<dim>'")
     retrieval_dir: Optional[str] = cfg(None, "chunk store + index of the task corpus (None = built under "
                                              "<data.dir> for the bundled task)")
-    endpoints: Optional[str] = cfg(None, "endpoints.json of a running sharded retrieval service "
-                                         "(None = search the index in-process)")
     eval_batch_size: int = cfg(32, "questions generated at once on each data-parallel rank")
 
     def __post_init__(self) -> None:
@@ -306,6 +325,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     retro: RetroConfig = field(default_factory=RetroConfig)
     qa: QAConfig = field(default_factory=QAConfig)
+    retrieval: RetrievalSection = field(default_factory=RetrievalSection)
     out_dir: str = cfg("runs/default", "directory for metrics, plots and (by default) checkpoints")
 
     def __post_init__(self) -> None:

@@ -90,7 +90,8 @@ def prepare_retrieval(exp: ExperimentConfig, cfg: RunConfig, progress: bool) -> 
                                     log_dir=_mkdir(os.path.join(exp.out_dir, "retrieval")))
             endpoints = os.path.join(exp.out_dir, "retrieval", "endpoints.json")
             service.write(endpoints)
-            cfg = dataclasses.replace(cfg, qa=dataclasses.replace(cfg.qa, endpoints=endpoints))
+            cfg = dataclasses.replace(cfg, retrieval=dataclasses.replace(cfg.retrieval, mode="service",
+                                                                         endpoints=endpoints))
             info["service"] = {"shards": shards, "replicas": exp.retrieval_replicas, "endpoints": service.endpoints}
             _log(f"retrieval service: {shards} shard(s) x {exp.retrieval_replicas} replica(s) on loopback")
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ checkpoint or the pretraining steps to run here.  ``zero-shot`` evaluates the ba
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from megatron_retro.config import ConfigError, _require, build_item, cfg, load_dataclass

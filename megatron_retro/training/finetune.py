@@ -181,31 +181,24 @@ def merge_adapter_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: s
 
     The result is an ordinary checkpoint (``checkpoint.load`` it for inference or further
     fine-tuning); LoRA is folded into the base weights shard by shard, without communication.
+    GPT or RETRO (``model.arch``).
     """
     from megatron_retro.errors import UserError
-    from megatron_retro.models.gpt import build_gpt_model
     from megatron_retro.parallel.initialize import initialize_parallel
     from megatron_retro.peft import merge_peft
-    from megatron_retro.peft.checkpoint import load_adapter
-    from megatron_retro.training.checkpointing import load_checkpoint, read_state, save_checkpoint
-    from megatron_retro.training.engine import Engine
-    from megatron_retro.training.gpt_step import gpt_forward_step
-    from megatron_retro.training.pretrain import model_record
+    from megatron_retro.training.checkpointing import read_state, save_checkpoint
 
     state = read_state(base)
     vocab = (state.get("model") or {}).get("vocab_size")
     if not vocab:
         raise UserError(f"{base}: checkpoint state names no model.vocab_size")
     initialize_parallel(cfg.parallel, seed=cfg.train.seed)
-    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab, precision=cfg.train.precision)
-    record = model_record(cfg, vocab)
-    load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
-    load_adapter(adapter, chunks, apply=True, model_record=record)
+    chunks, record, _ = load_model(cfg, vocab, base, adapter=adapter)
     merge_peft(chunks)
     for c in chunks:
         for p in c.parameters():
             p.requires_grad_(True)
-    engine = Engine(cfg, chunks, gpt_forward_step)
+    engine = make_engine(cfg, chunks)
     return save_checkpoint(out_dir, int(state.get("step", 0)), engine,
                            {"model": record, "merged_adapter": adapter, "base_checkpoint": base})
 

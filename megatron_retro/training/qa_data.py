@@ -4,7 +4,7 @@ Reads top to bottom: the corpus and tokenizer (``data:``), the task's examples (
 ``qa.path``; the bundled benchmark by default), the retrieval database of the task corpus (the
 bundled task: every document, built once under the data directory; other tasks: ``qa.retrieval_dir``
 built with ``megatron-retro index build``), the top-k passages of every question — searched
-through the sharded retrieval service when ``qa.endpoints`` is set, else in-process — cached per
+through the sharded retrieval service when ``retrieval.mode=service``, else in-process — cached per
 split so every run of an experiment reads the same retrieved set, and the GPT or RETRO samples.
 
 Notation: n questions, k passages, r passage length.
@@ -118,11 +118,12 @@ def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int)
     from megatron_retro.retrieval.embedder import build_embedder
 
     embedder = build_embedder(cfg.qa.embedder)
-    if cfg.qa.endpoints:
+    if cfg.retrieval.mode == "service":
         from megatron_retro.retrieval.service.client import ShardedRetrievalClient
         from megatron_retro.retrieval.service.server import read_token
 
-        searcher = ShardedRetrievalClient.from_file(cfg.qa.endpoints, token=read_token(None))
+        searcher = ShardedRetrievalClient.from_file(cfg.retrieval.endpoints, timeout=cfg.retrieval.timeout,
+                                                    token=read_token(cfg.retrieval.token_file))
     else:
         from megatron_retro.retrieval.build import ShardedLocalIndex
 

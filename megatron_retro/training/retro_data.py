@@ -91,9 +91,12 @@ def ensure_retro_db(cfg: RunConfig, prefix: str, tokenizer, train_docs, out: str
 def open_source(cfg: RunConfig, out: str, tokenizer, rank: int = 0):
     from megatron_retro.retrieval.config import RetrievalConfig, open_neighbour_source
 
-    rcfg = RetrievalConfig(mode="local", store=os.path.join(out, "store"), index_dir=os.path.join(out, "index"),
-                           embedder=cfg.retro.embedder, k=cfg.retro.num_neighbours,
-                           exclude_same_doc=cfg.retro.exclude_same_doc)
+    service = cfg.retrieval.mode == "service"
+    rcfg = RetrievalConfig(mode=cfg.retrieval.mode, store=os.path.join(out, "store"),
+                           index_dir=None if service else os.path.join(out, "index"),
+                           endpoints=cfg.retrieval.endpoints, timeout=cfg.retrieval.timeout,
+                           token_file=cfg.retrieval.token_file, embedder=cfg.retro.embedder,
+                           k=cfg.retro.num_neighbours, exclude_same_doc=cfg.retro.exclude_same_doc)
     return open_neighbour_source(rcfg, decode=tokenizer.decode, rank=rank)
 
 
