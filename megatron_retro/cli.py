@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "megatron_retro.retrieval.commands",
     "megatron_retro.data.tasks.commands",
     "megatron_retro.peft.commands",
+    "megatron_retro.training.hf_commands",
 ]
 
 
