@@ -54,8 +54,8 @@ def render(gpus_list: list[int], config_dir: str) -> str:
         f"- Step time = executed FLOPs / (N x {A100_BF16_TFLOPS:.0f} TFLOP/s (A100 bf16 dense) x MFU"
         f" {DEFAULT_MFU:.0%}) x (1 + pipeline bubble); full training 3 passes, PEFT 2 (no weight grads"
         " of the frozen base), +1 forward with recomputation. TP/DP communication is not modelled.",
-        f"- **PEFT trainable counts are formula-based** (megatron_retro/planning/peft_counts.py), not from"
-        f" built modules: LoRA rank {LORA_RANK} on the fused QKV; adapters dim {ADAPTER_DIM}, two per layer;"
+        f"- **PEFT trainable counts are formula-based** (megatron_retro/planning/peft_counts.py; a test checks"
+        f" them against a built tiny RETRO with each method applied): LoRA rank {LORA_RANK} on the fused QKV; adapters dim {ADAPTER_DIM}, two per layer;"
         f" P-tuning {PTUNING_VIRTUAL_TOKENS} virtual tokens with a {PTUNING_BOTTLENECK}-wide MLP encoder.",
         "- RETRO (retro-*): the 2-layer neighbour encoder and chunked cross-attention are counted exactly;"
         " their FLOPs and activations (k x r neighbour tokens per 64-token chunk, the neighbour context"
