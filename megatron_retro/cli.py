@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "megatron_retro.data.tasks.commands",
     "megatron_retro.peft.commands",
     "megatron_retro.evaluation.commands",
+    "megatron_retro.training.hf_commands",
 ]
 
 
