@@ -148,3 +148,42 @@ def test_eval_qa_cli_errors(bundled, tmp_path, store):
     with pytest.raises(UserError, match="retriever 'sparse'"):
         _cli(["index", "eval-qa", "--index", str(tmp_path), "--qa", bundled.qa["train"], "--retriever", "sparse",
               "--store", str(store.path)])
+
+
+def test_cross_encoder_reranker_orders_by_the_models_logits(store, tmp_path):
+    """A tiny random BERT cross-encoder (no download): the re-ranker's scores are the model's own
+    logits on (question, chunk text) pairs under the CrossEncoder's activation; id -1 scores -inf."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from megatron_retro.retrieval.hybrid import CrossEncoderReranker, RerankedRetriever
+
+    words = sorted({w for i in range(len(store)) for w in store.text(i).split()} | {"violin", "orbit"})
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+    tok = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    cfg = transformers.BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32, num_labels=1,
+                                  initializer_range=0.5)  # spread logits: no near-ties
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    model.save_pretrained(tmp_path / "ce")
+    tok.save_pretrained(tmp_path / "ce")
+    reranker = CrossEncoderReranker(str(tmp_path / "ce"), store, device="cpu")
+    questions = ["violin orbit", "granite magma"]
+    cand = np.array([[0, 5, 9, -1, 12], [3, 4, 20, 21, 7]])
+    got = reranker(questions, cand)
+    assert got.shape == cand.shape and np.isneginf(got[0, 3]) and np.isfinite(got[1]).all()
+    for q, row in enumerate(cand):
+        ids = [int(i) for i in row if i >= 0]
+        enc = tok([questions[q]] * len(ids), [store.text(i) for i in ids], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits[:, 0].numpy()
+        want = reranker.model.activation_fn(torch.from_numpy(logits)).numpy()
+        np.testing.assert_allclose(got[q][row >= 0], want, rtol=1e-4, atol=1e-6)
+        assert list(np.argsort(-got[q][row >= 0])) == list(np.argsort(-logits))
+
+    class Fixed:
+        def search(self, texts, k):
+            return np.zeros(cand.shape, np.float32)[:, :k], cand[:, :k]
+
+    _, order = RerankedRetriever(Fixed(), reranker, candidates=5).search(questions, 5)
+    np.testing.assert_array_equal(order, np.take_along_axis(cand, np.argsort(-got, axis=1, kind="stable"), 1))
