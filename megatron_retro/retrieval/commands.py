@@ -1,4 +1,5 @@
-"""CLI subcommands of the retrieval stack: ``serve`` (one shard server) and ``index build|eval``.
+"""CLI subcommands of the retrieval stack: ``serve`` (one shard server) and
+``index chunks|build|eval|eval-qa``.
 
 Heavy imports (faiss, grpc, torch) happen inside the handlers only.
 """
@@ -71,11 +72,11 @@ def _index_chunks(args) -> int:
 
 
 def _index_build(args) -> int:
-    if int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1:
-        from megatron_retro.retrieval.parallel_build import build_index_distributed
+    from megatron_retro.retrieval.parallel_build import build_index_distributed, launched_world_size
 
+    if args.backend != "auto" or launched_world_size() > 1:
         manifest = build_index_distributed(args.store, args.out, args.embedder, args.factory, args.train_size,
-                                           args.batch_size, nlist=args.nlist, pq_m=args.pq_m)
+                                           args.batch_size, backend=args.backend, nlist=args.nlist, pq_m=args.pq_m)
     else:
         from megatron_retro.retrieval.build import build_index
 
@@ -97,6 +98,36 @@ def _index_eval(args) -> int:
     return 0
 
 
+def _index_eval_qa(args) -> int:
+    import json
+
+    from megatron_retro.data.tasks.open_domain import load_bundled
+    from megatron_retro.errors import UserError
+    from megatron_retro.retrieval import qa_eval
+
+    kinds = [k.strip() for k in args.retriever.split(",") if k.strip()]
+    try:
+        ks = sorted({int(k) for k in args.k.split(",")})
+    except ValueError:
+        raise UserError(f"--k {args.k!r}: expected comma-separated integers, e.g. 1,5,10") from None
+    examples = list(load_bundled(args.qa))[:args.limit]
+    questions = [e.question for e in examples]
+    gold = [e.meta["gold_doc_ids"] for e in examples]
+    answers = [e.answers for e in examples] if args.relevance == "answer" else None
+    store = None
+    if args.store:
+        from megatron_retro.retrieval.chunk_store import ChunkStore
+
+        store = ChunkStore(args.store)
+    results = qa_eval.evaluate_qa_retrievers(
+        kinds, args.index, questions, gold, ks, answers, store=store, embedder=args.embedder, nprobe=args.nprobe,
+        depth=args.depth, candidates=args.candidates, reranker=args.reranker,
+        on_result=lambda name, r: print(json.dumps({"retriever": name, **r}), flush=True))
+    if args.table:
+        print(qa_eval.format_table(results, ks))
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="run one shard server of the retrieval service (gRPC)")
     add_serve_args(p)
@@ -114,7 +145,7 @@ def register(subparsers) -> None:
     c.set_defaults(handler=_index_chunks)
 
     b = sub.add_parser("build", help="embed a chunk store and write a sharded faiss index "
-                                     "(under torchrun: one shard per rank)")
+                                     "(under torchrun or mpirun: one shard per rank)")
     b.add_argument("--store", required=True, help="chunk store directory")
     b.add_argument("--out", required=True, help="index directory to write")
     b.add_argument("--embedder", default="minilm", help="minilm | hash:<dim> | sentence-transformers path")
@@ -125,6 +156,9 @@ def register(subparsers) -> None:
     b.add_argument("--nlist", type=int, default=256, help="IVF lists for the aliases")
     b.add_argument("--pq-m", type=int, default=16, help="PQ sub-quantizers for the aliases")
     b.add_argument("--batch-size", type=int, default=128, help="embedding batch size")
+    b.add_argument("--backend", choices=["auto", "torch", "mpi"], default="auto",
+                   help="multi-rank build: torch (torchrun) or mpi (mpirun + mpi4py); auto: from the launcher's "
+                        "environment, one process when there is none")
     b.set_defaults(handler=_index_build)
 
     e = sub.add_parser("eval", help="recall@k of an index against exact search")
@@ -135,3 +169,23 @@ def register(subparsers) -> None:
     e.add_argument("--nprobe", type=int)
     e.add_argument("--ef-search", type=int)
     e.set_defaults(handler=_index_eval)
+
+    q = sub.add_parser("eval-qa", help="retrieval quality on a QA file: Hit@k, Recall@k, MRR, NDCG@k "
+                                       "(a chunk is relevant when its document is a gold document)")
+    q.add_argument("--index", required=True, help="index directory (its manifest names the chunk store and embedder)")
+    q.add_argument("--qa", required=True, help="bundled QA JSONL with gold_doc_ids (data/qa/<split>.jsonl)")
+    q.add_argument("--retriever", default="dense", help="comma-separated: dense, bm25, hybrid (BM25 + dense "
+                                                        "by reciprocal rank fusion), rerank (dense + re-ranker)")
+    q.add_argument("--k", default="1,5,10", help="comma-separated cut-offs")
+    q.add_argument("--relevance", choices=["doc", "answer"], default="doc",
+                   help="doc: any chunk of a gold document; answer: such a chunk that contains an answer")
+    q.add_argument("--store", help="chunk store (default: the one recorded in the index manifest)")
+    q.add_argument("--embedder", help="query embedder (default: the one recorded in the index manifest)")
+    q.add_argument("--nprobe", type=int, help="IVF lists probed (default: as built)")
+    q.add_argument("--depth", type=int, default=50, help="hybrid: results each retriever contributes to RRF")
+    q.add_argument("--candidates", type=int, default=50, help="rerank: dense candidates re-ordered")
+    q.add_argument("--reranker", default="bm25",
+                   help="rerank: bm25 | cross-encoder:<path> | an embedder spec (bi-encoder cosine)")
+    q.add_argument("--limit", type=int, help="evaluate the first N questions only")
+    q.add_argument("--table", action="store_true", help="also print a markdown table")
+    q.set_defaults(handler=_index_eval_qa)

@@ -10,7 +10,9 @@ the retrievers that returned ``d`` (rank from 1), ``c = 60`` by default.
 A re-ranker is any callable ``(texts, candidate_ids int64[n, c]) -> float[n, c]`` (higher =
 better); ``RerankedRetriever`` takes the top ``c`` of a retriever and re-orders them.
 ``EmbeddingReranker`` re-scores candidates by cosine similarity under an embedder (e.g. BM25
-candidates re-ranked by MiniLM); a cross-encoder plugs in the same way.
+candidates re-ranked by MiniLM), ``BM25Retriever.score`` by their BM25 score (dense candidates
+re-ranked lexically), ``CrossEncoderReranker`` with a sentence-transformers cross-encoder.
+Ties in the re-ranker's scores keep the base retriever's order.
 """
 from __future__ import annotations
 
@@ -61,6 +63,19 @@ class BM25Retriever:
         ids[:, :kk] = np.where(matched, got, -1)
         scores[:, :kk] = np.where(matched, sc, -np.inf)
         return scores, ids
+
+    def score(self, texts: list, candidates: np.ndarray) -> np.ndarray:
+        """float32[n, c]: BM25 score of each candidate chunk for its query (a re-ranker; -inf for id -1)."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        out = np.full(candidates.shape, -np.inf, np.float32)
+        tokens = self._bm25s.tokenize(list(texts), stopwords=self.stopwords, return_ids=False, show_progress=False)
+        for q, words in enumerate(tokens):
+            ok = candidates[q] >= 0
+            if words and ok.any():
+                out[q, ok] = self.model.get_scores(list(words))[candidates[q, ok]]
+            elif ok.any():
+                out[q, ok] = 0.0
+        return out
 
 
 def reciprocal_rank_fusion(id_lists: Sequence[np.ndarray], k: int, c: float = 60.0,
@@ -114,6 +129,29 @@ class EmbeddingReranker:
         return np.where(candidates >= 0, scores, -np.inf)
 
 
+class CrossEncoderReranker:
+    """Scores (query, chunk text) pairs with a sentence-transformers ``CrossEncoder`` (on CUDA when present)."""
+
+    def __init__(self, model: str, store, batch_size: int = 64, device: Optional[str] = None):
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        self.model = CrossEncoder(model, device=device)
+        self.store, self.batch_size = store, batch_size
+
+    def __call__(self, texts: list, candidates: np.ndarray) -> np.ndarray:
+        candidates = np.asarray(candidates, dtype=np.int64)                    # [n, c]
+        q, c = np.nonzero(candidates >= 0)
+        out = np.full(candidates.shape, -np.inf, np.float32)
+        if len(q):
+            pairs = [(texts[i], self.store.text(int(candidates[i, j]))) for i, j in zip(q, c)]
+            out[q, c] = np.asarray(self.model.predict(pairs, batch_size=self.batch_size,
+                                                      show_progress_bar=False), np.float32).reshape(-1)
+        return out
+
+
 class RerankedRetriever:
     """Top ``candidates`` of ``base``, re-ordered by ``reranker`` scores."""
 
@@ -125,5 +163,5 @@ class RerankedRetriever:
         scores = np.asarray(self.reranker(list(texts), cand), dtype=np.float32)
         if scores.shape != cand.shape:
             raise UserError(f"reranker returned shape {scores.shape}, expected {cand.shape}")
-        order = np.lexsort((np.where(cand < 0, np.iinfo(np.int64).max, cand), -scores), axis=-1)[:, :k]
+        order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]             # ties keep the base order
         return np.take_along_axis(scores, order, 1), np.take_along_axis(cand, order, 1)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from megatron_retro.retrieval import commands
-from megatron_retro.retrieval.build import ShardedLocalIndex, build_index
-from megatron_retro.retrieval.embedder import HashingEmbedder
+from megatron_retro.retrieval.build import build_index
 from megatron_retro.retrieval.sharding import load_manifest
+from retrieval_testlib import assert_same_index
 
 
 def _cli(argv):
@@ -48,14 +48,7 @@ def test_parallel_build_equals_single_process_build(store, tmp_path):
              for r in range(2)]
     outs = [p.communicate(timeout=240)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    a, b = ShardedLocalIndex(str(single), nprobe=8), ShardedLocalIndex(str(par), nprobe=8)
-    assert [s.ntotal for s in a.shards] == [s.ntotal for s in b.shards]
-    q = HashingEmbedder(32).embed(store.texts(0, 40))
-    sa, ia = a.search(q, 4)
-    sb, ib = b.search(q, 4)
-    np.testing.assert_array_equal(ia, ib)
-    np.testing.assert_array_equal(sa, sb)
-    assert load_manifest(par)["num_shards"] == 2 and not (par / "trained-empty.faiss").exists()
+    assert_same_index(single, par, store)
 
 
 def test_cli_chunks_from_jsonl(tokenizer, corpus, tmp_path, monkeypatch, capsys):
