@@ -20,8 +20,8 @@ class PeftMethod:
 
 
 _METHODS: dict[str, PeftMethod] = {}
-_BUILTIN = ("lora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3")
-_MODULES = {"lora": "lora", "adapter": "adapters", "parallel_adapter": "adapters",
+_BUILTIN = ("lora", "qlora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3")
+_MODULES = {"lora": "lora", "qlora": "qlora", "adapter": "adapters", "parallel_adapter": "adapters",
             "ptuning": "ptuning", "prompt": "ptuning", "prefix": "prefix", "ia3": "ia3"}
 
 

@@ -9,6 +9,10 @@ VOCAB, SEQ = 512, 32
 
 METHOD_CASES = {
     "lora": {"rank": 4, "alpha": 8.0},
+    # block 32 divides every shard's row at TP2 (linear_proj K/tp = 32): the blocks, hence the
+    # dequantised weights, are the same at every layout; double quantisation's second level is
+    # per shard (tests/unit/test_peft_qlora.py covers it)
+    "qlora": {"rank": 4, "alpha": 8.0, "block_size": 32, "double_quant": False},
     "adapter": {"dim": 8},
     "parallel_adapter": {"dim": 8},
     "ptuning": {"num_virtual_tokens": 4, "encoder": "mlp", "encoder_hidden": 16},

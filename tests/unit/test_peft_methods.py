@@ -80,7 +80,7 @@ def test_state_dict_round_trip_and_merge(run_cfg, method, tmp_path):
     from megatron_retro.peft import get_method, merge_peft
     from megatron_retro.peft.checkpoint import load_adapter, save_adapter
 
-    chunks, peft_cfg = build(run_cfg, method, METHOD_CASES[method])
+    chunks, peft_cfg = build(run_cfg, method, METHOD_CASES[method], seed=5)  # QLoRA quantises this base
     init_by_global_name(chunks, seed=5, std=0.05)  # non-trivial adapter values; base as build(seed=5)
     ref = logits(chunks)
     save_adapter(str(tmp_path / "a"), chunks, peft_cfg)
@@ -91,4 +91,5 @@ def test_state_dict_round_trip_and_merge(run_cfg, method, tmp_path):
     if get_method(method).merge is not None:
         merge_peft(other)
         assert not [n for n, _ in other[0].named_parameters() if n.rsplit(".", 1)[-1].startswith(("lora_", "ia3_"))]
+        assert not [n for n, _ in other[0].named_buffers() if n.rsplit(".", 1)[-1].startswith("qlora_")]
         torch.testing.assert_close(logits(other), ref, rtol=1e-4, atol=1e-4)
