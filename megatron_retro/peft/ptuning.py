@@ -111,6 +111,8 @@ def _embedding_hook(source: torch.nn.Module, tf_config):
     def hook(module, args, output):
         from megatron.core import parallel_state
 
+        if getattr(module, "_peft_prompt_off", False):  # RETRO embedding its neighbours
+            return output
         virtual = source()  # [v, d]
         s_local, b = output.shape[0], output.shape[1]
         start = parallel_state.get_tensor_model_parallel_rank() * s_local if tf_config.sequence_parallel else 0
@@ -121,6 +123,21 @@ def _embedding_hook(source: torch.nn.Module, tf_config):
         head = virtual[start:start + n, None, :].expand(n, b, -1).to(output.dtype)  # [n, b, d]
         return torch.cat([head, output[n:]], dim=0)
     return hook
+
+
+def _no_prompt_in_neighbours(chunk) -> None:
+    """RETRO embeds its neighbour tokens with the decoder's embedding: no virtual tokens there."""
+    original = getattr(chunk, "embed_neighbours", None)
+    if original is None:
+        return
+
+    def embed_neighbours(neighbours):
+        chunk.embedding._peft_prompt_off = True
+        try:
+            return original(neighbours)
+        finally:
+            chunk.embedding._peft_prompt_off = False
+    chunk.embed_neighbours = embed_neighbours
 
 
 def apply_prompt(chunks: list, cfg: PromptTuningConfig, tf_config) -> list:
@@ -139,11 +156,12 @@ def apply_prompt(chunks: list, cfg: PromptTuningConfig, tf_config) -> list:
         for p in module.parameters():
             mark_tp_partial_grad(p, tf_config.sequence_parallel, partial_without_sp=False)
         chunk.embedding.register_forward_hook(_embedding_hook(module, tf_config))
+        _no_prompt_in_neighbours(chunk)
         found.append(module)
     return found
 
 
-def prompt_param_count(cfg: PromptTuningConfig, model_cfg) -> int:
+def prompt_param_count(cfg: PromptTuningConfig, model_cfg, retro_cfg=None) -> int:  # noqa: ARG001
     d, v = model_cfg.hidden_size, cfg.num_virtual_tokens
     if not isinstance(cfg, PtuningConfig):
         return v * d
