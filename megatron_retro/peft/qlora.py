@@ -34,6 +34,7 @@ full-precision weight again (re-quantising the sum would throw the adapter's pre
 """
 from __future__ import annotations
 
+import logging
 import types
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
@@ -44,7 +45,7 @@ from megatron_retro.errors import UserError
 from megatron_retro.peft.lora import LoraConfig, apply_lora, lora_param_count, remove_lora
 from megatron_retro.peft.registry import PeftMethod, register_peft_method
 
-PREFIX = "qlora_"
+log = logging.getLogger(__name__)
 _BUFFERS = ("qlora_packed", "qlora_absmax", "qlora_absmax_q", "qlora_absmax_s2", "qlora_absmax_mean")
 
 
@@ -229,6 +230,7 @@ def apply_qlora(chunks: list, cfg: QLoraConfig, tf_config) -> list:
     for module in found:
         module._qlora_lora_forward = module.forward
         module.forward = types.MethodType(_qlora_forward, module)
+    log.info("qlora: %s", qlora_memory(chunks).as_dict())  # this rank's base-weight bytes before/after
     return found
 
 

@@ -15,7 +15,9 @@ LAYOUTS = [dict(tp=2, pp=1), dict(tp=2, pp=1, sp=True), dict(tp=1, pp=2)]
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    rows = torchrun(os.path.join(HERE, "worker_peft_matrix.py"), 4, str(tmp_path_factory.mktemp("adapters")))
+    # ~3 min on an idle 2-core machine; the timeout leaves room for a machine shared with other jobs
+    rows = torchrun(os.path.join(HERE, "worker_peft_matrix.py"), 4, str(tmp_path_factory.mktemp("adapters")),
+                    timeout=1500)
     return rows
 
 
