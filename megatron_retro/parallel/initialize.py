@@ -102,7 +102,7 @@ def initialize_parallel(cfg: ParallelConfig, seed: int, env: Optional[Mapping[st
         raise UserError(f"process group has {dist.get_world_size()} ranks but the launcher "
                         f"says {launch.world_size}")
     if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
+        _destroy_megatron_groups()
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=cfg.tp,
         pipeline_model_parallel_size=cfg.pp,
@@ -118,11 +118,28 @@ def initialize_parallel(cfg: ParallelConfig, seed: int, env: Optional[Mapping[st
     )
 
 
+def _destroy_megatron_groups() -> None:
+    """Forget megatron's groups *and* shut their process groups down.
+
+    ``destroy_model_parallel`` only drops megatron's references; the groups stay registered with
+    torch.distributed, each with its own gloo threads, so a process that re-initialises for
+    several layouts (tests, experiment grids) would pile up thousands of threads.
+    """
+    from megatron.core import parallel_state
+    from torch.distributed import distributed_c10d as c10d
+
+    parallel_state.destroy_model_parallel()
+    default = c10d._get_default_group()
+    for group in list(c10d._world.pg_map):
+        if group is not default:
+            dist.destroy_process_group(group)
+
+
 def destroy_parallel() -> None:
     """Tear down megatron's groups and the process group (end of a run or a test)."""
     from megatron.core import parallel_state
 
     if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
+        _destroy_megatron_groups()
     if dist.is_initialized():
         dist.destroy_process_group()
