@@ -13,7 +13,9 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "distributed"))
+sys.path.insert(0, os.path.dirname(__file__))
 from peft_cases import MODEL_OVERRIDES, SEQ, VOCAB  # noqa: E402
+from test_peft_methods import build, logits  # noqa: E402  (same tiny GPT, seed 11, std 0.05)
 
 from megatron_retro.config import load_config  # noqa: E402
 from megatron_retro.errors import UserError  # noqa: E402
@@ -52,27 +54,6 @@ def run_cfg():
     cfg = load_config(None, MODEL_OVERRIDES)
     initialize_parallel(cfg.parallel, seed=3)
     return cfg
-
-
-def build(cfg, method=None, options=None, seed=11):
-    from megatron_retro.models.global_params import init_by_global_name
-    from megatron_retro.models.gpt import build_gpt_model
-    from megatron_retro.peft import apply_peft, make_peft_config
-
-    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=VOCAB)
-    init_by_global_name(chunks, seed=seed, std=0.05)
-    peft_cfg = make_peft_config(method, options) if method else None
-    if peft_cfg:
-        apply_peft(chunks, peft_cfg)
-    return chunks, peft_cfg
-
-
-def logits(chunks):
-    torch.manual_seed(0)
-    tokens = torch.randint(0, VOCAB, (2, SEQ))
-    chunks[0].eval()
-    with torch.no_grad():
-        return chunks[0](tokens, torch.arange(SEQ)[None].expand(2, -1), None)
 
 
 @pytest.mark.parametrize("shape,block", [((96, 64), 64), ((41, 9), 64), ((64, 128), 32)])
