@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "megatron_retro.retrieval.commands",
     "megatron_retro.data.tasks.commands",
     "megatron_retro.peft.commands",
+    "megatron_retro.evaluation.commands",
+    "megatron_retro.training.hf_commands",
 ]
 
 

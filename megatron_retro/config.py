@@ -257,6 +257,64 @@ class RetroConfig:
 
 
 @dataclass
+class RetrievalSection:
+    """Where a run's neighbour / passage searches go: in-process, or the sharded gRPC service.
+
+    The database itself (chunk store + index) is the run's: ``retro.retrieval_dir`` (RETRO
+    pretraining) or the QA task corpus's (``qa.retrieval_dir``); the service must serve that
+    index (launch/retrieval_service.py writes the endpoints file).
+    """
+
+    mode: Literal["local", "service"] = cfg("local", "local: search the index in this process; service: "
+                                                     "query the shard servers listed in retrieval.endpoints")
+    endpoints: Optional[str] = cfg(None, "endpoints.json of the running retrieval service (mode=service)")
+    timeout: float = cfg(30.0, "deadline of one search through the service, seconds")
+    token_file: Optional[str] = cfg(None, "auth token file of the service (else env MEGATRON_RETRO_RETRIEVAL_TOKEN)")
+
+    def __post_init__(self) -> None:
+        _require(self.mode != "service" or bool(self.endpoints),
+                 "retrieval.endpoints: required when retrieval.mode=service")
+        _require(self.timeout > 0, f"retrieval.timeout={self.timeout}: must be > 0")
+
+
+@dataclass
+class QAConfig:
+    """Question answering with retrieval (fine-tuning and evaluation): task, passages, prompt layout.
+
+    GPT reads ``[retrieved passages] Question: q Answer:`` (left-padded to seq_length minus the
+    answer budget); RETRO reads ``Question: q Answer:`` in its first chunk and the same passages
+    as the neighbours of every chunk.
+    """
+
+    task: str = cfg("bundled", "QA task (see `megatron-retro tasks list`)")
+    path: Optional[str] = cfg(None, "task file or directory (None = <data.dir>/qa, the bundled benchmark)")
+    train_split: str = cfg("train", "split used for fine-tuning")
+    eval_split: str = cfg("test", "split scored by `evaluate`")
+    train_examples: int = cfg(0, "questions used for fine-tuning (0 = all)")
+    eval_examples: int = cfg(0, "questions scored (0 = all)")
+    num_passages: int = cfg(2, "k retrieved passages per question (RETRO: equals retro.num_neighbours)")
+    passage_length: int = cfg(128, "tokens per passage, the retrieved chunk and its continuation "
+                                   "(RETRO: equals retro.neighbour_length)")
+    chunk_length: int = cfg(64, "tokens per retrievable chunk of the task corpus")
+    max_answer_tokens: int = cfg(16, "answer tokens trained on and generated, end-of-text token included")
+    seq_length: Optional[int] = cfg(None, "GPT QA sample length: passages + question + answer (None = "
+                                          "model.seq_length); RETRO's is one chunk of question plus the answer")
+    embedder: str = cfg("minilm", "embedder of questions and corpus chunks: 'minilm' or 'hash:<dim>'")
+    retrieval_dir: Optional[str] = cfg(None, "chunk store + index of the task corpus (None = built under "
+                                             "<data.dir> for the bundled task)")
+    eval_batch_size: int = cfg(32, "questions generated at once on each data-parallel rank")
+
+    def __post_init__(self) -> None:
+        for name in ("num_passages", "passage_length", "chunk_length", "max_answer_tokens", "eval_batch_size"):
+            _require(getattr(self, name) >= 1, f"qa.{name}={getattr(self, name)}: must be >= 1")
+        _require(self.seq_length is None or self.seq_length >= 16, f"qa.seq_length={self.seq_length}: must be >= 16")
+        for name in ("train_examples", "eval_examples"):
+            _require(getattr(self, name) >= 0, f"qa.{name}={getattr(self, name)}: must be >= 0 (0 = all)")
+        _require(self.passage_length >= self.chunk_length,
+                 f"qa.passage_length={self.passage_length}: must be >= qa.chunk_length={self.chunk_length}")
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs."""
 
@@ -266,6 +324,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     retro: RetroConfig = field(default_factory=RetroConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
+    retrieval: RetrievalSection = field(default_factory=RetrievalSection)
     out_dir: str = cfg("runs/default", "directory for metrics, plots and (by default) checkpoints")
 
     def __post_init__(self) -> None:
@@ -325,6 +385,10 @@ def _collect_marks(node: yaml.Node, path: tuple[str, ...], source: str, marks: _
             key_path = path + (str(key_node.value),)
             marks[key_path] = f"{source}:{key_node.start_mark.line + 1}"
             _collect_marks(value_node, key_path, source, marks)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            marks[path + (str(i),)] = f"{source}:{item.start_mark.line + 1}"
+            _collect_marks(item, path + (str(i),), source, marks)
 
 
 def _read_yaml(path: str, marks: _Marks) -> dict:
@@ -495,6 +559,33 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
 def config_from_dict(data: dict, marks: Optional[_Marks] = None) -> RunConfig:
     """Build and validate a RunConfig from nested dicts (``marks`` maps key paths to file:line)."""
     return _build(RunConfig, data, (), marks or {})
+
+
+def load_dataclass(cls: type, path: str, overrides: Optional[list[str]] = None) -> Any:
+    """Read a YAML file (with ``inherit:`` and overrides) into the dataclass ``cls``, errors at file:line.
+
+    Fields typed ``list[Any]`` stay plain lists; ``build_item`` builds their entries."""
+    marks: _Marks = {}
+    data = _read_yaml(path, marks)
+    apply_overrides(data, list(overrides or []), marks)
+    obj = _build(cls, data, (), marks)
+    obj._marks = marks
+    return obj
+
+
+def build_item(cls: type, data: Any, path: tuple[str, ...], marks: _Marks) -> Any:
+    """One entry of a list-of-mappings field, built and validated like a section."""
+    where = marks.get(path, ".".join(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {'.'.join(path)}: expected a mapping, got {type(data).__name__} {data!r}")
+    try:
+        return _build(cls, data, path, marks)
+    except ConfigError as e:
+        message = str(e)
+        if path in marks and not re.match(r"^\S+:\d+: ", message):
+            name = message.split("=", 1)[0].split(":", 1)[0].strip().split(".")[-1]
+            raise ConfigError(f"{marks.get(path + (name,), marks[path])}: {message}") from None
+        raise
 
 
 def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:

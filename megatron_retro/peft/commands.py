@@ -40,10 +40,14 @@ def _read_peft_yaml(path: str) -> dict:
 def register(subparsers) -> None:
     from megatron_retro.cli import add_run_config_args
 
-    p = subparsers.add_parser("finetune", help="PEFT fine-tuning of a GPT (LoRA, adapters, P-tuning, ...)")
+    p = subparsers.add_parser("finetune", help="QA fine-tuning with retrieval of a GPT or RETRO: PEFT (LoRA, "
+                                               "adapters, P-tuning, ...) or full")
     add_run_config_args(p)
+    p.add_argument("--model", choices=("gpt", "retro"),
+                   help="model family; without --config it picks configs/models/<model>-tiny.yaml")
     p.add_argument("--peft", help="method: lora, qlora, adapter, parallel_adapter, ptuning, prompt, prefix, ia3 "
-                                  "(see `peft methods`); overrides the method of --peft-config")
+                                  "(see `peft methods`), or none for full fine-tuning; overrides the method of "
+                                  "--peft-config")
     p.add_argument("--peft-config", help="YAML of method options (configs/peft/*.yaml)")
     p.add_argument("--peft-opt", action="append", metavar="key=value",
                    help="method option, repeatable, e.g. --peft-opt rank=16 --peft-opt alpha=32")
@@ -73,31 +77,47 @@ def register(subparsers) -> None:
 def _finetune(args: argparse.Namespace) -> int:
     import json
 
-    from megatron_retro.cli import run_config_from_args
     from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.peft import make_peft_config
     from megatron_retro.training.finetune import finetune
 
     if args.base:
         args.overrides = list(args.overrides or []) + [f"checkpoint.load={args.base}"]
-    cfg = run_config_from_args(args)
+    cfg = config_for_model(args)
     options = _read_peft_yaml(args.peft_config) if args.peft_config else {}
     method = args.peft or options.pop("method", None)
     options.pop("method", None)
     if not method:
         from megatron_retro.errors import UserError
 
-        raise UserError("finetune: give --peft <method> or a --peft-config with 'method:'")
-    peft_cfg = make_peft_config(method, {**options, **_peft_options(args.peft_opt)})
+        raise UserError("finetune: give --peft <method> (or none) or a --peft-config with 'method:'")
+    peft_cfg = None if method == "none" else make_peft_config(method, {**options, **_peft_options(args.peft_opt)})
     try:
         result = finetune(cfg, peft_cfg, adapter_dir=args.adapter_out, progress=not args.no_progress)
     finally:
         destroy_parallel()
-    print(json.dumps({"method": method, "steps": result.steps, "first_loss": result.first_loss,
-                      "train_loss": result.last_loss, "valid_loss": result.valid_loss,
-                      "trainable_params": result.trainable_params, "total_params": result.total_params,
-                      "adapter": result.adapter_dir}))
+    print(json.dumps({"model": cfg.model.arch, "method": method, "steps": result.steps,
+                      "first_loss": result.first_loss, "train_loss": result.last_loss,
+                      "valid_loss": result.valid_loss, "trainable_params": result.trainable_params,
+                      "total_params": result.total_params, "adapter": result.adapter_dir,
+                      "checkpoint": result.checkpoint, "data": result.data}))
     return 0
+
+
+def config_for_model(args: argparse.Namespace):
+    """The run config of ``--config`` or, without it, of ``--model``'s tiny config; the two must agree."""
+    import os
+
+    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.errors import UserError
+
+    model = getattr(args, "model", None)
+    if not args.config and model:
+        args.config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "models", f"{model}-tiny.yaml")
+    cfg = run_config_from_args(args)
+    if model and cfg.model.arch != model:
+        raise UserError(f"--model {model}: the config {args.config} is model.arch={cfg.model.arch}")
+    return cfg
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -3,12 +3,8 @@
 Works from the layout-independent full tensors (global names), so the source may be at any
 TP/PP: base weights from :func:`full_model_state` (collective), LoRA from ``peft_state_dict``.
 Requires a Llama-architecture base: SwiGLU, RMSNorm, RoPE on the whole head (rotary_percent 1),
-untied embeddings, no biases.
-
-Layout mapping (d hidden, ng key/value groups, q = heads / ng, hn head width, f ffn):
-    linear_qkv.weight [ng·(q+2)·hn, d], per group [q heads | k | v]  -> q_proj, k_proj, v_proj
-    linear_fc1.weight [2f, d] = [gate; up]                           -> gate_proj, up_proj
-    linear_proj -> o_proj, linear_fc2 -> down_proj, norms and embeddings by name.
+no biases.  The base mapping table is :mod:`megatron_retro.models.hf_llama` (shared with
+`megatron-retro hf import/export`).
 LoRA on a fused linear exports exactly: q/k/v (gate/up) share A and take their rows of B,
 since (B·A)[rows] = B[rows]·A.  The adapter is written by peft itself (``save_pretrained``).
 """
@@ -20,29 +16,9 @@ import os
 import torch
 
 from megatron_retro.errors import UserError
+from megatron_retro.models.hf_llama import base_to_llama, check_llama_compatible, llama_config, split_qkv
 
-
-def check_llama_compatible(model_cfg) -> None:
-    for ok, what in ((model_cfg.activation == "swiglu", "model.activation=swiglu"),
-                     (model_cfg.normalization == "RMSNorm", "model.normalization=RMSNorm"),
-                     (model_cfg.position_embedding == "rope", "model.position_embedding=rope"),
-                     (model_cfg.rotary_percent == 1.0, "model.rotary_percent=1.0"),
-                     (model_cfg.untie_embeddings, "model.untie_embeddings=true"),
-                     (not model_cfg.add_bias_linear, "model.add_bias_linear=false")):
-        if not ok:
-            raise UserError(f"export-hf: a Llama export needs {what}")
-
-
-def llama_config(model_cfg, vocab_size: int):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=model_cfg.hidden_size,
-                       intermediate_size=model_cfg.ffn_size, num_hidden_layers=model_cfg.num_layers,
-                       num_attention_heads=model_cfg.num_attention_heads,
-                       num_key_value_heads=model_cfg.num_query_groups or model_cfg.num_attention_heads,
-                       head_dim=model_cfg.head_dim, max_position_embeddings=model_cfg.seq_length,
-                       rms_norm_eps=model_cfg.norm_epsilon, rope_theta=float(model_cfg.rotary_base),
-                       tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
+__all__ = ["base_to_llama", "check_llama_compatible", "export_hf", "full_model_state", "llama_config", "lora_to_peft"]
 
 
 def full_model_state(chunks: list) -> dict[str, torch.Tensor]:
@@ -59,43 +35,6 @@ def full_model_state(chunks: list) -> dict[str, torch.Tensor]:
             t = full.setdefault(name, torch.zeros(shape, dtype=torch.float32))
             t[tuple(slice(o, o + n) for o, n in zip(offset, data.shape))] = data
     return full
-
-
-def _split_qkv(t: torch.Tensor, model_cfg) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows of a fused [ng·(q+2)·hn, ...] tensor -> (q rows, k rows, v rows)."""
-    groups = model_cfg.num_query_groups or model_cfg.num_attention_heads
-    q, hn = model_cfg.num_attention_heads // groups, model_cfg.head_dim
-    g = t.reshape(groups, (q + 2) * hn, *t.shape[1:])
-    return (g[:, : q * hn].reshape(-1, *t.shape[1:]), g[:, q * hn:(q + 1) * hn].reshape(-1, *t.shape[1:]),
-            g[:, (q + 1) * hn:].reshape(-1, *t.shape[1:]))
-
-
-def _norm(state: dict, src: str, name: str, fused_into: str) -> torch.Tensor:
-    """A layer norm's weight under its own name or the fused-linear checkpoint alias."""
-    for key in (f"{src}{name}.weight", f"{src}{fused_into}.layer_norm_weight"):
-        if key in state:
-            return state[key]
-    raise UserError(f"export-hf: no {src}{name}.weight in the base")
-
-
-def base_to_llama(state: dict, model_cfg, vocab_size: int) -> dict[str, torch.Tensor]:
-    """Our global-name state -> LlamaForCausalLM state dict."""
-    f = model_cfg.ffn_size
-    out = {"model.embed_tokens.weight": state["embedding.word_embeddings.weight"][:vocab_size],
-           "model.norm.weight": state["decoder.final_layernorm.weight"],
-           "lm_head.weight": state["output_layer.weight"][:vocab_size]}
-    for i in range(model_cfg.num_layers):
-        src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
-        q, k, v = _split_qkv(state[src + "self_attention.linear_qkv.weight"], model_cfg)
-        fc1 = state[src + "mlp.linear_fc1.weight"]
-        out.update({dst + "input_layernorm.weight": _norm(state, src, "input_layernorm", "self_attention.linear_qkv"),
-                    dst + "post_attention_layernorm.weight": _norm(state, src, "pre_mlp_layernorm", "mlp.linear_fc1"),
-                    dst + "self_attn.q_proj.weight": q, dst + "self_attn.k_proj.weight": k,
-                    dst + "self_attn.v_proj.weight": v,
-                    dst + "self_attn.o_proj.weight": state[src + "self_attention.linear_proj.weight"],
-                    dst + "mlp.gate_proj.weight": fc1[:f], dst + "mlp.up_proj.weight": fc1[f:],
-                    dst + "mlp.down_proj.weight": state[src + "mlp.linear_fc2.weight"]})
-    return {k: v.contiguous() for k, v in out.items()}
 
 
 _LORA_TARGETS = {"linear_qkv": ("self_attn", ["q_proj", "k_proj", "v_proj"]),
@@ -115,7 +54,7 @@ def lora_to_peft(adapter: dict, model_cfg) -> tuple[dict[str, torch.Tensor], lis
                 continue
             a, b = adapter[key + "lora_a"], adapter[key + "lora_b"]
             if ours == "linear_qkv":
-                bs = _split_qkv(b, model_cfg)
+                bs = split_qkv(b, model_cfg)
             elif ours == "linear_fc1":
                 bs = (b[:f], b[f:])
             else:

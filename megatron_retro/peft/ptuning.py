@@ -67,6 +67,7 @@ class SoftPrompt(torch.nn.Module):
         full = seeded_full((cfg.num_virtual_tokens, d), cfg.seed, "prompt",
                            lambda t, g: t.normal_(0.0, cfg.init_std, generator=g))
         self.weight = torch.nn.Parameter(full)
+        self.num_virtual_tokens = cfg.num_virtual_tokens
 
     def forward(self) -> torch.Tensor:
         return self.weight  # [v, d]
@@ -80,6 +81,7 @@ class PromptEncoder(torch.nn.Module):
         full = seeded_full((cfg.num_virtual_tokens, d), cfg.seed, "ptuning",
                            lambda t, g: t.normal_(0.0, cfg.init_std, generator=g))
         self.inputs = torch.nn.Parameter(full)
+        self.num_virtual_tokens = cfg.num_virtual_tokens
         hidden = cfg.encoder_hidden
         self.lstm = None
         if cfg.encoder == "lstm":
@@ -107,11 +109,20 @@ class PromptEncoder(torch.nn.Module):
 
 
 def _embedding_hook(source: torch.nn.Module, tf_config):
-    """Replace the embeddings of positions < v in the [s(/tp), b, d] embedding output."""
-    def hook(module, args, output):
+    """Replace the embeddings of positions < v in the [s(/tp), b, d] embedding output.
+
+    Left alone: retrieved neighbours embedded by RETRO (the embedding is marked
+    ``embedding_neighbours`` then) and incremental decoding steps whose positions start at or
+    after v (a KV-cached generation feeds the prompt once, then one token at a time).
+    """
+    def hook(module, args, kwargs, output):
         from megatron.core import parallel_state
 
-        if getattr(module, "_peft_prompt_off", False):  # RETRO embedding its neighbours
+        if getattr(module, "embedding_neighbours", False):
+            return output
+        positions = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
+        v = source.num_virtual_tokens
+        if positions is not None and int(positions[0, 0]) >= v:
             return output
         virtual = source()  # [v, d]
         s_local, b = output.shape[0], output.shape[1]
@@ -123,21 +134,6 @@ def _embedding_hook(source: torch.nn.Module, tf_config):
         head = virtual[start:start + n, None, :].expand(n, b, -1).to(output.dtype)  # [n, b, d]
         return torch.cat([head, output[n:]], dim=0)
     return hook
-
-
-def _no_prompt_in_neighbours(chunk) -> None:
-    """RETRO embeds its neighbour tokens with the decoder's embedding: no virtual tokens there."""
-    original = getattr(chunk, "embed_neighbours", None)
-    if original is None:
-        return
-
-    def embed_neighbours(neighbours):
-        chunk.embedding._peft_prompt_off = True
-        try:
-            return original(neighbours)
-        finally:
-            chunk.embedding._peft_prompt_off = False
-    chunk.embed_neighbours = embed_neighbours
 
 
 def apply_prompt(chunks: list, cfg: PromptTuningConfig, tf_config) -> list:
@@ -155,8 +151,7 @@ def apply_prompt(chunks: list, cfg: PromptTuningConfig, tf_config) -> list:
         chunk.add_module(name, module)
         for p in module.parameters():
             mark_tp_partial_grad(p, tf_config.sequence_parallel, partial_without_sp=False)
-        chunk.embedding.register_forward_hook(_embedding_hook(module, tf_config))
-        _no_prompt_in_neighbours(chunk)
+        chunk.embedding.register_forward_hook(_embedding_hook(module, tf_config), with_kwargs=True)
         found.append(module)
     return found
 

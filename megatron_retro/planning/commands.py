@@ -60,16 +60,13 @@ def _recommend(args: argparse.Namespace) -> int:
     vocab = args.vocab_size or cfg.model.vocab_size
     if vocab is None:
         raise UserError(f"{args.config}: model.vocab_size is not set (pass --vocab-size)")
-    if cfg.model.arch != "gpt":
-        raise UserError(f"{args.config}: model.arch={cfg.model.arch}: --recommend models GPT only so far "
-                        "(RETRO's encoder and cross-attention are not in the planner yet)")
     precision = "fp32" if cfg.train.precision == "fp32" else "bf16"
     methods = METHODS if args.method == "all" else (args.method,)
     rows = []
     for method in methods:
         plan = recommend(cfg.model, vocab, method, args.gpus, precision=precision, global_batch=args.global_batch,
                          distributed_optimizer=args.distributed_optimizer, gpu_memory_gb=args.gpu_memory_gb,
-                         peak_tflops=args.peak_tflops, mfu=args.mfu)
+                         peak_tflops=args.peak_tflops, mfu=args.mfu, retro=cfg.retro)
         rows.append((method, plan))
     if args.json:
         print(json.dumps([{"method": m, "plan": None if p is None else p.as_dict()} for m, p in rows], indent=1))

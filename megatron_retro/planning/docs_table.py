@@ -2,8 +2,9 @@
 
     python -m megatron_retro.planning.docs_table [--out docs/planner.md] [--gpus 8 16 64]
 
-The paper grid is configs/models/gpt-<size>.yaml (RETRO configs join when they exist).  Every
-number comes from megatron_retro.planning.recommend; the assumptions are written above the table.
+The paper grid is configs/models/gpt-<size>.yaml and retro-<size>.yaml (GPT first, then RETRO,
+smallest first).  Every number comes from megatron_retro.planning.recommend; the assumptions are
+written above the table.
 """
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def paper_grid(config_dir: str) -> list[str]:
-    """gpt-<number>[mb].yaml files, smallest first (gpt-tiny is not in the grid; RETRO joins later)."""
+    """gpt-/retro-<number>[mb].yaml files, GPT then RETRO, smallest first (the tiny ones are not in the grid)."""
     def size(path: str) -> tuple:
         m = re.match(r"(gpt|retro)-([0-9.]+)([mb])\.yaml$", os.path.basename(path))
         return m.group(1) != "gpt", float(m.group(2)) * (1e9 if m.group(3) == "b" else 1e6)
     paths = [p for p in glob.glob(os.path.join(config_dir, "*.yaml"))
-             if re.match(r"gpt-[0-9.]+[mb]\.yaml$", os.path.basename(p))]  # RETRO: when the planner models CCA
+             if re.match(r"(gpt|retro)-[0-9.]+[mb]\.yaml$", os.path.basename(p))]
     return sorted(paths, key=size)
 
 
@@ -53,9 +54,14 @@ def render(gpus_list: list[int], config_dir: str) -> str:
         f"- Step time = executed FLOPs / (N x {A100_BF16_TFLOPS:.0f} TFLOP/s (A100 bf16 dense) x MFU"
         f" {DEFAULT_MFU:.0%}) x (1 + pipeline bubble); full training 3 passes, PEFT 2 (no weight grads"
         " of the frozen base), +1 forward with recomputation. TP/DP communication is not modelled.",
-        f"- **PEFT trainable counts are formula-based** (megatron_retro/planning/peft_counts.py), not from"
-        f" built modules: LoRA rank {LORA_RANK} on the fused QKV; adapters dim {ADAPTER_DIM}, two per layer;"
+        f"- **PEFT trainable counts are formula-based** (megatron_retro/planning/peft_counts.py; a test checks"
+        f" them against a built tiny RETRO with each method applied): LoRA rank {LORA_RANK} on the fused QKV; adapters dim {ADAPTER_DIM}, two per layer;"
         f" P-tuning {PTUNING_VIRTUAL_TOKENS} virtual tokens with a {PTUNING_BOTTLENECK}-wide MLP encoder.",
+        "- RETRO (retro-*): the 2-layer neighbour encoder and chunked cross-attention are counted exactly;"
+        " their FLOPs and activations (k x r neighbour tokens per 64-token chunk, the neighbour context"
+        " carried through every pipeline stage) follow megatron_retro/planning/retro_terms.py; PEFT methods"
+        " also adapt the encoder's layers. RETRO rows never pick recomputation (the training engine cannot"
+        " recompute the retrieval decoder); their 'acts (recompute)' column is what it would take.",
         "- Memory columns are GiB per GPU on the fullest pipeline stage.",
         "",
         "| config | params | method | GPUs | TP | PP | DP | micro-batch | recompute | trainable/GPU | weights | grads"
@@ -65,10 +71,10 @@ def render(gpus_list: list[int], config_dir: str) -> str:
     for path in paper_grid(config_dir):
         cfg = load_config(path)
         name = os.path.basename(path)[:-5]
-        total = sum(s.params for s in stage_params(cfg.model, cfg.model.vocab_size, 1, 1))
+        total = sum(s.params for s in stage_params(cfg.model, cfg.model.vocab_size, 1, 1, cfg.retro))
         for method in METHODS:
             for gpus in gpus_list:
-                p = recommend(cfg.model, cfg.model.vocab_size, method, gpus)
+                p = recommend(cfg.model, cfg.model.vocab_size, method, gpus, retro=cfg.retro)
                 if p is None:
                     lines.append(f"| {name} | {total / 1e9:.2f} B | {method} | {gpus} | - | - | - | - | - | - | - | - | - |"
                                  " - | - | does not fit | - | - |")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from megatron_retro.config import RunConfig
+from megatron_retro.planning import retro_terms
 from megatron_retro.planning.memory import activation_bytes, estimate_memory
 from megatron_retro.planning.param_count import count_parameters
+from megatron_retro.planning.recommend import layer_params
 
 # NVIDIA's default PEFT setting for these models: LoRA rank 32 on the fused QKV projection.
 DEFAULT_LORA_RANK = 32
@@ -28,14 +30,23 @@ def make_plan(cfg: RunConfig, tp: int, pp: int, vocab_size: int, dp: int = 1, mi
     counts = count_parameters(model, tp, pp, vocab_size, build_chunk=build_chunk)
     precision = "fp32" if cfg.train.precision == "fp32" else "bf16"
     act_bytes = 4 if precision == "fp32" else 2
-    stages = []
+    stages, first_layer = [], 1
+    sp = cfg.parallel.sequence_parallel and tp > 1
     for stage in counts.stages:
         on_rank = stage.per_tp_rank(tp)
         acts = activation_bytes(seq, micro_batch, model.hidden_size, tp, stage.layers, in_flight=pp - stage.pp_rank,
-                                sequence_parallel=cfg.parallel.sequence_parallel and tp > 1,
-                                recompute=cfg.train.recompute, act_bytes=act_bytes)
+                                sequence_parallel=sp, recompute=cfg.train.recompute, act_bytes=act_bytes)
+        peft_layers = stage.layers
+        if model.arch == "retro":  # the encoder and CCA (its parameters are in the meta-device count)
+            extra = retro_terms.stage_retro(model, cfg.retro, tp, first_layer, first_layer + stage.layers - 1,
+                                            layer_params)
+            acts += retro_terms.retro_activation_bytes(extra, cfg.retro, seq, micro_batch, model.hidden_size, tp,
+                                                       pp - stage.pp_rank, sp, cfg.train.recompute, act_bytes,
+                                                       activation_bytes)
+            peft_layers += extra.encoder_layers  # LoRA on linear_qkv reaches the encoder's layers too
+        first_layer += stage.layers
         logits = seq * micro_batch * counts.vocab_size / tp * 4 if stage.pp_rank == pp - 1 else 0.0
-        lora = lora_qkv_trainable(cfg, stage.layers, tp)
+        lora = lora_qkv_trainable(cfg, peft_layers, tp)
         stages.append({
             "pp_rank": stage.pp_rank, "layers": stage.layers, "params_per_tp_rank": on_rank,
             "memory_gib": {

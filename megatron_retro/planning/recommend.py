@@ -15,14 +15,16 @@ need no weight gradients; the adapters' own weight grads are negligible), plus 1
 with full recomputation.  The last factor is the 1F1B pipeline bubble.  TP/DP communication is
 not modelled (tie-break towards less TP).  Parameter counts are exact for megatron's even layer
 split (tested against meta-device builds); PEFT trainable counts come from peft_counts.py
-(formulas).
+(formulas).  RETRO (model.arch=retro, with its RetroConfig) adds the neighbour encoder and the
+chunked cross-attention: parameters, FLOPs and activations from retro_terms.py.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
 
-from megatron_retro.config import ModelConfig
+from megatron_retro.config import ModelConfig, RetroConfig
+from megatron_retro.planning import retro_terms
 from megatron_retro.planning.memory import GIB, MemoryBreakdown, activation_bytes, estimate_memory
 from megatron_retro.planning.peft_counts import METHODS, peft_trainable
 
@@ -40,6 +42,12 @@ class StageParams:
     pp_rank: int
     layers: int
     params: int
+    retro: retro_terms.StageRetro | None = None  # RETRO parts of the stage (model.arch=retro)
+
+    @property
+    def peft_layers(self) -> int:
+        """Layers PEFT methods attach to: decoder layers plus RETRO encoder layers (same modules)."""
+        return self.layers + (self.retro.encoder_layers if self.retro else 0)
 
 
 def _padded_vocab(vocab: int, divisible_by: int, tp: int) -> int:
@@ -62,8 +70,16 @@ def layer_params(model: ModelConfig, tp: int) -> int:
     return sharded // tp + replicated
 
 
-def stage_params(model: ModelConfig, vocab_size: int, tp: int, pp: int) -> list[StageParams]:
+def _retro(model: ModelConfig, retro: RetroConfig | None) -> RetroConfig | None:
+    if model.arch != "retro":
+        return None
+    return retro if retro is not None else RetroConfig()
+
+
+def stage_params(model: ModelConfig, vocab_size: int, tp: int, pp: int,
+                 retro: RetroConfig | None = None) -> list[StageParams]:
     """Per-stage parameters on one TP rank for megatron's even split of the layers."""
+    retro = _retro(model, retro)
     if model.num_layers % pp:
         raise ValueError(f"pp={pp} does not divide num_layers={model.num_layers}")
     v = _padded_vocab(vocab_size, model.make_vocab_size_divisible_by, tp)
@@ -81,17 +97,25 @@ def stage_params(model: ModelConfig, vocab_size: int, tp: int, pp: int) -> list[
             n += norm
             if model.untie_embeddings or pp > 1:
                 n += v * d // tp  # output layer (a copy of the embedding when tied and pp > 1)
-        out.append(StageParams(r, per_stage, n))
+        extra = None
+        if retro is not None:
+            extra = retro_terms.stage_retro(model, retro, tp, r * per_stage + 1, (r + 1) * per_stage, layer_params)
+            n += extra.params
+        out.append(StageParams(r, per_stage, n, extra))
     return out
 
 
-def flops_per_token(model: ModelConfig, vocab_size: int, seq: int, method: str, recompute: bool) -> float:
+def flops_per_token(model: ModelConfig, vocab_size: int, seq: int, method: str, recompute: bool,
+                    retro: RetroConfig | None = None) -> float:
     """Executed training FLOPs per token (see the module docstring)."""
     d = model.hidden_size
     v = _padded_vocab(vocab_size, model.make_vocab_size_divisible_by, 1)
-    matmul = model.num_layers * (layer_params(model, 1) - 2 * (d if model.normalization == "RMSNorm" else 2 * d))
+    layer_matmul = layer_params(model, 1) - 2 * (d if model.normalization == "RMSNorm" else 2 * d)
     attn = model.num_attention_heads * model.head_dim
-    forward = 2 * matmul + 4 * seq * attn * model.num_layers + 2 * d * v
+    forward = 2 * model.num_layers * layer_matmul + 4 * seq * attn * model.num_layers + 2 * d * v
+    retro = _retro(model, retro)
+    if retro is not None:
+        forward += retro_terms.retro_forward_flops_per_token(model, retro, layer_matmul)
     passes = (3 if method == "full" else 2) + (1 if recompute else 0)
     return passes * forward
 
@@ -128,8 +152,10 @@ def plan_layout(model: ModelConfig, vocab_size: int, method: str, gpus: int, tp:
                 micro_batch: int, recompute: bool, precision: str = "bf16",
                 global_batch: int = DEFAULT_GLOBAL_BATCH, seq_length: int | None = None,
                 distributed_optimizer: bool = False, sequence_parallel: bool | None = None,
-                peak_tflops: float = A100_BF16_TFLOPS, mfu: float = DEFAULT_MFU) -> LayoutPlan:
+                peak_tflops: float = A100_BF16_TFLOPS, mfu: float = DEFAULT_MFU,
+                retro: RetroConfig | None = None) -> LayoutPlan:
     """Memory of the fullest stage and the estimated step time of one layout."""
+    retro = _retro(model, retro)
     if method not in METHODS:
         raise ValueError(f"method {method!r}: must be one of {METHODS}")
     if gpus % (tp * pp):
@@ -140,25 +166,30 @@ def plan_layout(model: ModelConfig, vocab_size: int, method: str, gpus: int, tp:
     act_bytes = 4 if precision == "fp32" else 2
     v = _padded_vocab(vocab_size, model.make_vocab_size_divisible_by, tp)
     worst = None
-    for stage in stage_params(model, vocab_size, tp, pp):
+    for stage in stage_params(model, vocab_size, tp, pp, retro):
         in_flight = min(pp - stage.pp_rank, max(1, global_batch // (dp * micro_batch)))
         acts = {rc: activation_bytes(seq, micro_batch, model.hidden_size, tp, stage.layers, in_flight,
                                      sequence_parallel=sp, recompute=rc, act_bytes=act_bytes)
                 for rc in (False, True)}
+        if stage.retro is not None:
+            for rc in acts:
+                acts[rc] += retro_terms.retro_activation_bytes(
+                    stage.retro, retro, seq, micro_batch, model.hidden_size, tp, in_flight, sp, rc, act_bytes,
+                    activation_bytes)
         logits = seq * micro_batch * v / tp * 4 if stage.pp_rank == pp - 1 else 0.0
         if method == "full":
             trainable = stage.params
             mem = estimate_memory(stage.params, trainable, "full", precision, dp, distributed_optimizer,
                                   acts[recompute], logits)
         else:
-            trainable = peft_trainable(model, method, stage.layers, tp, first_stage=stage.pp_rank == 0)
+            trainable = peft_trainable(model, method, stage.peft_layers, tp, first_stage=stage.pp_rank == 0)
             mem = estimate_memory(stage.params + trainable, trainable, "peft", precision, dp,
                                   distributed_optimizer, acts[recompute], logits)
         if worst is None or mem.total > worst[0].total:
             worst = (mem, trainable, {rc: a + logits for rc, a in acts.items()})
     mem, trainable, acts = worst
     micro_batches = max(1, global_batch // (dp * micro_batch))
-    flops = flops_per_token(model, vocab_size, seq, method, recompute) * global_batch * seq
+    flops = flops_per_token(model, vocab_size, seq, method, recompute, retro) * global_batch * seq
     step = flops / (gpus * peak_tflops * 1e12 * mfu) * (1 + (pp - 1) / micro_batches)
     return LayoutPlan(method, gpus, tp, pp, dp, micro_batch, recompute, sp, global_batch, seq, trainable, mem,
                       acts[False], acts[True], step, global_batch * seq / step,
@@ -171,21 +202,23 @@ def recommend(model: ModelConfig, vocab_size: int, method: str, gpus: int, *, pr
               global_batch: int = DEFAULT_GLOBAL_BATCH, seq_length: int | None = None,
               distributed_optimizer: bool = False, gpu_memory_gb: float = GPU_MEMORY_GB,
               usable_fraction: float = DEFAULT_USABLE, peak_tflops: float = A100_BF16_TFLOPS,
-              mfu: float = DEFAULT_MFU, max_tp: int = 8) -> LayoutPlan | None:
+              mfu: float = DEFAULT_MFU, max_tp: int = 8, retro: RetroConfig | None = None) -> LayoutPlan | None:
     """The fastest layout that fits (None when no layout of ``gpus`` GPUs holds the model)."""
     budget = gpu_memory_gb * 1e9 * usable_fraction
     best = None
     tps = [t for t in (1, 2, 4, 8) if t <= max_tp and model.num_attention_heads % t == 0
            and (model.num_query_groups or model.num_attention_heads) % t == 0]
     pps = [p for p in range(1, model.num_layers + 1) if model.num_layers % p == 0]
-    for tp, pp, mb, rc in itertools.product(tps, pps, (1, 2, 4, 8), (False, True)):
+    # RETRO: the training engine cannot recompute the retrieval decoder (models/retro/model.py).
+    recomputes = (False,) if _retro(model, retro) is not None else (False, True)
+    for tp, pp, mb, rc in itertools.product(tps, pps, (1, 2, 4, 8), recomputes):
         if gpus % (tp * pp):
             continue
         dp = gpus // (tp * pp)
         if global_batch % (dp * mb):
             continue
         plan = plan_layout(model, vocab_size, method, gpus, tp, pp, mb, rc, precision, global_batch, seq_length,
-                           distributed_optimizer, peak_tflops=peak_tflops, mfu=mfu)
+                           distributed_optimizer, peak_tflops=peak_tflops, mfu=mfu, retro=retro)
         if plan.memory.total > budget:
             continue
         key = (round(plan.step_time_s, 6), tp, pp, rc, -mb)

@@ -1,14 +1,17 @@
-"""`megatron-retro finetune --peft <method>`: parameter-efficient causal-LM fine-tuning of a GPT.
+"""`megatron-retro finetune --model {gpt,retro} --peft <method|none>`: QA fine-tuning with retrieval.
 
-Reads top to bottom: parallel setup, data (the bundled corpus for now; QA with retrieval comes
-later), model, base weights from ``checkpoint.load`` (any TP/PP layout), the PEFT method, the
-engine (megatron DDP + optimizer over the adapter parameters only), steps, a held-out loss, and
-an adapter-only checkpoint in ``<out_dir>/adapter`` that loads at any TP/PP.
+Reads top to bottom: parallel setup, the QA data (task examples + their retrieved passages,
+``training/qa_data.py``), the model (GPT or RETRO) with its base weights from
+``checkpoint.load`` (any TP/PP layout), the PEFT method (or none: full fine-tuning), the
+engine (megatron DDP + optimizer over the trainable parameters only), the steps with a held-out
+answer loss, and the result: an adapter-only checkpoint in ``<out_dir>/adapter`` that loads at any
+TP/PP, or (full fine-tuning) a full checkpoint in ``<out_dir>/checkpoints``.
 """
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Optional
 
@@ -23,26 +26,10 @@ class FinetuneResult:
     valid_loss: Optional[float]
     trainable_params: int
     total_params: int
-    adapter_dir: str
-
-
-class PromptMasked:
-    """Dataset view with no loss on the first ``v`` positions (they hold virtual tokens)."""
-
-    def __init__(self, dataset, v: int):
-        self.dataset, self.v = dataset, v
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        import numpy as np
-
-        item = dict(self.dataset[i])
-        mask = np.array(item["loss_mask"], dtype=np.float32, copy=True)
-        mask[: self.v] = 0.0
-        item["loss_mask"] = mask
-        return item
+    adapter_dir: Optional[str]          # PEFT: the adapter checkpoint
+    checkpoint: Optional[str] = None    # full fine-tuning: the checkpoint
+    data: dict = field(default_factory=dict)   # examples, retrieval hit rate, truncation
+    seconds: float = 0.0
 
 
 def _count(chunks) -> tuple[int, int]:
@@ -64,48 +51,92 @@ def _count(chunks) -> tuple[int, int]:
     return int(counts[0]), int(counts[1])
 
 
-def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progress: bool = True,
-             data=None) -> FinetuneResult:
-    """Collective: fine-tune ``peft_cfg``'s adapter on the configured base and data."""
-    import os
-
-    from tqdm import tqdm
-
+def build_model(cfg: RunConfig, vocab_size: int, precision: Optional[str] = None) -> list:
+    """This rank's GPT or RETRO chunks (``model.arch``), random weights."""
     from megatron_retro.models.gpt import build_gpt_model
-    from megatron_retro.parallel.initialize import initialize_parallel
-    from megatron_retro.peft import apply_peft, install_peft_grad_reduction
-    from megatron_retro.peft.checkpoint import save_adapter
-    from megatron_retro.training.batches import eval_microbatches, step_microbatches
-    from megatron_retro.training.checkpointing import load_checkpoint
+
+    precision = precision or cfg.train.precision
+    if cfg.model.arch == "retro":
+        from megatron_retro.models.retro import build_retro_model
+
+        return build_retro_model(cfg.model, cfg.retro, cfg.parallel, vocab_size=vocab_size, precision=precision,
+                                 recompute=cfg.train.recompute)
+    return build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab_size, precision=precision,
+                           recompute=cfg.train.recompute)
+
+
+def make_engine(cfg: RunConfig, chunks: list):
+    """Engine with the forward step (and, for RETRO, the pipeline payload) of ``model.arch``."""
+    if cfg.model.arch == "retro":
+        from megatron_retro.training.retro_step import RetroEngine
+
+        return RetroEngine(cfg, chunks)
     from megatron_retro.training.engine import Engine
     from megatron_retro.training.gpt_step import gpt_forward_step
-    from megatron_retro.training.metrics import MetricsWriter
+
+    return Engine(cfg, chunks, gpt_forward_step)
+
+
+def load_model(cfg: RunConfig, vocab_size: int, base: Optional[str], adapter: Optional[str] = None,
+               peft_cfg=None) -> tuple[list, dict, object]:
+    """(chunks, model record, PEFT config): base weights from ``base``, then an adapter loaded from
+    ``adapter`` or a fresh ``peft_cfg`` method applied (the base frozen)."""
+    from megatron_retro.peft import apply_peft
+    from megatron_retro.peft.checkpoint import load_adapter
+    from megatron_retro.training.checkpointing import load_checkpoint
     from megatron_retro.training.pretrain import model_record
 
-    ctx = initialize_parallel(cfg.parallel, seed=cfg.train.seed)
-    if data is None:
-        from megatron_retro.training.data_setup import build_pretrain_data
+    chunks = build_model(cfg, vocab_size)
+    record = model_record(cfg, vocab_size)
+    if base:
+        load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
+    if adapter:
+        peft_cfg = load_adapter(adapter, chunks, apply=True, model_record=record)
+    elif peft_cfg is not None:
+        apply_peft(chunks, peft_cfg)
+    return chunks, record, peft_cfg
 
-        data = build_pretrain_data(cfg, dp=ctx.dp)
+
+def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progress: bool = True,
+             keep_engine: bool = False) -> FinetuneResult:
+    """Collective: fine-tune on ``qa.task`` with retrieved passages; ``peft_cfg`` None = full fine-tuning.
+
+    With ``keep_engine`` the result carries ``engine`` and ``qa`` for an in-process evaluation.
+    """
+    from tqdm import tqdm
+
+    from megatron_retro.errors import UserError
+    from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.peft import install_peft_grad_reduction
+    from megatron_retro.peft.checkpoint import save_adapter
+    from megatron_retro.training.batches import eval_microbatches, step_microbatches
+    from megatron_retro.training.checkpointing import save_checkpoint
+    from megatron_retro.training.metrics import MetricsWriter
+    from megatron_retro.training.qa_data import QASamples, describe, load_split, prepare_qa
+
+    t_start = time.perf_counter()
+    ctx = initialize_parallel(cfg.parallel, seed=cfg.train.seed)
     virtual = getattr(peft_cfg, "num_virtual_tokens", 0)
-    train_ds = PromptMasked(data.train, virtual) if virtual else data.train
-    valid_ds = PromptMasked(data.valid, virtual) if virtual else data.valid
+    qa = prepare_qa(cfg, virtual_tokens=virtual)
+    train_split = load_split(cfg, qa, cfg.qa.train_split, cfg.qa.train_examples)
     train = cfg.train
     num_micro = train.num_microbatches(ctx.dp)
     global_batch = num_micro * train.micro_batch_size * ctx.dp
+    valid_split = load_split(cfg, qa, "valid", train.eval_iters * train.micro_batch_size * ctx.dp)
+    train_ds = QASamples(qa.layout, qa.tokenizer, train_split, shuffle_seed=train.seed)
+    valid_ds = QASamples(qa.layout, qa.tokenizer, valid_split)
 
-    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=data.vocab_size, precision=train.precision,
-                             recompute=train.recompute)
-    record = model_record(cfg, data.vocab_size)
-    if cfg.checkpoint.load:
-        load_checkpoint(cfg.checkpoint.load, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
-    apply_peft(chunks, peft_cfg)
+    if not cfg.checkpoint.load:
+        raise UserError("checkpoint.load: fine-tuning needs a pretrained base checkpoint (--base or checkpoint.load)")
+    chunks, record, peft_cfg = load_model(cfg, qa.vocab_size, cfg.checkpoint.load, peft_cfg=peft_cfg)
     trainable, total = _count(chunks)
-    engine = Engine(cfg, chunks, gpt_forward_step)
-    install_peft_grad_reduction(engine)
+    engine = make_engine(cfg, chunks)
+    if peft_cfg is not None:
+        install_peft_grad_reduction(engine)
+    method = type(peft_cfg).method if peft_cfg is not None else "none"
 
     metrics = MetricsWriter(cfg.out_dir, enabled=ctx.is_logging_rank, resume_step=0)
-    bar = tqdm(total=train.steps, desc=f"finetune[{type(peft_cfg).method}]", unit="step",
+    bar = tqdm(total=train.steps, desc=f"finetune[{cfg.model.arch}/{method}]", unit="step",
                disable=not (progress and ctx.is_logging_rank), dynamic_ncols=True)
     first = last = valid = None
     for step in range(train.steps):
@@ -116,7 +147,7 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
         first = result.loss if first is None else first
         last = result.loss
         row = {"step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
-               "tokens_per_s": global_batch * cfg.model.seq_length / elapsed, "step_time_s": elapsed}
+               "tokens_per_s": global_batch * qa.layout.seq_length / elapsed, "step_time_s": elapsed}
         if step + 1 == train.steps or (train.eval_interval and (step + 1) % train.eval_interval == 0):
             valid = engine.evaluate(eval_microbatches(valid_ds, train.eval_iters, train.micro_batch_size,
                                                       ctx.dp, ctx.dp_rank))
@@ -126,11 +157,23 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
         bar.update(1)
     bar.close()
     metrics.close()
-    adapter_dir = adapter_dir or os.path.join(cfg.out_dir, "adapter")
-    save_adapter(adapter_dir, chunks, peft_cfg, model_record=record,
-                 extra={"steps": train.steps, "base_checkpoint": cfg.checkpoint.load})
-    return FinetuneResult(steps=train.steps, first_loss=first, last_loss=last, valid_loss=valid,
-                          trainable_params=trainable, total_params=total, adapter_dir=adapter_dir)
+    state = {"model": record, "base_checkpoint": cfg.checkpoint.load, "qa_task": cfg.qa.task}
+    checkpoint = None
+    if peft_cfg is not None:
+        adapter_dir = adapter_dir or os.path.join(cfg.out_dir, "adapter")
+        save_adapter(adapter_dir, chunks, peft_cfg, model_record=record,
+                     extra={"steps": train.steps, "base_checkpoint": cfg.checkpoint.load})
+    else:
+        adapter_dir = None
+        checkpoint = save_checkpoint(cfg.checkpoint_dir, train.steps, engine, state)
+    info = {"train": describe(train_split), "valid": describe(valid_split),
+            "truncation": qa.layout.truncation.as_dict()}
+    out = FinetuneResult(steps=train.steps, first_loss=first, last_loss=last, valid_loss=valid,
+                         trainable_params=trainable, total_params=total, adapter_dir=adapter_dir,
+                         checkpoint=checkpoint, data=info, seconds=time.perf_counter() - t_start)
+    if keep_engine:
+        out.engine, out.qa = engine, qa
+    return out
 
 
 def merge_adapter_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) -> str:
@@ -138,31 +181,24 @@ def merge_adapter_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: s
 
     The result is an ordinary checkpoint (``checkpoint.load`` it for inference or further
     fine-tuning); LoRA is folded into the base weights shard by shard, without communication.
+    GPT or RETRO (``model.arch``).
     """
     from megatron_retro.errors import UserError
-    from megatron_retro.models.gpt import build_gpt_model
     from megatron_retro.parallel.initialize import initialize_parallel
     from megatron_retro.peft import merge_peft
-    from megatron_retro.peft.checkpoint import load_adapter
-    from megatron_retro.training.checkpointing import load_checkpoint, read_state, save_checkpoint
-    from megatron_retro.training.engine import Engine
-    from megatron_retro.training.gpt_step import gpt_forward_step
-    from megatron_retro.training.pretrain import model_record
+    from megatron_retro.training.checkpointing import read_state, save_checkpoint
 
     state = read_state(base)
     vocab = (state.get("model") or {}).get("vocab_size")
     if not vocab:
         raise UserError(f"{base}: checkpoint state names no model.vocab_size")
     initialize_parallel(cfg.parallel, seed=cfg.train.seed)
-    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab, precision=cfg.train.precision)
-    record = model_record(cfg, vocab)
-    load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
-    load_adapter(adapter, chunks, apply=True, model_record=record)
+    chunks, record, _ = load_model(cfg, vocab, base, adapter=adapter)
     merge_peft(chunks)
     for c in chunks:
         for p in c.parameters():
             p.requires_grad_(True)
-    engine = Engine(cfg, chunks, gpt_forward_step)
+    engine = make_engine(cfg, chunks)
     return save_checkpoint(out_dir, int(state.get("step", 0)), engine,
                            {"model": record, "merged_adapter": adapter, "base_checkpoint": base})
 

@@ -80,30 +80,23 @@ def retrieval_dir(cfg: RunConfig, data_dir: str) -> str:
     return os.path.join(data_dir, f"retro_db-m{retro.chunk_length}-r{retro.neighbour_length}-{tag}")
 
 
-def ensure_retrieval_db(cfg: RunConfig, prefix: str, tokenizer, train_docs, out: str) -> None:
+def ensure_retro_db(cfg: RunConfig, prefix: str, tokenizer, train_docs, out: str) -> None:
     """Chunk store of the training documents + a flat faiss index of their embeddings (once)."""
-    from megatron_retro.data.indexed import open_indexed
-    from megatron_retro.retrieval.build import build_index
-    from megatron_retro.retrieval.chunk_store import build_chunk_store
+    from megatron_retro.training.retrieval_db import ensure_retrieval_db
 
-    store_dir, index_dir = os.path.join(out, "store"), os.path.join(out, "index")
-    if os.path.isdir(index_dir):
-        return
-    docs = sorted(int(d) for d in train_docs)
-    if not os.path.isdir(store_dir):
-        indexed = open_indexed(prefix)  # copy: views of its mmap die with it
-        tokens = [np.array(indexed[d], dtype=np.int64) for d in docs]
-        build_chunk_store(zip(docs, tokens), store_dir, tokenizer.decode, chunk_length=cfg.retro.chunk_length,
-                          neighbour_length=cfg.retro.neighbour_length, pad_id=tokenizer.pad)
-    build_index(store_dir, index_dir, embedder=cfg.retro.embedder, factory="flat")
+    ensure_retrieval_db(prefix, tokenizer, train_docs, out, cfg.retro.chunk_length, cfg.retro.neighbour_length,
+                        cfg.retro.embedder)
 
 
 def open_source(cfg: RunConfig, out: str, tokenizer, rank: int = 0):
     from megatron_retro.retrieval.config import RetrievalConfig, open_neighbour_source
 
-    rcfg = RetrievalConfig(mode="local", store=os.path.join(out, "store"), index_dir=os.path.join(out, "index"),
-                           embedder=cfg.retro.embedder, k=cfg.retro.num_neighbours,
-                           exclude_same_doc=cfg.retro.exclude_same_doc)
+    service = cfg.retrieval.mode == "service"
+    rcfg = RetrievalConfig(mode=cfg.retrieval.mode, store=os.path.join(out, "store"),
+                           index_dir=None if service else os.path.join(out, "index"),
+                           endpoints=cfg.retrieval.endpoints, timeout=cfg.retrieval.timeout,
+                           token_file=cfg.retrieval.token_file, embedder=cfg.retro.embedder,
+                           k=cfg.retro.num_neighbours, exclude_same_doc=cfg.retro.exclude_same_doc)
     return open_neighbour_source(rcfg, decode=tokenizer.decode, rank=rank)
 
 
@@ -114,7 +107,7 @@ def build_retro_pretrain_data(cfg: RunConfig, dp: int = 1, dp_rank: int = 0):
 
     data, tokenizer, train_ds, valid_ds = prepare_gpt_datasets(cfg, dp)
     out = retrieval_dir(cfg, os.path.dirname(os.path.abspath(data.prefix)))
-    _rank0_first(lambda: ensure_retrieval_db(cfg, data.prefix, tokenizer, train_ds.indices, out))
+    _rank0_first(lambda: ensure_retro_db(cfg, data.prefix, tokenizer, train_ds.indices, out))
     source = open_source(cfg, out, tokenizer, rank=dp_rank)
     m = cfg.retro.chunk_length
     return PretrainData(train=RetroSamples(train_ds, source, m, tokenizer.eod),

@@ -49,7 +49,7 @@ def test_formula_peft_counts():
     m = cfg.model
     assert peft_trainable(m, "lora", 24, 2, True) == lora_qkv_trainable(cfg, 24, 2)
     assert peft_trainable(m, "lora", 24, 1, True) == 24 * 32 * (1024 + 3 * 1024)
-    assert peft_trainable(m, "adapter", 24, 1, True) == 24 * 2 * (2 * 1024 + 2 * 1024 * 32)
+    assert peft_trainable(m, "adapter", 24, 1, True) == 24 * 2 * (2 * 1024 * 32)
     assert peft_trainable(m, "ptuning", 24, 1, False) == 0
     assert peft_trainable(m, "ptuning", 24, 1, True) == 10 * 1024 + 2 * 1024 * 1024 + 1024 + 1024
 

@@ -58,7 +58,13 @@ class RetroModel(GPTModel):
                              f"r={self.neighbour_length}]")
         ids = neighbours.permute(2, 1, 0, 3).reshape(k * l * bs, r)   # rows ordered (k, l, bs)
         positions = torch.arange(r, device=ids.device).unsqueeze(0).expand(k * l * bs, r)
-        return self.embedding(input_ids=ids, position_ids=positions)  # [r(/tp), k·l·bs, d]
+        # Marked so that hooks on the embedding which edit the decoder input (P-tuning's virtual
+        # tokens) leave retrieved neighbours alone.
+        self.embedding.embedding_neighbours = True
+        try:
+            return self.embedding(input_ids=ids, position_ids=positions)  # [r(/tp), k·l·bs, d]
+        finally:
+            self.embedding.embedding_neighbours = False
 
     def forward(self, input_ids: Optional[torch.Tensor], position_ids: Optional[torch.Tensor],
                 attention_mask: Optional[torch.Tensor], labels: Optional[torch.Tensor] = None,

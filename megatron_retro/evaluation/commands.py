@@ -1,0 +1,90 @@
+"""CLI: `megatron-retro evaluate`, `megatron-retro experiment --config E`, `megatron-retro demo`."""
+from __future__ import annotations
+
+import argparse
+import os
+
+CONFIGS = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
+
+
+def register(subparsers) -> None:
+    from megatron_retro.cli import add_run_config_args
+
+    p = subparsers.add_parser("evaluate", help="greedy answers to a QA split scored with EM / F1 / ROUGE-L")
+    add_run_config_args(p)
+    p.add_argument("--model", choices=("gpt", "retro"),
+                   help="model family; without --config it picks configs/models/<model>-tiny.yaml")
+    p.add_argument("--load", help="model checkpoint (iter_* directory); overrides checkpoint.load")
+    p.add_argument("--adapter", help="PEFT adapter directory to load on the base (none = zero-shot)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_evaluate)
+
+    e = subparsers.add_parser("experiment", help="run (or resume) a grid: model x PEFT method x seed, "
+                                                 "then the table and plots")
+    e.add_argument("--config", required=True, help="experiment YAML (configs/experiments/*.yaml)")
+    e.add_argument("--out", help="override out_dir")
+    e.add_argument("--max-cells", type=int, help="stop after running this many new cells (resume later)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="experiment fields, e.g. seeds=[1,2]")
+    e.set_defaults(handler=_experiment)
+
+    d = subparsers.add_parser("demo", help="the whole study at tiny scale on the bundled data (~20 min on 2 "
+                                           "CPU cores): corpus, index, retrieval service, GPT + RETRO, "
+                                           "zero-shot / LoRA / Adapter / P-tuning, table and plots")
+    d.add_argument("--out", help="output directory (default runs/demo)")
+    d.add_argument("--quick", action="store_true", help="a few-minute smoke version (configs/experiments/"
+                                                        "demo-quick.yaml)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(handler=_demo)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from megatron_retro.evaluation.qa_eval import evaluate
+    from megatron_retro.parallel.initialize import destroy_parallel
+    from megatron_retro.peft.commands import config_for_model
+
+    if args.load:
+        args.overrides = list(args.overrides or []) + [f"checkpoint.load={args.load}"]
+    cfg = config_for_model(args)
+    try:
+        result = evaluate(cfg, cfg.checkpoint.load, adapter=args.adapter, progress=not args.no_progress)
+    finally:
+        destroy_parallel()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"model": cfg.model.arch, "task": cfg.qa.task, "split": cfg.qa.eval_split,
+                          "count": result.count, "scores": result.scores,
+                          "gold_passage_retrieved": result.info.get("gold_passage_retrieved"),
+                          "predictions": os.path.join(cfg.out_dir, "predictions.jsonl")}))
+    return 0
+
+
+def _run(path: str, out, overrides, max_cells, progress: bool) -> int:
+    import json
+
+    from megatron_retro.evaluation.experiment import run_experiment
+    from megatron_retro.evaluation.experiment_config import load_experiment
+
+    overrides = list(overrides or [])
+    if out:
+        overrides.append(f"out_dir={out}")
+    exp = load_experiment(path, overrides)
+    summary = run_experiment(exp, progress=progress, max_cells=max_cells)
+    if int(os.environ.get("RANK", "0")) == 0:
+        results = os.path.join(exp.out_dir, "results.md")
+        if os.path.isfile(results) and summary["cells"] == summary["total_cells"]:
+            with open(results, encoding="utf-8") as f:
+                print(f.read())
+        print(json.dumps({k: summary[k] for k in ("cells", "ran", "total_cells", "report", "seconds")}))
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    return _run(args.config, args.out, args.overrides, args.max_cells, not args.no_progress)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    name = "demo-quick.yaml" if args.quick else "demo.yaml"
+    return _run(os.path.join(CONFIGS, "experiments", name), args.out, [], None, not args.no_progress)

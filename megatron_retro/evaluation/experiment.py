@@ -1,0 +1,273 @@
+"""`megatron-retro experiment --config configs/experiments/<name>.yaml`: the paper's grid, resumable.
+
+Reads top to bottom:
+1. the task corpus's retrieval database (built once) and, with ``retrieval_shards > 0``, the
+   sharded retrieval service started on it; the top-k passages of every question of the train,
+   valid and test splits are retrieved once through it and cached, so every cell reads the same
+   retrieved set (GPT inline, RETRO as neighbours); the service is stopped afterwards;
+2. the base models: a given checkpoint, or pretraining here (resumed if interrupted; RETRO can
+   start from a GPT base of the grid: retro-fitting);
+3. the cells, model x method x seed: zero-shot (once per model: greedy decoding is
+   deterministic) or fine-tuning + evaluation.  A finished cell is a ``result.json`` written
+   atomically in ``<out_dir>/cells/<model>/<method>/seed<seed>/``; a cell without one is run
+   again from scratch, a cell with one is skipped — so a killed experiment resumes where it stopped
+   and never reports a half-finished run;
+4. the report: ``scores.jsonl`` (one row per cell), ``results.md`` (mean ± spread over seeds and
+   the paper's findings) and ``<task>_<metric>_vs_size.png``, all written atomically.
+
+Collective under torchrun (every rank runs the grid; rank 0 writes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Dict, List, Optional
+
+from megatron_retro.config import RunConfig, load_config
+from megatron_retro.evaluation.experiment_config import ExperimentConfig, ExperimentModel
+
+
+def _is_writer() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _log(msg: str) -> None:
+    if _is_writer():
+        print(f"[experiment] {msg}", flush=True)
+
+
+def model_config(exp: ExperimentConfig, model: ExperimentModel, *extra: str) -> RunConfig:
+    """The model's run config with the grid's overrides (``{out_dir}`` in them = the experiment's)."""
+    overrides = [o.replace("{out_dir}", exp.out_dir) for o in (*exp.common_overrides, *model.overrides, *extra)]
+    return load_config(exp.resolve(model.config), overrides)
+
+
+def size_key(cfg: RunConfig, vocab_size: int) -> float:
+    """Parameters of the GPT decoder the model is built on (RETRO's encoder and cross-attention not
+    counted), so a GPT and the RETRO built on the same decoder share a size in tables and plots."""
+    from megatron_retro.models.gpt import padded_vocab_size
+    from megatron_retro.planning.param_count import closed_form_gpt_params
+
+    gpt = dataclasses.replace(cfg.model, arch="gpt")
+    return float(closed_form_gpt_params(gpt, padded_vocab_size(vocab_size, gpt.make_vocab_size_divisible_by, 1)))
+
+
+# ----------------------------------------------------------------------------------------------
+def prepare_retrieval(exp: ExperimentConfig, cfg: RunConfig, progress: bool) -> dict:
+    """Build the task corpus's DB, retrieve (through the service) and cache every split's passages."""
+    import secrets
+
+    from megatron_retro.parallel.initialize import destroy_parallel, initialize_parallel
+    from megatron_retro.retrieval.sharding import load_manifest
+    from megatron_retro.training.qa_data import describe, load_split, prepare_qa
+
+    initialize_parallel(cfg.parallel, seed=cfg.train.seed)
+    t0 = time.perf_counter()
+    qa = prepare_qa(cfg, num_shards=max(1, exp.retrieval_shards))
+    info = {"db_dir": qa.db_dir, "db_seconds": round(time.perf_counter() - t0, 1)}
+    service = None
+    try:
+        if exp.retrieval_shards and _is_writer():
+            from megatron_retro.retrieval.service.launcher import start_service
+
+            index_dir = os.path.join(qa.db_dir, "index")
+            shards = load_manifest(index_dir)["num_shards"]
+            token = secrets.token_hex(16)
+            os.environ["MEGATRON_RETRO_RETRIEVAL_TOKEN"] = token
+            service = start_service(index_dir, shards, replicas=exp.retrieval_replicas, token=token,
+                                    log_dir=_mkdir(os.path.join(exp.out_dir, "retrieval")))
+            endpoints = os.path.join(exp.out_dir, "retrieval", "endpoints.json")
+            service.write(endpoints)
+            cfg = dataclasses.replace(cfg, retrieval=dataclasses.replace(cfg.retrieval, mode="service",
+                                                                         endpoints=endpoints))
+            info["service"] = {"shards": shards, "replicas": exp.retrieval_replicas, "endpoints": service.endpoints}
+            _log(f"retrieval service: {shards} shard(s) x {exp.retrieval_replicas} replica(s) on loopback")
+        t0 = time.perf_counter()
+        splits = {}
+        for split, limit in ((cfg.qa.train_split, cfg.qa.train_examples), ("valid", 0),
+                             (cfg.qa.eval_split, cfg.qa.eval_examples)):
+            splits[split] = describe(load_split(cfg, qa, split, limit))
+        info["retrieval_seconds"] = round(time.perf_counter() - t0, 1)
+        info["splits"] = splits
+    finally:
+        if service is not None:
+            service.stop()
+        destroy_parallel()
+    return info
+
+
+def _mkdir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str, str], progress: bool) -> str:
+    """The model's base checkpoint: given, or pretrained here (resumed when interrupted)."""
+    from megatron_retro.parallel.initialize import destroy_parallel
+    from megatron_retro.training.checkpointing import newest_checkpoint, read_state
+
+    if model.checkpoint:
+        return exp.resolve(model.checkpoint)
+    out = os.path.join(exp.out_dir, "pretrain", model.name)
+    extra = [f"train.steps={model.pretrain_steps}", f"out_dir={out}", *exp.pretrain_overrides]
+    if model.init_from:
+        start = bases[model.init_from]
+        if model.init_from_step is not None:
+            from megatron_retro.training.checkpointing import checkpoint_name
+
+            start = os.path.join(os.path.dirname(start), checkpoint_name(model.init_from_step))
+        extra.append(f"checkpoint.load={start}")
+    cfg = model_config(exp, model, *extra)
+    done = newest_checkpoint(cfg.checkpoint_dir)
+    if done is not None and read_state(done).get("step", 0) >= model.pretrain_steps:
+        _log(f"pretrain {model.name}: reusing {done}")
+        return done
+    _log(f"pretrain {model.name}: {model.pretrain_steps} steps ({cfg.model.arch})")
+    try:
+        if cfg.model.arch == "retro":
+            from megatron_retro.training.retro_pretrain import pretrain_retro
+
+            result = pretrain_retro(cfg, progress=progress)
+        else:
+            from megatron_retro.training.pretrain import pretrain
+
+            result = pretrain(cfg, progress=progress)
+    finally:
+        destroy_parallel()
+    return result.checkpoint
+
+
+# ----------------------------------------------------------------------------------------------
+def cell_dir(exp: ExperimentConfig, model: str, method: str, seed: int) -> str:
+    return os.path.join(exp.out_dir, "cells", model, method, f"seed{seed}")
+
+
+def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int,
+             progress: bool) -> dict:
+    """Fine-tune (unless zero-shot) and evaluate one cell; returns its result record."""
+    from megatron_retro.evaluation.qa_eval import evaluate, evaluate_model, write_eval
+    from megatron_retro.parallel.initialize import destroy_parallel
+    from megatron_retro.training.finetune import finetune
+    from megatron_retro.training.qa_data import load_split
+
+    out = cell_dir(exp, model.name, method, seed)
+    if _is_writer() and os.path.isdir(out):
+        shutil.rmtree(out)  # an interrupted attempt: start the cell again
+    _barrier()
+    t0 = time.perf_counter()
+    record = {"model": model.name, "method": method, "seed": seed, "base": base}
+    try:
+        if method == "zero-shot":
+            cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}")
+            result = evaluate(cfg, base, progress=progress, write=False)
+            params = result.info["params"]
+        else:
+            cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}", f"train.seed={seed}",
+                               *exp.finetune_overrides)
+            peft_cfg = None if method == "none" else _peft_config(exp, method, seed)
+            ft = finetune(cfg, peft_cfg, progress=progress, keep_engine=True)
+            split = load_split(cfg, ft.qa, cfg.qa.eval_split, cfg.qa.eval_examples)
+            result = evaluate_model(cfg, ft.engine.chunks, ft.qa, split, progress=progress)
+            params = ft.total_params
+            record["finetune"] = {"steps": ft.steps, "first_loss": ft.first_loss, "last_loss": ft.last_loss,
+                                  "valid_loss": ft.valid_loss, "trainable_params": ft.trainable_params,
+                                  "seconds": round(ft.seconds, 1), "data": ft.data}
+    finally:
+        destroy_parallel()
+    record.update(arch=cfg.model.arch, task=cfg.qa.task, size=size_key(cfg, result.info["vocab_size"]),
+                  params=params, scores=result.scores, count=result.count,
+                  gold_passage_retrieved=result.info.get("gold_passage_retrieved"),
+                  seconds=round(time.perf_counter() - t0, 1))
+    if _is_writer():
+        write_eval(out, result)
+        from megatron_retro.evaluation.tables import write_text_atomic
+
+        write_text_atomic(os.path.join(out, "result.json"), json.dumps(record, indent=1))  # the cell is done
+    _barrier()
+    return record
+
+
+def _peft_config(exp: ExperimentConfig, method: str, seed: int):
+    import yaml
+
+    from megatron_retro.errors import UserError
+    from megatron_retro.peft import make_peft_config
+
+    path = exp.peft_config_path(method)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no PEFT config for method {method!r} (set peft_configs: [{method}=<file>])")
+    with open(path, encoding="utf-8") as f:
+        options = yaml.safe_load(f) or {}
+    options.pop("method", None)
+    from megatron_retro.peft.registry import get_method
+
+    if "seed" in {f.name for f in dataclasses.fields(get_method(method).config_cls)}:
+        options["seed"] = seed
+    try:
+        return make_peft_config(method, options)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def grid(exp: ExperimentConfig) -> List[tuple]:
+    """(model, method, seed) of every cell, in run order; zero-shot once per model (seed 0)."""
+    cells = []
+    for model in exp.models:
+        for method in exp.methods:
+            for seed in ([0] if method == "zero-shot" else exp.seeds):
+                cells.append((model, method, seed))
+    return cells
+
+
+def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
+    from megatron_retro.evaluation.tables import ScoreRow, write_report, write_score_rows
+
+    rows = [ScoreRow(model=r["arch"], size=r["size"], method=r["method"], seed=r["seed"], scores=r["scores"],
+                     task=r["task"]) for r in records]
+    write_score_rows(rows, os.path.join(exp.out_dir, "scores.jsonl"))
+    return write_report(rows, exp.out_dir, spread=exp.spread)
+
+
+def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Optional[int] = None) -> dict:
+    """Collective: run (or resume) the grid and write the report; returns a summary."""
+    t0 = time.perf_counter()
+    os.makedirs(exp.out_dir, exist_ok=True)
+    first = model_config(exp, exp.models[0])
+    retrieval = prepare_retrieval(exp, first, progress)
+    _log(f"retrieval: {json.dumps(retrieval['splits'])}")
+    bases: Dict[str, str] = {}
+    for model in exp.models:
+        bases[model.name] = pretrain_base(exp, model, bases, progress)
+    records, ran = [], 0
+    for model, method, seed in grid(exp):
+        done = os.path.join(cell_dir(exp, model.name, method, seed), "result.json")
+        if os.path.isfile(done):
+            with open(done, encoding="utf-8") as f:
+                records.append(json.load(f))
+            continue
+        if max_cells is not None and ran >= max_cells:
+            break
+        _log(f"cell {model.name} / {method} / seed {seed}")
+        records.append(run_cell(exp, model, bases[model.name], method, seed, progress))
+        ran += 1
+        s = records[-1]["scores"]
+        _log(f"  EM {100 * s['em']:.1f}  F1 {100 * s['f1']:.1f}  ROUGE-L {100 * s['rougeL']:.1f}  "
+             f"({records[-1]['seconds']:.0f} s)")
+    paths = []
+    if _is_writer():
+        paths = report(exp, records)
+    _barrier()
+    return {"cells": len(records), "ran": ran, "total_cells": len(grid(exp)), "report": paths,
+            "retrieval": retrieval, "seconds": round(time.perf_counter() - t0, 1)}

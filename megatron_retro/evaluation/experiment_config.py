@@ -1,0 +1,108 @@
+"""Typed settings of an experiment grid (``configs/experiments/*.yaml``), validated at file:line.
+
+A grid is model x PEFT method x seed on one QA task; each model entry names a run config
+(``configs/models/*.yaml``; its size is its parameter count) and either a pretrained base
+checkpoint or the pretraining steps to run here.  ``zero-shot`` evaluates the base as it is
+(greedy decoding is deterministic, so it runs once per model whatever the seeds).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+from megatron_retro.config import ConfigError, _require, build_item, cfg, load_dataclass
+
+METHODS = ("zero-shot", "none", "lora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3",
+           "qlora")
+
+
+@dataclass
+class ExperimentModel:
+    """One base model of the grid."""
+
+    name: str = cfg("", "label in tables and directory names, e.g. gpt-tiny")
+    config: str = cfg("", "run config YAML of the model (relative to the experiment file)")
+    checkpoint: Optional[str] = cfg(None, "pretrained base checkpoint (iter_* directory); None = pretrain here")
+    pretrain_steps: int = cfg(0, "pretraining steps run here when no checkpoint is given")
+    init_from: Optional[str] = cfg(None, "RETRO: name of a GPT model of this grid whose base initialises the "
+                                         "decoder (retro-fitting); its checkpoint at the same number of steps")
+    init_from_step: Optional[int] = cfg(None, "the step of init_from's checkpoint to start from (None = its "
+                                              "last); that checkpoint must be kept (checkpoint.save_interval)")
+    overrides: List[str] = cfg([], "section.key=value overrides of this model's runs")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and "/" not in self.name, f"models.name={self.name!r}: a non-empty label without '/'")
+        _require(bool(self.config), f"models.config: required (model {self.name})")
+        _require(self.pretrain_steps >= 0, f"models.pretrain_steps={self.pretrain_steps}: must be >= 0")
+        _require(bool(self.checkpoint) or self.pretrain_steps > 0,
+                 f"models.pretrain_steps={self.pretrain_steps}: model {self.name} needs a checkpoint or "
+                 f"pretrain_steps > 0")
+
+
+@dataclass
+class ExperimentConfig:
+    """model x method x seed on one task, with the shared fine-tuning and evaluation settings."""
+
+    name: str = cfg("experiment", "experiment name")
+    out_dir: str = cfg("runs/experiment", "directory of every run, the score rows, the table and the plots")
+    models: List[Any] = cfg([], "base models: list of {name, config, checkpoint | pretrain_steps, init_from, "
+                                "overrides}")
+    methods: List[str] = cfg(["zero-shot", "lora", "adapter", "ptuning"], "zero-shot and/or PEFT methods "
+                             "('none' = full fine-tuning)")
+    peft_configs: List[str] = cfg([], "method=path overrides of configs/peft/<method>.yaml")
+    seeds: List[int] = cfg([1, 2, 3], "fine-tuning seeds (adapter init, dropout, data order)")
+    common_overrides: List[str] = cfg([], "overrides of every run (data.*, qa.*)")
+    pretrain_overrides: List[str] = cfg([], "overrides of pretraining runs")
+    finetune_overrides: List[str] = cfg([], "overrides of fine-tuning runs (train.steps, train.lr, ...)")
+    retrieval_shards: int = cfg(2, "shards of the retrieval service started for the task corpus (0 = search "
+                                   "in-process, no service)")
+    retrieval_replicas: int = cfg(1, "replicas per shard")
+    spread: str = cfg("std", "spread shown next to each mean: std (sample std over seeds) or minmax")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.methods), "methods: name at least one")
+        for m in self.methods:
+            _require(m in METHODS, f"methods: {m!r} is not one of {', '.join(METHODS)}")
+        _require(len(set(self.seeds)) == len(self.seeds) and len(self.seeds) >= 1, f"seeds={self.seeds}: distinct, >= 1")
+        _require(self.retrieval_shards >= 0 and self.retrieval_replicas >= 1,
+                 f"retrieval_shards={self.retrieval_shards}/retrieval_replicas={self.retrieval_replicas}: "
+                 f"shards >= 0, replicas >= 1")
+        _require(self.spread in ("std", "minmax"), f"spread={self.spread!r}: std or minmax")
+        for item in self.peft_configs:
+            _require("=" in item, f"peft_configs: {item!r} is not method=path")
+
+    def peft_config_path(self, method: str) -> str:
+        for item in self.peft_configs:
+            name, path = item.split("=", 1)
+            if name == method:
+                return self.resolve(path)
+        return os.path.join(_CONFIGS, "peft", f"{method}.yaml")
+
+    def resolve(self, path: str) -> str:
+        """A path of the experiment file, relative to that file."""
+        return path if os.path.isabs(path) else os.path.normpath(os.path.join(self.base_dir, path))
+
+
+_CONFIGS = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
+
+
+def load_experiment(path: str, overrides: Optional[list] = None) -> ExperimentConfig:
+    exp = load_dataclass(ExperimentConfig, path, overrides)
+    exp.base_dir = os.path.dirname(os.path.abspath(path))
+    marks = exp._marks
+    exp.models = [build_item(ExperimentModel, m, ("models", str(i)), marks) for i, m in enumerate(exp.models)]
+    names = [m.name for m in exp.models]
+    where = marks.get(("models",), path)
+    if not names:
+        raise ConfigError(f"{where}: models: name at least one base model")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: models: names must be distinct, got {names}")
+    for i, m in enumerate(exp.models):
+        if m.init_from is not None and m.init_from not in names[:i]:
+            raise ConfigError(f"{marks.get(('models', str(i), 'init_from'), where)}: models.init_from="
+                              f"{m.init_from!r}: must name an earlier model of the grid ({names[:i]})")
+        if not os.path.isfile(exp.resolve(m.config)):
+            raise ConfigError(f"{marks.get(('models', str(i), 'config'), where)}: models.config={m.config}: "
+                              f"no such file ({exp.resolve(m.config)})")
+    return exp

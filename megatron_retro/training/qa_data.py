@@ -1,0 +1,211 @@
+"""QA data of a fine-tuning or evaluation run: task examples, their retrieved passages, samples.
+
+Reads top to bottom: the corpus and tokenizer (``data:``), the task's examples (``qa.task`` /
+``qa.path``; the bundled benchmark by default), the retrieval database of the task corpus (the
+bundled task: every document, built once under the data directory; other tasks: ``qa.retrieval_dir``
+built with ``megatron-retro index build``), the top-k passages of every question — searched
+through the sharded retrieval service when ``retrieval.mode=service``, else in-process — cached per
+split so every run of an experiment reads the same retrieved set, and the GPT or RETRO samples.
+
+Notation: n questions, k passages, r passage length.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+
+from megatron_retro.config import RunConfig
+from megatron_retro.data.qa_prompts import QALayout, encode_answer, encode_question
+from megatron_retro.data.tasks.example import QAExample
+from megatron_retro.errors import UserError
+
+
+@dataclass
+class QASplit:
+    """Examples of one split with their passages int64 [n, k, r] and the retrieved chunk ids [n, k]."""
+
+    examples: List[QAExample]
+    passages: np.ndarray
+    chunk_ids: np.ndarray
+    gold_hit: Optional[float]      # share of questions with a gold document among the passages
+
+
+@dataclass
+class QAData:
+    layout: QALayout
+    tokenizer: object
+    vocab_size: int
+    db_dir: str
+    data: object                   # the prepared data directory (data.prepare.BundledData)
+
+
+class QASamples:
+    """Map-style dataset of fine-tuning items built from a split (built once, kept in memory)."""
+
+    def __init__(self, layout: QALayout, tokenizer, split: QASplit, shuffle_seed: Optional[int] = None):
+        order = np.arange(len(split.examples))
+        if shuffle_seed is not None:  # task files are grouped (e.g. by entity): shuffle for SGD
+            order = np.random.default_rng(shuffle_seed).permutation(order)
+        self.items = [layout.sample(encode_question(tokenizer, split.examples[i].question),
+                                    encode_answer(tokenizer, split.examples[i].answers[0]), split.passages[i])
+                      for i in order]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def qa_layout(cfg: RunConfig, tokenizer, virtual_tokens: int = 0) -> QALayout:
+    qa = cfg.qa
+    if cfg.model.arch == "retro":
+        retro = cfg.retro
+        if (qa.num_passages, qa.passage_length, qa.chunk_length) != \
+                (retro.num_neighbours, retro.neighbour_length, retro.chunk_length):
+            raise UserError(f"qa.num_passages/passage_length/chunk_length={qa.num_passages}/{qa.passage_length}/"
+                            f"{qa.chunk_length}: a RETRO model reads them as its neighbours, so they must equal "
+                            f"retro.num_neighbours/neighbour_length/chunk_length={retro.num_neighbours}/"
+                            f"{retro.neighbour_length}/{retro.chunk_length}")
+    return QALayout(arch=cfg.model.arch, seq_length=qa.seq_length or cfg.model.seq_length, answer_tokens=qa.max_answer_tokens,
+                    eod=tokenizer.eod, pad=tokenizer.pad, virtual_tokens=virtual_tokens,
+                    chunk_length=qa.chunk_length)
+
+
+def _db_dir(cfg: RunConfig, data_dir: str) -> str:
+    qa = cfg.qa
+    if qa.retrieval_dir:
+        return qa.retrieval_dir
+    if qa.task != "bundled":
+        raise UserError(f"qa.retrieval_dir: required for qa.task={qa.task} (build the task corpus's index with "
+                        f"`megatron-retro index chunks` + `index build`)")
+    return os.path.join(data_dir, f"qa_db-m{qa.chunk_length}-r{qa.passage_length}-{qa.embedder.replace(':', '')}")
+
+
+def load_examples(cfg: RunConfig, split: str, limit: int, data=None) -> List[QAExample]:
+    """The first ``limit`` (0 = all) examples of ``split``, with at least one answer each."""
+    from megatron_retro.data.tasks import load_task
+
+    qa = cfg.qa
+    path = qa.path or (os.path.join(data.dir, "qa") if data is not None else None)
+    if path is None:
+        raise UserError("qa.path: required for a task other than the bundled benchmark")
+    out = []
+    for ex in load_task(qa.task, path, split=split):
+        out.append(ex)
+        if limit and len(out) >= limit:
+            break
+    if not out:
+        raise UserError(f"qa.path={path}: no {split} examples for task {qa.task}")
+    return out
+
+
+def _cache_key(examples: List[QAExample], k: int, db_dir: str) -> str:
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(ex.id.encode() + b"\0" + ex.question.encode() + b"\0")
+    h.update(f"k={k};db={os.path.abspath(db_dir)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int) -> np.ndarray:
+    """int64 [n, k] chunk ids of the top-k chunks per question (service or in-process)."""
+    from megatron_retro.retrieval.embedder import build_embedder
+
+    embedder = build_embedder(cfg.qa.embedder)
+    if cfg.retrieval.mode == "service":
+        from megatron_retro.retrieval.service.client import ShardedRetrievalClient
+        from megatron_retro.retrieval.service.server import read_token
+
+        searcher = ShardedRetrievalClient.from_file(cfg.retrieval.endpoints, timeout=cfg.retrieval.timeout,
+                                                    token=read_token(cfg.retrieval.token_file))
+    else:
+        from megatron_retro.retrieval.build import ShardedLocalIndex
+
+        searcher = ShardedLocalIndex(index_dir)
+    if searcher.dim != embedder.dim:
+        raise UserError(f"qa.embedder={cfg.qa.embedder!r} gives dim {embedder.dim}, the index holds dim {searcher.dim}")
+    try:
+        q = embedder.embed(questions, batch_size=128)                   # [n, dim]
+        out = np.empty((len(questions), k), dtype=np.int64)
+        for start in range(0, len(questions), 256):                      # the service's batch limit
+            _, ids = searcher.search(np.ascontiguousarray(q[start:start + 256], dtype=np.float32), k)
+            out[start:start + 256] = ids
+        return out
+    finally:
+        close = getattr(searcher, "close", None)
+        if close:
+            close()
+
+
+def retrieve_split(cfg: RunConfig, examples: List[QAExample], db_dir: str) -> QASplit:
+    """Passages of every example, read from the split's cache file or retrieved and cached."""
+    from megatron_retro.retrieval.chunk_store import ChunkStore
+
+    k = cfg.qa.num_passages
+    store = ChunkStore(os.path.join(db_dir, "store"))
+    cache_dir = os.path.join(db_dir, "questions")
+    cache = os.path.join(cache_dir, f"{cfg.qa.task}-{_cache_key(examples, k, db_dir)}.npz")
+    if os.path.isfile(cache):
+        with np.load(cache) as f:
+            chunk_ids = f["chunk_ids"]
+    else:
+        chunk_ids = _search(cfg, store, os.path.join(db_dir, "index"), [ex.question for ex in examples], k)
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{cache}.tmp-{os.getpid()}.npz"
+        np.savez(tmp, chunk_ids=chunk_ids)
+        os.replace(tmp, cache)
+    passages = store.neighbours(chunk_ids)                               # [n, k, r]
+    if passages.shape[-1] != cfg.qa.passage_length:
+        raise UserError(f"{db_dir}: passages of {passages.shape[-1]} tokens, qa.passage_length={cfg.qa.passage_length}")
+    gold_hit = None
+    golds = [ex.meta.get("gold_doc_ids") for ex in examples]
+    if all(golds):
+        docs = store.doc_ids(chunk_ids)                                  # [n, k]
+        gold_hit = float(np.mean([bool(set(d.tolist()) & set(g)) for d, g in zip(docs, golds)]))
+    return QASplit(examples=examples, passages=passages, chunk_ids=chunk_ids, gold_hit=gold_hit)
+
+
+def prepare_qa(cfg: RunConfig, virtual_tokens: int = 0, num_shards: int = 1) -> QAData:
+    """Collective (rank 0 first): data dir, tokenizer, the task corpus's retrieval DB, the layout."""
+    from megatron_retro.data.indexed import open_indexed
+    from megatron_retro.data.prepare import resolve_data
+    from megatron_retro.data.tokenizer import load_tokenizer
+    from megatron_retro.training.data_setup import _rank0_first
+    from megatron_retro.training.retrieval_db import ensure_retrieval_db
+
+    data = _rank0_first(lambda: resolve_data(cfg.data))
+    tokenizer = load_tokenizer(data.tokenizer)
+    db_dir = _db_dir(cfg, data.dir)
+    if not cfg.qa.retrieval_dir:
+        qa = cfg.qa
+        _rank0_first(lambda: ensure_retrieval_db(data.prefix, tokenizer, range(len(open_indexed(data.prefix))),
+                                                 db_dir, qa.chunk_length, qa.passage_length, qa.embedder,
+                                                 num_shards=num_shards))
+    layout = qa_layout(cfg, tokenizer, virtual_tokens)
+    return QAData(layout=layout, tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, db_dir=db_dir, data=data)
+
+
+def load_split(cfg: RunConfig, qa_data: QAData, split: str, limit: int) -> QASplit:
+    """Collective (rank 0 retrieves and caches first): the examples and passages of one split."""
+    from megatron_retro.training.data_setup import _rank0_first
+
+    examples = load_examples(cfg, split, limit, qa_data.data)
+    return _rank0_first(lambda: retrieve_split(cfg, examples, qa_data.db_dir))
+
+
+def describe(split: QASplit) -> dict:
+    return {"examples": len(split.examples), "gold_passage_retrieved": split.gold_hit}
+
+
+def write_json_atomic(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+    os.replace(tmp, path)

@@ -1,0 +1,48 @@
+"""Experiment grid files: the bundled ones load; mistakes stop with file:line and the field."""
+import os
+
+import pytest
+
+from megatron_retro.config import ConfigError
+from megatron_retro.evaluation.experiment import grid
+from megatron_retro.evaluation.experiment_config import load_experiment
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml"])
+def test_bundled_experiments_load(name):
+    exp = load_experiment(os.path.join(ROOT, "configs", "experiments", name))
+    cells = grid(exp)
+    zero = [c for c in cells if c[1] == "zero-shot"]
+    assert len(zero) == len(exp.models)                       # deterministic: once per model
+    assert len(cells) == len(exp.models) * (1 + (len(exp.methods) - 1) * len(exp.seeds))
+    assert all(os.path.isfile(exp.resolve(m.config)) for m in exp.models)
+    assert os.path.isfile(exp.peft_config_path("lora")) and os.path.isfile(exp.peft_config_path("ptuning"))
+
+
+def write(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+GOOD_MODEL = f"  - name: g\n    config: {os.path.abspath(os.path.join(ROOT, 'configs', 'models', 'gpt-tiny.yaml'))}\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("models:\n" + GOOD_MODEL + "methods: [zero-shot, lorra]\n", r"exp.yaml:\d+: .*methods: 'lorra' is not one of"),
+    ("models:\n" + GOOD_MODEL + "    pretrain_steps: 0\n", r"exp.yaml:4: .*needs a checkpoint or pretrain_steps > 0"),
+    ("models:\n  - name: g\n    config: nowhere.yaml\n    pretrain_steps: 2\n",
+     r"exp.yaml:3: models.config=nowhere.yaml: no such file"),
+    ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\n    init_from: other\n",
+     r"exp.yaml:5: models.init_from='other': must name an earlier model"),
+    ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\n" + GOOD_MODEL + "    pretrain_steps: 2\n",
+     r"models: names must be distinct"),
+    ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\nseeds: [1, 1]\n", r"exp.yaml:\d+: .*seeds=\[1, 1\]: distinct"),
+    ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\n    steps: 3\n", r"exp.yaml:5: models.0.steps: unknown key"),
+    ("models: []\n", r"models: name at least one base model"),
+])
+def test_bad_experiment_files_name_file_line_and_field(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(write(tmp_path, text))
