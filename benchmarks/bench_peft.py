@@ -1,9 +1,11 @@
-"""LoRA fine-tuning step vs full fine-tuning (ours, megatron-core) vs HF transformers + peft LoRA.
+"""LoRA and QLoRA fine-tuning steps vs full fine-tuning (ours, megatron-core) vs HF transformers + peft LoRA.
 
 Same Llama-shaped model for all three (default: vocab 8192, hidden 512, 8 layers, 8 heads,
 SwiGLU 1408, RMSNorm, RoPE, untied, no bias, seq 512, micro-batch 4, fp32, Adam, 2 threads):
     ours-lora   megatron GPT (local spec, SDPA core attention), LoRA r16 on the 4 fused linears
     ours-full   the same model, every parameter trained
+    ours-qlora  ours-lora with the 4 fused linears' base weights stored as NF4 (block 64,
+                double-quantised scales), dequantised in forward and again in backward
     hf-peft     transformers LlamaForCausalLM + peft LoRA r16 on all 7 projections
 Each variant runs in its own process (peak RSS = ru_maxrss of that process, default glibc
 allocator), median step time over the timed steps.  FLOPs are counted analytically per step:
@@ -38,7 +40,7 @@ def flops(s: dict) -> dict:
     return {"forward": fwd, "full_step": 3 * fwd, "lora_floor": 2 * fwd + 3 * lora_fwd}
 
 
-def run_ours(s: dict, lora: bool, steps: int, warmup: int) -> list[float]:
+def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dict]:
     import torch
 
     from megatron_retro.config import load_config
@@ -56,10 +58,15 @@ def run_ours(s: dict, lora: bool, steps: int, warmup: int) -> list[float]:
         "train.lr_warmup_steps=0", "train.precision=fp32"])
     initialize_parallel(cfg.parallel, seed=1)
     chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=s["vocab"], precision="fp32")
-    if lora:
-        apply_peft(chunks, make_peft_config("lora", {"rank": s["rank"], "alpha": 2.0 * s["rank"]}))
+    extra = {}
+    if method:
+        apply_peft(chunks, make_peft_config(method, {"rank": s["rank"], "alpha": 2.0 * s["rank"]}))
+    if method == "qlora":
+        from megatron_retro.peft.qlora import qlora_memory
+
+        extra = qlora_memory(chunks).as_dict()
     engine = Engine(cfg, chunks, gpt_forward_step)
-    if lora:
+    if method:
         install_peft_grad_reduction(engine)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, s["vocab"], (s["batch"], s["seq"] + 1), generator=g)
@@ -71,7 +78,7 @@ def run_ours(s: dict, lora: bool, steps: int, warmup: int) -> list[float]:
         engine.train_step([batch])
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return times
+    return times, extra
 
 
 def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
@@ -107,10 +114,14 @@ def child(variant: str, s: dict, steps: int, warmup: int) -> None:
     import torch
 
     torch.set_num_threads(2)
-    times = run_hf(s, steps, warmup) if variant == "hf-peft" else run_ours(s, variant == "ours-lora", steps, warmup)
+    method = {"ours-full": None, "ours-lora": "lora", "ours-qlora": "qlora"}.get(variant)
+    if variant == "hf-peft":
+        times, extra = run_hf(s, steps, warmup), {}
+    else:
+        times, extra = run_ours(s, method, steps, warmup)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps({"variant": variant, "step_s": statistics.median(times), "peak_rss_mb": peak_mb}),
-          flush=True)
+    print("RESULT " + json.dumps({"variant": variant, "step_s": statistics.median(times), "peak_rss_mb": peak_mb,
+                                  **extra}), flush=True)
 
 
 def main() -> None:
@@ -124,7 +135,7 @@ def main() -> None:
     if args.variant:
         return child(args.variant, s, args.steps, args.warmup)
     rows = {}
-    for variant in ("hf-peft", "ours-full", "ours-lora"):
+    for variant in ("hf-peft", "ours-full", "ours-lora", "ours-qlora"):
         cmd = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += ["--small"] if args.small else []
         env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
@@ -151,6 +162,12 @@ def main() -> None:
           f"{floor_time / lora['step_s']:.2f} of the floor speed implied by ours-full's FLOP rate "
           f"({f['full_step'] / full['step_s'] / 1e9:.1f} GFLOP/s full, "
           f"{f['lora_floor'] / lora['step_s'] / 1e9:.1f} GFLOP/s useful in LoRA)")
+    q = rows["ours-qlora"]
+    mb = 1024 * 1024
+    print(f"ours-qlora: targeted base weights {q['base_weight_bytes_before'] / mb:.1f} MB fp32 -> "
+          f"{q['base_weight_bytes_after'] / mb:.1f} MB NF4 ({q['qlora_modules']} linears, "
+          f"{q['base_weight_bytes_saved'] / mb:.1f} MB saved); step time {q['step_s'] / lora['step_s']:.2f}x "
+          f"ours-lora, peak RSS {q['peak_rss_mb'] - lora['peak_rss_mb']:+.0f} MB vs ours-lora")
 
 
 if __name__ == "__main__":

@@ -82,19 +82,27 @@ class BottleneckAdapter(_megatron_module()):
         return out.to(h.dtype)
 
 
+def _with_output(output, change):
+    """Apply ``change(y, bias) -> (y, bias)`` to a sub-layer's ``(y, bias)`` output; RETRO's chunked
+    cross-attention returns ``{"output": (y, bias), "context": ...}``."""
+    if isinstance(output, dict):
+        return {**output, "output": change(*output["output"])}
+    return change(*output)
+
+
 def _serial_hook(adapter):
     def hook(module, args, output):
-        y, bias = output
-        h = y + bias if bias is not None else y
-        return y + adapter(h), bias
+        def change(y, bias):
+            h = y + bias if bias is not None else y
+            return y + adapter(h), bias
+        return _with_output(output, change)
     return hook
 
 
 def _parallel_hook(adapter):
     def hook(module, args, kwargs, output):
         x = args[0] if args else kwargs["hidden_states"]
-        y, bias = output
-        return y + adapter(x), bias
+        return _with_output(output, lambda y, bias: (y + adapter(x), bias))
     return hook
 
 
@@ -117,10 +125,11 @@ def apply_adapters(chunks: list, cfg: AdapterConfig, tf_config) -> list:
     return found
 
 
-def adapter_param_count(cfg: AdapterConfig, model_cfg) -> int:
-    """2·d·r per adapter, one per targeted GPT sub-layer (self_attention, mlp) per layer."""
-    per_layer = sum(1 for t in ("self_attention", "mlp") if t in cfg.targets)
-    return 2 * model_cfg.hidden_size * cfg.dim * per_layer * model_cfg.num_layers
+def adapter_param_count(cfg: AdapterConfig, model_cfg, retro_cfg=None) -> int:
+    """2·d·r per adapter, one per targeted sub-layer (GPT or RETRO, see peft/model_shapes.py)."""
+    from megatron_retro.peft.model_shapes import selected_modules
+
+    return 2 * model_cfg.hidden_size * cfg.dim * len(selected_modules(model_cfg, retro_cfg, cfg.targets, cfg.exclude))
 
 
 register_peft_method(PeftMethod(name="adapter", prefix="adapter_", config_cls=AdapterConfig,

@@ -50,9 +50,9 @@ def trainable_parameters(chunks: list) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for c in chunks for n, p in unwrap(c).named_parameters() if p.requires_grad]
 
 
-def peft_method_count(cfg, model_cfg) -> int:
-    """The method's formula for its global trainable-parameter count."""
-    return get_method(method_of(cfg)).count(cfg, model_cfg)
+def peft_method_count(cfg, model_cfg, retro_cfg=None) -> int:
+    """The method's formula for its global trainable-parameter count (RETRO: pass its RetroConfig)."""
+    return get_method(method_of(cfg)).count(cfg, model_cfg, retro_cfg)
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
     add_run_config_args(p)
     p.add_argument("--model", choices=("gpt", "retro"),
                    help="model family; without --config it picks configs/models/<model>-tiny.yaml")
-    p.add_argument("--peft", help="method: lora, adapter, parallel_adapter, ptuning, prompt, prefix, ia3 "
+    p.add_argument("--peft", help="method: lora, qlora, adapter, parallel_adapter, ptuning, prompt, prefix, ia3 "
                                   "(see `peft methods`), or none for full fine-tuning; overrides the method of "
                                   "--peft-config")
     p.add_argument("--peft-config", help="YAML of method options (configs/peft/*.yaml)")
@@ -161,6 +161,13 @@ def _methods(args: argparse.Namespace) -> int:
     for name in method_names():
         method = get_method(name)
         print(f"{name} (parameters {method.prefix}*){' mergeable' if method.merge else ''}")
+        if name == "qlora":
+            from megatron_retro.peft.qlora import QLoraConfig, quantized_nbytes
+
+            qc, n = QLoraConfig(), 1 << 20
+            bits = 8 * quantized_nbytes(n, qc.block_size, qc.double_quant, qc.scale_block_size) / n
+            print(f"    base weights stored in {bits:.3f} bits each (fp32: 32, bf16: 16) at the defaults; "
+                  f"qlora_memory(chunks) reports a model's bytes before/after")
         for f in dataclasses.fields(method.config_cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             print(f"    {f.name}={default!r}: {f.metadata.get('help', '')}")

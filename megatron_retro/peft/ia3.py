@@ -86,11 +86,13 @@ def apply_ia3(chunks: list, cfg: IA3Config, tf_config) -> list:
     return found
 
 
-def ia3_param_count(cfg: IA3Config, model_cfg) -> int:
+def ia3_param_count(cfg: IA3Config, model_cfg, retro_cfg=None) -> int:
+    """k and v vectors [ng·hn] per targeted linear_qkv, an input vector [K] per row-parallel target."""
+    from megatron_retro.peft.model_shapes import selected_linears
+
     groups = model_cfg.num_query_groups or model_cfg.num_attention_heads
-    per_layer = (2 * groups * model_cfg.head_dim if "linear_qkv" in cfg.targets else 0) + \
-        (model_cfg.ffn_size if "linear_fc2" in cfg.targets else 0)
-    return per_layer * model_cfg.num_layers
+    return sum(2 * groups * model_cfg.head_dim if lin.kind == "column" else lin.k
+               for lin in selected_linears(model_cfg, retro_cfg, cfg.targets))
 
 
 @torch.no_grad()

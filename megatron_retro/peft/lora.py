@@ -181,16 +181,11 @@ def apply_lora(chunks: list, cfg: LoraConfig, tf_config) -> list:
     return found
 
 
-def lora_param_count(cfg: LoraConfig, model_cfg) -> int:
-    """r·(K + N) per adapted linear, for the GPT layer's four linears (global count)."""
-    d, hn = model_cfg.hidden_size, model_cfg.head_dim
-    heads, groups = model_cfg.num_attention_heads, model_cfg.num_query_groups or model_cfg.num_attention_heads
-    ffn = model_cfg.ffn_size
-    fc1_out = 2 * ffn if model_cfg.activation == "swiglu" else ffn
-    shapes = {"linear_qkv": (d, (heads + 2 * groups) * hn), "linear_proj": (heads * hn, d),
-              "linear_fc1": (d, fc1_out), "linear_fc2": (ffn, d)}
-    per_layer = sum(cfg.rank * (k + n) for t, (k, n) in shapes.items() if t in cfg.targets)
-    return per_layer * model_cfg.num_layers
+def lora_param_count(cfg: LoraConfig, model_cfg, retro_cfg=None) -> int:
+    """r·(K + N) per adapted linear of the transformer layers (global count; GPT or RETRO)."""
+    from megatron_retro.peft.model_shapes import selected_linears
+
+    return sum(cfg.rank * (lin.k + lin.n) for lin in selected_linears(model_cfg, retro_cfg, cfg.targets, cfg.exclude))
 
 
 @torch.no_grad()

@@ -86,9 +86,13 @@ def apply_prefix(chunks: list, cfg: PrefixConfig, tf_config) -> list:
     return found
 
 
-def prefix_param_count(cfg: PrefixConfig, model_cfg) -> int:
+def prefix_param_count(cfg: PrefixConfig, model_cfg, retro_cfg=None) -> int:
+    """2·p·ng·hn per targeted core attention (GPT or RETRO, see peft/model_shapes.py)."""
+    from megatron_retro.peft.model_shapes import selected_modules
+
     groups = model_cfg.num_query_groups or model_cfg.num_attention_heads
-    return 2 * cfg.num_prefix_tokens * groups * model_cfg.head_dim * model_cfg.num_layers
+    n = len(selected_modules(model_cfg, retro_cfg, [_pattern(t) for t in cfg.targets]))
+    return 2 * cfg.num_prefix_tokens * groups * model_cfg.head_dim * n
 
 
 register_peft_method(PeftMethod(name="prefix", prefix="prefix_", config_cls=PrefixConfig,

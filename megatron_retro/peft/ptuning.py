@@ -156,7 +156,7 @@ def apply_prompt(chunks: list, cfg: PromptTuningConfig, tf_config) -> list:
     return found
 
 
-def prompt_param_count(cfg: PromptTuningConfig, model_cfg) -> int:
+def prompt_param_count(cfg: PromptTuningConfig, model_cfg, retro_cfg=None) -> int:  # noqa: ARG001
     d, v = model_cfg.hidden_size, cfg.num_virtual_tokens
     if not isinstance(cfg, PtuningConfig):
         return v * d

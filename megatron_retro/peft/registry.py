@@ -15,13 +15,13 @@ class PeftMethod:
     prefix: str               # every injected parameter's own name starts with it, e.g. "lora_"
     config_cls: type          # the method's config dataclass
     apply: Callable           # apply(chunks, cfg, tf_config) -> list of injected modules
-    count: Callable           # count(cfg, model_cfg) -> trainable parameter count (global)
+    count: Callable           # count(cfg, model_cfg, retro_cfg=None) -> trainable parameter count (global)
     merge: Optional[Callable] = None   # merge(chunks) folds the method into the base weights
 
 
 _METHODS: dict[str, PeftMethod] = {}
-_BUILTIN = ("lora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3")
-_MODULES = {"lora": "lora", "adapter": "adapters", "parallel_adapter": "adapters",
+_BUILTIN = ("lora", "qlora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3")
+_MODULES = {"lora": "lora", "qlora": "qlora", "adapter": "adapters", "parallel_adapter": "adapters",
             "ptuning": "ptuning", "prompt": "ptuning", "prefix": "prefix", "ia3": "ia3"}
 
 

@@ -1,12 +1,21 @@
 """Which modules a PEFT method attaches to: module-path patterns and megatron linear types.
 
 Selection is generic, with no model special cases: a target is a parallel linear (column or row,
-by type, see :func:`megatron_retro.peft.tp_rule.parallel_kind`) whose dotted path inside a model
-chunk matches one of the ``targets`` patterns.  A bare name (``linear_qkv``) matches the last
+by type, see :func:`megatron_retro.peft.tp_rule.parallel_kind`) whose *global* dotted path
+(:func:`global_path`: layer indices are global, so a pattern selects the same modules at every
+TP/PP layout) matches one of the ``targets`` patterns.  A bare name (``linear_qkv``) matches the last
 path segment; a pattern with dots or wildcards is an ``fnmatch`` glob over the whole path, so
 RETRO's parts can be targeted separately, e.g. ``decoder.*.cross_attention.linear_q``,
 ``*encoder*.linear_qkv`` or ``decoder.layers.*.self_attention.linear_qkv``.  ``exclude`` patterns
 (same syntax) remove matches.
+
+RETRO's parts (NeMo's encoder / pre-decoder / post-decoder split; ``*`` also matches dots):
+
+* encoder (neighbour encoder, its self- and cross-attention and MLP): ``*.encoder.*``
+* decoder chunked cross-attention: ``decoder.layers.*.cross_attention.*`` with exclude ``*.encoder.*``
+* decoder self-attention / MLP: e.g. ``linear_qkv`` with exclude ``*cross_attention*``
+* pre-decoder (layers before the first retrieval layer, global 0-based index): ``decoder.layers.[0-4].*``
+  with exclude ``*cross_attention*``; post-decoder: the other indices.
 """
 from __future__ import annotations
 
@@ -29,13 +38,13 @@ def path_selected(path: str, targets: Iterable[str], exclude: Iterable[str] = ()
 
 def find_linear_targets(chunk: torch.nn.Module, targets: Iterable[str], exclude: Iterable[str] = ()
                         ) -> Iterator[tuple[str, torch.nn.Module, str]]:
-    """(path, module, 'column' | 'row') of every selected parallel linear in one model chunk."""
+    """(local path, module, 'column' | 'row') of every selected parallel linear in one model chunk."""
     from megatron_retro.peft.tp_rule import parallel_kind
 
     targets, exclude = list(targets), list(exclude)
     for path, module in chunk.named_modules():
         kind = parallel_kind(module)
-        if kind is not None and path_selected(path, targets, exclude):
+        if kind is not None and path_selected(global_path(chunk, path), targets, exclude):
             yield path, module, kind
 
 
@@ -79,10 +88,14 @@ def tp_slice(full: torch.Tensor, axis, local_size: int) -> torch.Tensor:
 
 def find_modules(chunk: torch.nn.Module, targets: Iterable[str], exclude: Iterable[str] = ()
                  ) -> Iterator[tuple[str, torch.nn.Module]]:
-    """(path, module) of every module whose path matches ``targets`` (same pattern rules)."""
+    """(local path, module) of every module whose global path matches ``targets`` (same rules);
+    megatron's empty spec slots (IdentityOp, e.g. the cross_attention of a non-retrieval layer)
+    are not modules to adapt."""
+    from megatron.core.transformer.identity_op import IdentityOp
+
     targets, exclude = list(targets), list(exclude)
     for path, module in chunk.named_modules():
-        if path and path_selected(path, targets, exclude):
+        if path and not isinstance(module, IdentityOp) and path_selected(global_path(chunk, path), targets, exclude):
             yield path, module
 
 

@@ -1,5 +1,5 @@
-"""torchrun worker (4 ranks): every PEFT method x TP1 / TP2 / TP2+SP / PP2, plus the
-LoRA collective count, in ONE launch.
+"""torchrun worker (4 ranks): every PEFT method on GPT and on RETRO x TP1 / TP2 / TP2+SP / PP2,
+plus the LoRA collective count, in ONE launch.
 
 Per method: the TP1xPP1 run (weights and adapter from init_by_global_name) computes reference
 adapter gradients and per-token losses and saves an adapter-only checkpoint; every other layout
@@ -17,27 +17,33 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from peft_cases import METHOD_CASES, MODEL_OVERRIDES, SEQ, VOCAB, RandomTokens  # noqa: E402
+from peft_cases import (METHOD_CASES, MODEL_OVERRIDES, RETRO_METHOD_CASES, RETRO_OVERRIDES, SEQ, VOCAB,  # noqa: E402
+                        RandomRetroTokens, RandomTokens)
 
 from megatron_retro.config import load_config  # noqa: E402
 from megatron_retro.models.global_params import init_by_global_name, local_grad_view  # noqa: E402
 from megatron_retro.models.gpt import build_gpt_model  # noqa: E402
+from megatron_retro.models.retro import build_retro_model  # noqa: E402
 from megatron_retro.parallel.initialize import initialize_parallel  # noqa: E402
 from megatron_retro.peft import apply_peft, get_method, install_peft_grad_reduction, make_peft_config, merge_peft  # noqa: E402,E501
 from megatron_retro.peft.api import global_name, peft_shards  # noqa: E402
 from megatron_retro.peft.checkpoint import load_adapter, save_adapter  # noqa: E402
 from megatron_retro.training.batches import step_microbatches  # noqa: E402
 from megatron_retro.training.engine import Engine  # noqa: E402
+from megatron_retro.training.retro_step import RetroEngine  # noqa: E402
 from megatron_retro.training.gpt_step import masked_token_loss  # noqa: E402
 
 GBS = 4
 LAYOUTS = [dict(tp=1, pp=1), dict(tp=2, pp=1), dict(tp=2, pp=1, sp=True), dict(tp=1, pp=2)]
 
 
-def layouts_for(method):
+ARCHS = {"gpt": (MODEL_OVERRIDES, METHOD_CASES), "retro": (RETRO_OVERRIDES, RETRO_METHOD_CASES)}
+
+
+def layouts_for(arch, method):
     """TP2 without SP exercises the non-SP reduction of replicated LoRA factors and the adapters'
-    all-reduce path; the other methods run TP2+SP and PP2 (keeps the launch short)."""
-    return LAYOUTS[1:] if method in ("lora", "adapter") else LAYOUTS[2:]
+    all-reduce path (on GPT); everything runs TP2+SP and PP2 (keeps the launch short)."""
+    return LAYOUTS[1:] if arch == "gpt" and method in ("lora", "adapter") else LAYOUTS[2:]
 
 
 class IndexedTokens(RandomTokens):
@@ -47,8 +53,15 @@ class IndexedTokens(RandomTokens):
         return item
 
 
-def config(layout):
-    return load_config(None, MODEL_OVERRIDES + [
+class IndexedRetroTokens(RandomRetroTokens):
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        item["sample_id"] = torch.tensor(i)
+        return item
+
+
+def config(layout, arch="gpt"):
+    return load_config(None, ARCHS[arch][0] + [
         f"parallel.tp={layout['tp']}", f"parallel.pp={layout['pp']}",
         f"parallel.sequence_parallel={str(layout.get('sp', False)).lower()}",
         "train.micro_batch_size=1", f"train.global_batch_size={GBS}"])
@@ -58,7 +71,8 @@ def collecting_step(store):
     def step(data_iterator, model):
         batch = next(data_iterator)
         ids = batch["sample_id"].tolist()
-        out = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])  # [mbs, ns]
+        extra = {"neighbours": batch["neighbours"]} if "neighbours" in batch else {}
+        out = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"], **extra)  # [mbs, ns]
 
         def loss_fn(output):
             store.extend(zip(ids, output.detach().double().clone()))
@@ -67,32 +81,36 @@ def collecting_step(store):
     return step
 
 
-def run(method, layout, adapter_dir, reference):
-    cfg = config(layout)
+def run(arch, method, layout, adapter_dir, reference):
+    cfg = config(layout, arch)
     ctx = initialize_parallel(cfg.parallel, seed=7)
-    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=VOCAB)
+    if arch == "retro":
+        chunks = build_retro_model(cfg.model, cfg.retro, cfg.parallel, vocab_size=VOCAB)
+    else:
+        chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=VOCAB)
     init_by_global_name(chunks, seed=11, std=0.05)
+    options = ARCHS[arch][1][method]
     if reference:
-        apply_peft(chunks, make_peft_config(method, METHOD_CASES[method]))
+        apply_peft(chunks, make_peft_config(method, options))
         init_by_global_name(chunks, seed=11, std=0.05)  # same base, non-trivial adapter values
     else:
         load_adapter(adapter_dir, chunks)             # saved at TP1xPP1, loaded at this layout
     store = []
-    engine = Engine(cfg, chunks, collecting_step(store))
+    engine = (RetroEngine if arch == "retro" else Engine)(cfg, chunks, collecting_step(store))
     install_peft_grad_reduction(engine)
     for c in engine.chunks:
         c.zero_grad_buffer()
-    engine.forward_backward(step_microbatches(IndexedTokens(), 0, GBS, 1, ctx.dp, ctx.dp_rank))
+    data = IndexedRetroTokens() if arch == "retro" else IndexedTokens()
+    engine.forward_backward(step_microbatches(data, 0, GBS, 1, ctx.dp, ctx.dp_rank))
     grads = [(s, local_grad_view(s).detach().double().clone()) for s in peft_shards(chunks)]
     if reference:
-        save_adapter(adapter_dir, chunks, make_peft_config(method, METHOD_CASES[method]))
+        save_adapter(adapter_dir, chunks, make_peft_config(method, options))
     token_losses = gather_losses(store)
     merged_losses = None
     if not reference and get_method(method).merge is not None:  # merge at this TP/PP, same losses
         merge_peft(chunks)
         store.clear()
-        engine.forward_backward(step_microbatches(IndexedTokens(), 0, GBS, 1, ctx.dp, ctx.dp_rank),
-                                forward_only=True)
+        engine.forward_backward(step_microbatches(data, 0, GBS, 1, ctx.dp, ctx.dp_rank), forward_only=True)
         merged_losses = gather_losses(store)
     return grads, token_losses, merged_losses
 
@@ -111,7 +129,7 @@ def assemble(grads):
     return full
 
 
-def compare(method, layout, ref_full, ref_tok, grads, tok, merged):
+def compare(arch, method, layout, ref_full, ref_tok, grads, tok, merged):
     worst, covered = 0.0, 0
     for shard, grad in grads:
         full = ref_full[global_name(shard)]
@@ -125,7 +143,7 @@ def compare(method, layout, ref_full, ref_tok, grads, tok, merged):
     n = torch.tensor([covered], dtype=torch.float64)
     dist.all_reduce(n)
     if dist.get_rank() == 0:
-        print("RESULT " + json.dumps({"case": "matrix", "method": method, "layout": layout,
+        print("RESULT " + json.dumps({"case": "matrix", "arch": arch, "method": method, "layout": layout,
                                       "grad_rel_err": stats[0].item(), "token_loss_err": stats[1].item(),
                                       "merged_token_loss_err": stats[2].item(),
                                       "grad_elements": int(n.item()), "samples": len(tok)}), flush=True)
@@ -197,16 +215,17 @@ def collective_case(layout):
 
 def main():
     adapter_root = sys.argv[1]
-    methods = sys.argv[2].split(",") if len(sys.argv) > 2 else list(METHOD_CASES)
+    archs = sys.argv[2].split(",") if len(sys.argv) > 2 else list(ARCHS)
     for layout in (dict(tp=2, pp=1), dict(tp=2, pp=1, sp=True)):
         collective_case(layout)
-    for method in methods:
-        adapter_dir = os.path.join(adapter_root, method)
-        ref_grads, ref_tok, _ = run(method, LAYOUTS[0], adapter_dir, reference=True)
-        ref_full = assemble(ref_grads)
-        for layout in layouts_for(method):
-            grads, tok, merged = run(method, layout, adapter_dir, reference=False)
-            compare(method, layout, ref_full, ref_tok, grads, tok, merged)
+    for arch in archs:
+        for method in ARCHS[arch][1]:
+            adapter_dir = os.path.join(adapter_root, arch, method)
+            ref_grads, ref_tok, _ = run(arch, method, LAYOUTS[0], adapter_dir, reference=True)
+            ref_full = assemble(ref_grads)
+            for layout in layouts_for(arch, method):
+                grads, tok, merged = run(arch, method, layout, adapter_dir, reference=False)
+                compare(arch, method, layout, ref_full, ref_tok, grads, tok, merged)
     dist.barrier()
 
 
