@@ -168,6 +168,10 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
         checkpoint = save_checkpoint(cfg.checkpoint_dir, train.steps, engine, state)
     info = {"train": describe(train_split), "valid": describe(valid_split),
             "truncation": qa.layout.truncation.as_dict()}
+    if method == "qlora":
+        from megatron_retro.peft.qlora import qlora_memory
+
+        info["qlora_memory"] = qlora_memory(chunks, reduce=True).as_dict()
     out = FinetuneResult(steps=train.steps, first_loss=first, last_loss=last, valid_loss=valid,
                          trainable_params=trainable, total_params=total, adapter_dir=adapter_dir,
                          checkpoint=checkpoint, data=info, seconds=time.perf_counter() - t_start)
