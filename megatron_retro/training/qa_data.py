@@ -12,7 +12,6 @@ Notation: n questions, k passages, r passage length.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional
@@ -202,10 +201,3 @@ def load_split(cfg: RunConfig, qa_data: QAData, split: str, limit: int) -> QASpl
 def describe(split: QASplit) -> dict:
     return {"examples": len(split.examples), "gold_passage_retrieved": split.gold_hit}
 
-
-def write_json_atomic(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
