@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from megatron_retro.errors import UserError
+from megatron_retro.retrieval.build_id import manifest_identity, store_identity
 from megatron_retro.retrieval.chunk_store import ChunkStore
 from megatron_retro.retrieval.embedder import build_embedder, embed_chunk_store
 from megatron_retro.retrieval.index import FaissIndex, IndexFactory
@@ -35,8 +36,10 @@ def build_index(store_dir: str, out_dir: str, embedder: str = "minilm", factory:
                 batch_size: int = 128, **factory_kwargs) -> dict:
     store = ChunkStore(store_dir)
     vectors = load_or_embed(store, embedder, embeddings or Path(out_dir) / "embeddings.npy", batch_size)
+    identity = store_identity(store, embedder, vectors.shape[1]).to_dict()
     return build_sharded_index(vectors, out_dir, factory, num_shards, train_size,
-                               extra_meta={"embedder": embedder, "store": str(Path(store_dir).resolve())},
+                               extra_meta={"embedder": embedder, "store": str(Path(store_dir).resolve()),
+                                           "identity": identity},
                                **factory_kwargs)
 
 
@@ -52,6 +55,8 @@ class ShardedLocalIndex:
         self.shards = [FaissIndex.load(shard_path(index_dir, i, n), **params) for i in range(n)]
         self.dim = manifest["dim"]
         self.ntotal = sum(s.ntotal for s in self.shards)
+        # None for indexes built from raw vectors (tests); consumers refuse those
+        self.identity = manifest_identity(manifest, index_dir) if manifest.get("identity") else None
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         parts = [s.search(q, k) for s in self.shards]

@@ -55,6 +55,7 @@ def open_neighbour_source(cfg: RetrievalConfig, decode: Optional[Callable[[list[
         return PrecomputedNeighbourSource(cfg.precomputed)
     if decode is None:
         raise UserError(f"retrieval.mode={cfg.mode}: a decode function (the tokenizer's) is required")
+    from megatron_retro.retrieval.build_id import check_searcher
     from megatron_retro.retrieval.chunk_store import ChunkStore
     from megatron_retro.retrieval.embedder import build_embedder
     from megatron_retro.retrieval.neighbours import SearchNeighbourSource
@@ -73,4 +74,6 @@ def open_neighbour_source(cfg: RetrievalConfig, decode: Optional[Callable[[list[
                                                     timeout=cfg.timeout, rank=rank)
     if searcher.dim != embedder.dim:
         raise UserError(f"retrieval.embedder={cfg.embedder!r} gives dim {embedder.dim}, the index holds dim {searcher.dim}")
+    check_searcher(searcher, store, cfg.embedder, embedder.dim, cfg.index_dir,
+                   cfg.endpoints if cfg.mode == "service" else None)
     return SearchNeighbourSource(searcher, store, embedder, decode, k=cfg.k, exclude_same_doc=cfg.exclude_same_doc)

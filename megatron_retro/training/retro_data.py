@@ -93,7 +93,7 @@ def open_source(cfg: RunConfig, out: str, tokenizer, rank: int = 0):
 
     service = cfg.retrieval.mode == "service"
     rcfg = RetrievalConfig(mode=cfg.retrieval.mode, store=os.path.join(out, "store"),
-                           index_dir=None if service else os.path.join(out, "index"),
+                           index_dir=os.path.join(out, "index"),  # service mode: pins the build
                            endpoints=cfg.retrieval.endpoints, timeout=cfg.retrieval.timeout,
                            token_file=cfg.retrieval.token_file, embedder=cfg.retro.embedder,
                            k=cfg.retro.num_neighbours, exclude_same_doc=cfg.retro.exclude_same_doc)

@@ -33,6 +33,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from megatron_retro.errors import UserError
+from megatron_retro.retrieval.build_id import BuildIdentity, manifest_identity
 from megatron_retro.retrieval.index import FaissIndex
 from megatron_retro.retrieval.service import retrieval_pb2 as pb
 from megatron_retro.retrieval.service import retrieval_pb2_grpc as pb_grpc
@@ -84,9 +85,10 @@ class _TokenInterceptor(grpc.ServerInterceptor):
 
 class RetrievalServicer(pb_grpc.RetrievalServicer):
     def __init__(self, index: FaissIndex, shard: int, num_shards: int, build_id: str,
-                 max_batch: int, max_k: int):
+                 max_batch: int, max_k: int, identity: Optional[BuildIdentity] = None):
         self.index, self.shard, self.num_shards, self.build_id = index, shard, num_shards, build_id
         self.max_batch, self.max_k = max_batch, max_k
+        self.identity = identity
 
     def _invalid(self, context, message: str):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
@@ -111,10 +113,14 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
                                  build_id=self.build_id)
 
     def Info(self, request, context):
+        ident = self.identity
+        extra = {} if ident is None else {"embedder": ident.embedder, "chunk_length": ident.chunk_length,
+                                          "neighbour_length": ident.neighbour_length,
+                                          "store_digest": ident.store_digest}
         return pb.InfoResponse(shard=self.shard, num_shards=self.num_shards, dim=self.index.dim,
                                ntotal=self.index.ntotal, factory=self.index.factory,
                                metric=self.index.metric, max_batch=self.max_batch, max_k=self.max_k,
-                               build_id=self.build_id)
+                               build_id=self.build_id, **extra)
 
 
 class ShardServer:
@@ -134,12 +140,14 @@ class ShardServer:
                             f"{manifest['num_shards']} shards")
         self.index = FaissIndex.load(shard_path(index_dir, shard, num_shards), use_gpu=use_gpu,
                                      nprobe=nprobe, efSearch=ef_search)
+        self.identity = manifest_identity(manifest, index_dir) if manifest.get("identity") else None
         self.health = health.HealthServicer()
         interceptors = [_TokenInterceptor(token)] if token else []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                   interceptors=interceptors, options=channel_options(max_message_bytes))
         pb_grpc.add_RetrievalServicer_to_server(
-            RetrievalServicer(self.index, shard, num_shards, manifest["build_id"], max_batch, max_k), self.server)
+            RetrievalServicer(self.index, shard, num_shards, manifest["build_id"], max_batch, max_k,
+                              identity=self.identity), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if tls is not None:  # (private key PEM, certificate chain PEM)
@@ -223,8 +231,9 @@ def run(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("%d/%d: serving %d vectors (%s) on %s", shard, num_shards, server.index.ntotal,
-             server.index.factory, server.address)
+    log.info("%d/%d: serving %d vectors (%s) on %s, build %s", shard, num_shards, server.index.ntotal,
+             server.index.factory, server.address,
+             server.identity.describe() if server.identity else "without identity")
     if args.ready_file:
         _write_ready_file(args.ready_file, {"host": args.host, "port": server.port, "pid": os.getpid(),
                                             "shard": shard, "num_shards": num_shards})
