@@ -27,6 +27,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", choices=["auto", "yes", "no"], default="auto", help="search on a GPU (faiss-gpu)")
     p.add_argument("--nprobe", type=int, help="IVF lists probed per query (default: as built)")
     p.add_argument("--ef-search", type=int, help="HNSW search depth (default: as built)")
+    p.add_argument("--log-interval", type=float, default=60.0,
+                   help="seconds between traffic log lines (requests, queries, latency); 0 = none")
 
 
 def _serve(args) -> int:

@@ -129,7 +129,6 @@ def precompute_neighbours(batches: Iterable, source: NeighbourSource, query_fn: 
     """
     from tqdm import tqdm
 
-    out = Path(out_dir)
     keys_parts, nb_parts = [], []
     loader = PrefetchingNeighbourLoader(batches, source, query_fn, depth=depth, workers=workers)
     for batch, nb in tqdm(loader, desc="precompute neighbours", unit="batch", disable=not progress):
@@ -138,18 +137,25 @@ def precompute_neighbours(batches: Iterable, source: NeighbourSource, query_fn: 
         nb_parts.append(nb.reshape(-1, source.k, source.r).astype(np.int32))
     keys = np.concatenate(keys_parts) if keys_parts else np.zeros(0, np.uint64)
     nbs = np.concatenate(nb_parts) if nb_parts else np.zeros((0, source.k, source.r), np.int32)
+    meta = {"k": source.k, "r": source.r, "pad_id": source.pad_id,
+            "retrieval_wait_s": loader.wait_seconds, "batches": loader.steps}
+    identity = getattr(source, "identity", None)
+    if identity is not None:  # the build these neighbours came from (checked by readers)
+        meta["identity"] = identity.to_dict()
+    return write_precomputed(out_dir, keys, nbs, meta)
+
+
+def write_precomputed(out_dir: str | os.PathLike, keys: np.ndarray, table: np.ndarray, meta: dict) -> dict:
+    """Write keys uint64[n] / neighbours int32[n, k, r] (sorted by key, one row per key) atomically."""
+    out = Path(out_dir)
     keys, first = np.unique(keys, return_index=True)  # sorted; a repeated chunk has one answer
-    nbs = nbs[first]
+    table = table[first]
+    meta = {**meta, "num_chunks": int(len(keys))}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         np.save(tmp / "keys.npy", keys)
-        np.save(tmp / "neighbours.npy", nbs)
-        meta = {"num_chunks": int(len(keys)), "k": source.k, "r": source.r, "pad_id": source.pad_id,
-                "retrieval_wait_s": loader.wait_seconds, "batches": loader.steps}
-        identity = getattr(source, "identity", None)
-        if identity is not None:  # the build these neighbours came from (checked by readers)
-            meta["identity"] = identity.to_dict()
+        np.save(tmp / "neighbours.npy", table)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if out.exists():
             shutil.rmtree(out)
