@@ -7,6 +7,11 @@ built with ``megatron-retro index build``), the top-k passages of every question
 through the sharded retrieval service when ``retrieval.mode=service``, else in-process — cached per
 split so every run of an experiment reads the same retrieved set, and the GPT or RETRO samples.
 
+Retrieval is split over data-parallel ranks: the first rank of each model-parallel group asks for
+its DP rank's contiguous share of the questions (one client per DP rank), and the shares are
+gathered, so every question is searched once in the job.  A cached split's first N questions
+serve a run asking for N (fine-tuning's held-out batch reads the experiment's valid split).
+
 Notation: n questions, k passages, r passage length.
 """
 from __future__ import annotations
@@ -112,18 +117,21 @@ def _cache_key(examples: List[QAExample], k: int, db_dir: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int) -> np.ndarray:
-    """int64 [n, k] chunk ids of the top-k chunks per question (service or in-process)."""
+def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int, rank: int = 0) -> np.ndarray:
+    """int64 [n, k] chunk ids of the top-k chunks per question (service or in-process; ``rank``: DP rank)."""
     from megatron_retro.retrieval.build_id import check_searcher
     from megatron_retro.retrieval.embedder import build_embedder
 
     embedder = build_embedder(cfg.qa.embedder)
+    if cfg.retrieval.mode == "precomputed":
+        raise UserError("retrieval.mode=precomputed: QA passages are retrieved per question and cached per split; "
+                        "use local or service (precomputed neighbours are for RETRO pretraining)")
     if cfg.retrieval.mode == "service":
         from megatron_retro.retrieval.service.client import ShardedRetrievalClient
         from megatron_retro.retrieval.service.server import read_token
 
         searcher = ShardedRetrievalClient.from_file(cfg.retrieval.endpoints, timeout=cfg.retrieval.timeout,
-                                                    token=read_token(cfg.retrieval.token_file))
+                                                    token=read_token(cfg.retrieval.token_file), rank=rank)
     else:
         from megatron_retro.retrieval.build import ShardedLocalIndex
 
@@ -145,23 +153,65 @@ def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int)
             close()
 
 
-def retrieve_split(cfg: RunConfig, examples: List[QAExample], db_dir: str) -> QASplit:
-    """Passages of every example, read from the split's cache file or retrieved and cached."""
+def _cache_file(cfg: RunConfig, examples: List[QAExample], db_dir: str) -> str:
+    return os.path.join(db_dir, "questions", f"{cfg.qa.task}-{_cache_key(examples, cfg.qa.num_passages, db_dir)}.npz")
+
+
+def _read_cache(path: str) -> np.ndarray:
+    with np.load(path) as f:
+        return f["chunk_ids"]
+
+
+def _search_shared(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int) -> np.ndarray:
+    """int64 [n, k]: each DP rank's feeding rank searches its share; the shares are gathered."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return _search(cfg, store, index_dir, questions, k)
+    from megatron.core import parallel_state
+
+    from megatron_retro.training.neighbour_feed import is_feeder
+
+    dp, dp_rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
+    n = len(questions)
+    lo, hi = n * dp_rank // dp, n * (dp_rank + 1) // dp
+    mine = (lo, _search(cfg, store, index_dir, questions[lo:hi], k, rank=dp_rank)) \
+        if is_feeder() and hi > lo else None
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, mine)
+    out = np.full((n, k), -1, dtype=np.int64)
+    for part in parts:
+        if part is not None:
+            out[part[0]:part[0] + len(part[1])] = part[1]
+    return out
+
+
+def retrieve_split(cfg: RunConfig, examples: List[QAExample], db_dir: str,
+                   full: Optional[List[QAExample]] = None) -> QASplit:
+    """Collective: passages of every example, from a cache or retrieved (split over DP ranks) and cached.
+
+    ``full``: the whole split ``examples`` is the start of; its cache, when present, serves.
+    """
+    import torch.distributed as dist
+
     from megatron_retro.retrieval.chunk_store import ChunkStore
 
     k = cfg.qa.num_passages
     store = ChunkStore(os.path.join(db_dir, "store"))
-    cache_dir = os.path.join(db_dir, "questions")
-    cache = os.path.join(cache_dir, f"{cfg.qa.task}-{_cache_key(examples, k, db_dir)}.npz")
-    if os.path.isfile(cache):
-        with np.load(cache) as f:
-            chunk_ids = f["chunk_ids"]
+    cache = _cache_file(cfg, examples, db_dir)
+    full_cache = _cache_file(cfg, full, db_dir) if full is not None and len(full) > len(examples) else None
+    found = [next((p for p in (cache, full_cache) if p and os.path.isfile(p)), None)]
+    if dist.is_initialized():
+        dist.broadcast_object_list(found, src=0)  # one decision for the job: all search, or none
+    if found[0] is not None:
+        chunk_ids = _read_cache(found[0])[:len(examples)]
     else:
-        chunk_ids = _search(cfg, store, os.path.join(db_dir, "index"), [ex.question for ex in examples], k)
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{cache}.tmp-{os.getpid()}.npz"
-        np.savez(tmp, chunk_ids=chunk_ids)
-        os.replace(tmp, cache)
+        chunk_ids = _search_shared(cfg, store, os.path.join(db_dir, "index"), [ex.question for ex in examples], k)
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            tmp = f"{cache}.tmp-{os.getpid()}.npz"
+            np.savez(tmp, chunk_ids=chunk_ids)
+            os.replace(tmp, cache)
     passages = store.neighbours(chunk_ids)                               # [n, k, r]
     if passages.shape[-1] != cfg.qa.passage_length:
         raise UserError(f"{db_dir}: passages of {passages.shape[-1]} tokens, qa.passage_length={cfg.qa.passage_length}")
@@ -194,11 +244,10 @@ def prepare_qa(cfg: RunConfig, virtual_tokens: int = 0, num_shards: int = 1) -> 
 
 
 def load_split(cfg: RunConfig, qa_data: QAData, split: str, limit: int) -> QASplit:
-    """Collective (rank 0 retrieves and caches first): the examples and passages of one split."""
-    from megatron_retro.training.data_setup import _rank0_first
-
-    examples = load_examples(cfg, split, limit, qa_data.data)
-    return _rank0_first(lambda: retrieve_split(cfg, examples, qa_data.db_dir))
+    """Collective: the first ``limit`` (0 = all) examples of one split and their passages."""
+    full = load_examples(cfg, split, 0, qa_data.data)
+    examples = full[:limit] if limit else full
+    return retrieve_split(cfg, examples, qa_data.db_dir, full=full)
 
 
 def describe(split: QASplit) -> dict:
