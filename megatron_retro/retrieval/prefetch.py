@@ -96,6 +96,16 @@ class PrefetchingNeighbourLoader:
         self.waits.append(waited)
         return batch, neighbours
 
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """Call ``fn`` on the loader's worker thread, after the fetches already queued (so a
+        one-off fetch never runs concurrently with the prefetches on the same source)."""
+        try:
+            return self._pool.submit(fn).result()
+        except RuntimeError as e:  # the pool is shut down: the loader is closed
+            if "shutdown" not in str(e):
+                raise
+            return fn()
+
     def stats(self) -> dict:
         waits = np.asarray(self.waits or [0.0])
         return {"steps": self.steps, "wait_s": self.wait_seconds, "wait_p50_s": float(np.median(waits)),

@@ -112,7 +112,8 @@ class RetroFeed:
             nb = None
             if self.feeder:
                 chunks, docs = _flat_queries(item)
-                nb = self.source.neighbours(chunks, docs)
+                fetch = lambda: self.source.neighbours(chunks, docs)  # noqa: E731
+                nb = self._loader.run(fetch) if self._loader is not None else fetch()
             self._eval_cache = (key, self._attach(item, nb))
         return self._eval_cache[1]
 

@@ -51,6 +51,23 @@ def test_loader_yields_in_order_and_hides_retrieval_behind_compute():
     assert all(name.startswith("neighbours") for _, name in src.calls)
 
 
+def test_loader_counts_queries_and_runs_one_off_fetches_on_its_worker():
+    class Counting(SlowSource):
+        queries = 0
+
+        def neighbours(self, chunks, doc_ids):
+            self.queries += chunks.shape[0] * chunks.shape[1]
+            return super().neighbours(chunks, doc_ids)
+
+    src = Counting(delay=0.0)
+    loader = PrefetchingNeighbourLoader(_batches(3), src, tokens_to_chunks(4), depth=2)
+    next(loader)
+    assert loader.last_queries == 2 * 3  # bs=2 samples x 3 chunks
+    assert loader.run(lambda: threading.current_thread().name).startswith("neighbours")
+    list(loader)
+    assert loader.queries == 3 * 6 and loader.run(lambda: 7) == 7  # closed: runs inline
+
+
 def test_loader_reports_waits_when_retrieval_is_slower():
     loader = PrefetchingNeighbourLoader(_batches(4), SlowSource(delay=0.1), tokens_to_chunks(4), depth=1)
     for _ in loader:
