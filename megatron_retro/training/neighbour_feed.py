@@ -77,7 +77,7 @@ class RetroFeed:
         self._items = (self._item(self.train_ds, plan) for plan in plans)
         self._next_step = start_step
         if self.feeder:
-            self._loader = PrefetchingNeighbourLoader(self._items, self.source, _flat_queries, depth=self.depth)
+            self._loader = PrefetchingNeighbourLoader(self._items, self.source, flat_queries, depth=self.depth)
 
     @staticmethod
     def _item(ds, plan: list[list[int]]) -> dict:
@@ -111,7 +111,7 @@ class RetroFeed:
             item = self._item(self.valid_ds, plan)
             nb = None
             if self.feeder:
-                chunks, docs = _flat_queries(item)
+                chunks, docs = flat_queries(item)
                 fetch = lambda: self.source.neighbours(chunks, docs)  # noqa: E731
                 nb = self._loader.run(fetch) if self._loader is not None else fetch()
             self._eval_cache = (key, self._attach(item, nb))
@@ -148,7 +148,7 @@ class RetroFeed:
             self.source.close()
 
 
-def _flat_queries(item: dict) -> tuple[np.ndarray, np.ndarray]:
+def flat_queries(item: dict) -> tuple[np.ndarray, np.ndarray]:
     """Every chunk its own query: (chunks int64[n*l, 1, m], its document int64[n*l])."""
     chunks, docs = item["chunks"], item["docs"]
     n, l, m = chunks.shape

@@ -43,7 +43,7 @@ def precompute_run(cfg: RunConfig, dp: int = 1, out: str | None = None, progress
     from megatron_retro.parallel.launch_env import detect_launch_env
     from megatron_retro.retrieval.prefetch import precompute_neighbours
     from megatron_retro.training.data_setup import prepare_gpt_datasets
-    from megatron_retro.training.neighbour_feed import _flat_queries
+    from megatron_retro.training.neighbour_feed import flat_queries
     from megatron_retro.training.retro_data import RetroSamples, ensure_retro_db, open_source, retrieval_dir
 
     if cfg.model.arch != "retro":
@@ -70,7 +70,7 @@ def precompute_run(cfg: RunConfig, dp: int = 1, out: str | None = None, progress
 
     target = out if world == 1 else os.path.join(out + ".parts", f"part-{rank:05d}")
     try:
-        meta = precompute_neighbours(items(), source, _flat_queries, target, depth=cfg.retrieval.prefetch_depth,
+        meta = precompute_neighbours(items(), source, flat_queries, target, depth=cfg.retrieval.prefetch_depth,
                                      progress=progress and rank == 0)
     finally:
         source.close()

@@ -14,8 +14,8 @@ rank per model-parallel group), not by the dataset.
 from __future__ import annotations
 
 import os
+
 import numpy as np
-import torch
 
 from megatron_retro.config import RunConfig
 
