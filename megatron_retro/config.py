@@ -26,6 +26,10 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or violates a constraint."""
 
 
+class ConfigNote(UserWarning):
+    """A value was adjusted to fit another one (e.g. warm-up clamped to a short run); printed once."""
+
+
 def cfg(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with a help string (listed by ``megatron-retro config --fields``)."""
     if isinstance(default, (list, dict)):
@@ -185,8 +189,14 @@ class TrainConfig:
                  f"train.global_batch_size={self.global_batch_size}: must be >= 1")
         _require(self.lr > 0, f"train.lr={self.lr}: must be > 0")
         _require(0 <= self.min_lr <= self.lr, f"train.min_lr={self.min_lr}: must be in [0, train.lr={self.lr}]")
-        _require(0 <= self.lr_warmup_steps < self.steps or self.lr_warmup_steps == 0,
-                 f"train.lr_warmup_steps={self.lr_warmup_steps}: must be in [0, train.steps={self.steps})")
+        _require(self.lr_warmup_steps >= 0, f"train.lr_warmup_steps={self.lr_warmup_steps}: must be >= 0")
+        if self.lr_warmup_steps >= self.steps > 0 and self.lr_warmup_steps > 0:
+            import warnings
+
+            clamped = self.steps - 1
+            warnings.warn(f"train.lr_warmup_steps={self.lr_warmup_steps} clamped to {clamped} "
+                          f"(train.steps={self.steps} is shorter than the warm-up)", ConfigNote, stacklevel=2)
+            self.lr_warmup_steps = clamped
         _require(self.clip_grad >= 0, f"train.clip_grad={self.clip_grad}: must be >= 0")
         _require(self.eval_interval >= 0, f"train.eval_interval={self.eval_interval}: must be >= 0")
 

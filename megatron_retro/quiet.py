@@ -1,0 +1,41 @@
+"""One place that silences the warnings megatron-core and torch print on every CPU run although
+they mean nothing on this path (no Apex / Transformer Engine on CPU, a deprecated
+``cuda_graph_scope`` default, ShardedTensor FutureWarnings from dist_checkpointing).
+
+Only these exact messages are filtered; anything else still shows.  Called once by the CLI
+before any command runs; library users may call it too.
+"""
+from __future__ import annotations
+
+import warnings
+
+# (message regex, category, module regex): see the module docstring for why each is harmless.
+KNOWN_NOISE = (
+    (r"Transformer Engine and Apex are not installed", UserWarning, r"megatron\."),
+    (r".*Apex is not installed", UserWarning, r"megatron\."),
+    (r".*cuda_graph_scope", DeprecationWarning, r""),
+    (r".*cuda_graph_scope", UserWarning, r"megatron\."),
+    (r".*ShardedTensor", FutureWarning, r""),
+    (r".*torch\.distributed\._shard", FutureWarning, r""),
+)
+
+
+def quiet_known_warnings() -> None:
+    """Install the filters (idempotent: warnings.filterwarnings skips an identical filter) and print
+    :class:`ConfigNote` warnings as one ``megatron-retro: note: ...`` line."""
+    for message, category, module in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    if not getattr(warnings.formatwarning, "_megatron_retro", False):
+        warnings.formatwarning = _format_notes(warnings.formatwarning)
+
+
+def _format_notes(original):
+    from megatron_retro.config import ConfigNote
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, ConfigNote):
+            return f"megatron-retro: note: {message}\n"
+        return original(message, category, filename, lineno, line)
+
+    formatwarning._megatron_retro = True
+    return formatwarning
