@@ -17,6 +17,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", help="file holding the auth token (else env MEGATRON_RETRO_RETRIEVAL_TOKEN)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS (recommended off loopback)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without TLS (only on a trusted network: the token is sent in clear)")
     p.add_argument("--ready-file", help="write {host, port, pid} as JSON here once serving")
     p.add_argument("--max-batch", type=int, default=4096, help="largest query batch accepted")
     p.add_argument("--max-k", type=int, default=1024, help="largest k accepted")
