@@ -54,10 +54,12 @@ def _index_chunks(args) -> int:
     tok = load_tokenizer(args.tokenizer)
 
     def documents():
+        found = 0
         with open(args.documents, encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                found += 1
                 try:
                     doc = json.loads(line)
                     text = doc["text"]
@@ -66,6 +68,8 @@ def _index_chunks(args) -> int:
                                     f"field ({e})") from None
                 doc_id = doc.get("id", line_no)
                 yield (doc_id if isinstance(doc_id, int) else line_no), tok.encode(text)
+        if not found:
+            raise UserError(f"--documents {args.documents}: no documents (the file has no JSON lines)")
 
     store = build_chunk_store(documents(), args.out, tok.decode, chunk_length=args.chunk_length,
                               neighbour_length=args.neighbour_length, pad_id=tok.pad, overwrite=args.overwrite)
