@@ -1,6 +1,7 @@
 """One place that silences the warnings megatron-core and torch print on every CPU run although
 they mean nothing on this path (no Apex / Transformer Engine on CPU, a deprecated
-``cuda_graph_scope`` default, ShardedTensor FutureWarnings from dist_checkpointing).
+``cuda_graph_scope`` default, ShardedTensor and DCP ``load_state_dict`` FutureWarnings from
+dist_checkpointing).
 
 Only these exact messages are filtered; anything else still shows.  Called once by the CLI
 before any command runs; library users may call it too.
@@ -17,6 +18,7 @@ KNOWN_NOISE = (
     (r".*cuda_graph_scope", UserWarning, r"megatron\."),
     (r".*ShardedTensor", FutureWarning, r""),
     (r".*torch\.distributed\._shard", FutureWarning, r""),
+    (r"`load_state_dict` is deprecated", FutureWarning, r"megatron\."),  # dist_checkpointing's DCP call
 )
 
 

@@ -78,7 +78,15 @@ def read_adapter_tensors(directory: str) -> dict:
     return load_file(path)
 
 
-def check_base(directory: str, meta: dict, model_record: Optional[dict]) -> None:
+def check_base(directory: str, meta: dict, model_record: Optional[dict], base_fingerprint: Optional[str] = None,
+               base: Optional[str] = None) -> None:
+    """Refuse an adapter trained for another model shape, or on another base checkpoint: the adapter
+    records its base's weights fingerprint (``base_fingerprint``); both sides are named."""
+    trained_on = meta.get("base_fingerprint")
+    if trained_on and base_fingerprint and trained_on != base_fingerprint:
+        raise UserError(f"{directory}: adapter was trained on base {meta.get('base_checkpoint', '?')} (weights "
+                        f"{trained_on[:19]}), not on {base or 'this base'} (weights {base_fingerprint[:19]}): "
+                        "same shapes, other weights")
     saved = meta.get("model") or {}
     for key in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size",
                 "vocab_size"):
@@ -87,12 +95,14 @@ def check_base(directory: str, meta: dict, model_record: Optional[dict]) -> None
                             f"this base has {model_record[key]!r}")
 
 
-def load_adapter(directory: str, chunks: list, apply: bool = True, model_record: Optional[dict] = None):
-    """Collective: (apply the saved method to ``chunks`` and) load the adapter; returns its config."""
+def load_adapter(directory: str, chunks: list, apply: bool = True, model_record: Optional[dict] = None,
+                 base_fingerprint: Optional[str] = None, base: Optional[str] = None):
+    """Collective: (apply the saved method to ``chunks`` and) load the adapter; returns its config.
+    ``base_fingerprint``/``base``: the weights fingerprint and path of the base checkpoint loaded."""
     from megatron_retro.peft.api import apply_peft
 
     meta = read_adapter_config(directory)
-    check_base(directory, meta, model_record)
+    check_base(directory, meta, model_record, base_fingerprint, base)
     peft_cfg = config_from_dict(meta["peft"], where=os.path.join(directory, CONFIG))
     if apply:
         apply_peft(chunks, peft_cfg)

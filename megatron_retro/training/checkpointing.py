@@ -37,6 +37,8 @@ import torch
 import torch.distributed as dist
 
 from megatron_retro.errors import RuntimeFailure, UserError, one_line
+from megatron_retro.training.fingerprint import FIELD as FINGERPRINT_FIELD
+from megatron_retro.training.fingerprint import weights_fingerprint
 
 STATE_FILE = "state.json"
 _ITER_RE = re.compile(r"^iter_(\d{7})$")
@@ -192,7 +194,7 @@ def _disk_full(directory: str) -> bool:
 _FULL_DISK_BYTES = 256 << 10
 
 
-def _failure_text(e: BaseException, directory: Optional[str] = None) -> str:
+def _failure_text(e: BaseException, directory: Optional[str] = None, loading: bool = False) -> str:
     """One line for a failed save/load, "no space left on device" when that is the cause anywhere in
     the chain (torch's CheckpointException wraps each rank's error in ``failures``) or when the
     disk holding ``directory`` is full."""
@@ -212,7 +214,7 @@ def _failure_text(e: BaseException, directory: Optional[str] = None) -> str:
     # The innermost error says what went wrong; CheckpointException's own text is a traceback.
     inner = [x for x in errors if not getattr(x, "failures", None)] or errors
     first = (str(inner[0]).strip().splitlines() or [""])[0]
-    if not first and isinstance(inner[0], EOFError):
+    if not first and loading and isinstance(inner[0], EOFError):
         first = "unexpected end of file (a file of the checkpoint is truncated)"
     return f"{type(inner[0]).__name__}: {one_line(first)[:300] or '(no message)'}"
 
@@ -250,10 +252,11 @@ def _save(directory: str, step: int, engine, state: dict, keep_last: int, final:
         os.killpg(os.getpgid(0), signal.SIGKILL)
     save_file({k: v.contiguous() for k, v in _rng_state().items()},
               os.path.join(tmp, "rng", f"rank{_rank():05d}.safetensors"))
+    fingerprint = weights_fingerprint(engine.chunks)  # collective
     _barrier()
     if _rank() == 0:
         full_state = dict(state, step=step, world_size=dist.get_world_size() if dist.is_initialized() else 1,
-                          scheduler=engine.scheduler.state_dict())
+                          scheduler=engine.scheduler.state_dict(), **{FINGERPRINT_FIELD: fingerprint})
         _write_atomic(os.path.join(tmp, STATE_FILE), json.dumps(full_state, indent=1, sort_keys=True))
         if os.path.exists(final):
             shutil.rmtree(final)
@@ -301,7 +304,7 @@ def load_checkpoint(path: str, engine, model_cfg: dict, with_optimizer: bool = T
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # CheckpointException (truncated shard) derives from BaseException
-        raise UserError(f"{path}: cannot load checkpoint: {_failure_text(e)}") from None
+        raise UserError(f"{path}: cannot load checkpoint: {_failure_text(e, loading=True)}") from None
     for i, chunk in enumerate(engine.chunks):
         module = getattr(chunk, "module", chunk)
         missing, unexpected = module.load_state_dict(loaded[f"model{i}"], strict=False)
