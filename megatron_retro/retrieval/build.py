@@ -30,9 +30,25 @@ def load_or_embed(store: ChunkStore, embedder_spec: str, embeddings_file: str | 
     return embed_chunk_store(store, build_embedder(embedder_spec, device), path, batch_size=batch_size)
 
 
+def check_rebuild(out_dir: str | os.PathLike, embedder: str) -> None:
+    """Refuse to build over an index directory made with another embedder: its cached
+    ``embeddings.npy`` would be reused and the manifest would name an embedder that did not make
+    the vectors (a relabelled index: queries embedded one way, searched against another)."""
+    path = Path(out_dir) / "manifest.json"
+    if not path.is_file():
+        return
+    manifest = load_manifest(out_dir)
+    built_with = manifest.get("embedder")
+    if built_with is not None and built_with != embedder:
+        raise UserError(f"{out_dir}: holds an index built with embedder {built_with!r} (dim {manifest.get('dim')}); "
+                        f"refusing to rebuild it with --embedder {embedder!r} (its cached embeddings would be "
+                        "relabelled): choose another --out, or delete this one")
+
+
 def build_index(store_dir: str, out_dir: str, embedder: str = "minilm", factory: str = "flat",
                 num_shards: int = 1, train_size: Optional[int] = None, embeddings: Optional[str] = None,
                 batch_size: int = 128, **factory_kwargs) -> dict:
+    check_rebuild(out_dir, embedder)
     store = ChunkStore(store_dir)
     vectors = load_or_embed(store, embedder, embeddings or Path(out_dir) / "embeddings.npy", batch_size)
     return build_sharded_index(vectors, out_dir, factory, num_shards, train_size,

@@ -78,8 +78,10 @@ def _index_chunks(args) -> int:
 
 
 def _index_build(args) -> int:
+    from megatron_retro.retrieval.build import check_rebuild
     from megatron_retro.retrieval.parallel_build import build_index_distributed, launched_world_size
 
+    check_rebuild(args.out, args.embedder)
     if args.backend != "auto" or launched_world_size() > 1:
         manifest = build_index_distributed(args.store, args.out, args.embedder, args.factory, args.train_size,
                                            args.batch_size, backend=args.backend, nlist=args.nlist, pq_m=args.pq_m)
