@@ -26,8 +26,13 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or violates a constraint."""
 
 
-class ConfigNote(UserWarning):
-    """A value was adjusted to fit another one (e.g. warm-up clamped to a short run); printed once."""
+def note(message: str) -> None:
+    """Tell the user that a value was adjusted to fit another one (e.g. warm-up clamped to a short
+    run): one ``megatron-retro: note:`` line on stderr, from rank 0 only."""
+    import sys
+
+    if os.environ.get("RANK", "0") == "0":
+        print(f"megatron-retro: note: {message}", file=sys.stderr)
 
 
 def cfg(default: Any, help: str, **kwargs: Any) -> Any:
@@ -191,11 +196,9 @@ class TrainConfig:
         _require(0 <= self.min_lr <= self.lr, f"train.min_lr={self.min_lr}: must be in [0, train.lr={self.lr}]")
         _require(self.lr_warmup_steps >= 0, f"train.lr_warmup_steps={self.lr_warmup_steps}: must be >= 0")
         if self.lr_warmup_steps >= self.steps > 0 and self.lr_warmup_steps > 0:
-            import warnings
-
             clamped = self.steps - 1
-            warnings.warn(f"train.lr_warmup_steps={self.lr_warmup_steps} clamped to {clamped} "
-                          f"(train.steps={self.steps} is shorter than the warm-up)", ConfigNote, stacklevel=2)
+            note(f"train.lr_warmup_steps={self.lr_warmup_steps} clamped to {clamped} "
+                 f"(train.steps={self.steps} is shorter than the warm-up)")
             self.lr_warmup_steps = clamped
         _require(self.clip_grad >= 0, f"train.clip_grad={self.clip_grad}: must be >= 0")
         _require(self.eval_interval >= 0, f"train.eval_interval={self.eval_interval}: must be >= 0")

@@ -23,21 +23,6 @@ KNOWN_NOISE = (
 
 
 def quiet_known_warnings() -> None:
-    """Install the filters (idempotent: warnings.filterwarnings skips an identical filter) and print
-    :class:`ConfigNote` warnings as one ``megatron-retro: note: ...`` line."""
+    """Install the filters (idempotent: warnings.filterwarnings skips an identical filter)."""
     for message, category, module in KNOWN_NOISE:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
-    if not getattr(warnings.formatwarning, "_megatron_retro", False):
-        warnings.formatwarning = _format_notes(warnings.formatwarning)
-
-
-def _format_notes(original):
-    from megatron_retro.config import ConfigNote
-
-    def formatwarning(message, category, filename, lineno, line=None):
-        if issubclass(category, ConfigNote):
-            return f"megatron-retro: note: {message}\n"
-        return original(message, category, filename, lineno, line)
-
-    formatwarning._megatron_retro = True
-    return formatwarning
