@@ -11,19 +11,19 @@ a hash-embedder index.  While it is made, every read of a RunConfig field is rec
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
 import shutil
 import socket
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from megatron_retro import cli
+from hardening_testlib import tree_digest
 
+GPT_TINY = str(Path(__file__).resolve().parents[2] / "configs" / "models" / "gpt-tiny.yaml")
 CORPUS = ["data.num_entities=40", "data.vocab_size=512", "data.seed=3", "data.split=80,20,0"]
 TINY = ["model.num_layers=2", "model.hidden_size=32", "model.num_attention_heads=2", "model.seq_length=64",
         "train.micro_batch_size=2", "train.eval_interval=1", "train.eval_iters=1", "train.lr_warmup_steps=1",
@@ -113,16 +113,6 @@ def run(argv, capsys):
     return code, [line for line in err.splitlines() if line.strip() and " note: " not in line]
 
 
-def tree_digest(root) -> dict:
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 def _main(argv) -> int:
     return cli.main([str(a) for a in argv])
 
@@ -145,7 +135,7 @@ def world(tmp_path_factory):
                          "--out", root / "eval", "qa.eval_examples=2", *TINY, *data, *QA]) == 0
         assert _main(["pretrain", "--no-progress", "--out", root / "retro", "--steps", "1", *TINY, *RETRO,
                          *data]) == 0
-        assert _main(["plan", "--config", "configs/models/gpt-tiny.yaml", "--vocab-size", "512", "--json"]) == 0
+        assert _main(["plan", "--config", GPT_TINY, "--vocab-size", "512", "--json"]) == 0
     w.reads = recorder.reads
     assert _main(["index", "chunks", "--documents", w.data / "documents.jsonl", "--tokenizer",
                      w.data / "tokenizer.model", "--out", w.store, "--chunk-length", "16",
@@ -307,7 +297,7 @@ CASES = [
     ("TLS cert without key", lambda w, t: ["serve", "--shard", "0/1", "--index-dir", w.index, "--tls-cert", t / "c.pem"], 2,
      r"--tls-cert and --tls-key: give both or neither$"),
     # --- planning
-    ("plan without a vocabulary", lambda w, t: ["plan", "--config", "configs/models/gpt-tiny.yaml"], 2,
+    ("plan without a vocabulary", lambda w, t: ["plan", "--config", GPT_TINY], 2,
      r"model\.vocab_size is not set \(pass --vocab-size\)$"),
 ]
 

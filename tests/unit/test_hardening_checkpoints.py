@@ -1,7 +1,6 @@
 """Checkpoint failures end in one line and lose nothing: a full disk (a real small tmpfs), a
 truncated shard file, an unwritable directory.  The previous checkpoint stays byte-identical,
 ``latest`` still names it, and no ``iter_*.tmp`` directory is left behind."""
-import hashlib
 import os
 import subprocess
 
@@ -10,19 +9,9 @@ import torch
 
 from megatron_retro.config import load_config
 from megatron_retro.errors import RuntimeFailure, UserError, describe_failure
+from hardening_testlib import tree_digest
 
 TINY = ["model.num_layers=2", "model.hidden_size=32", "model.num_attention_heads=2", "model.seq_length=16"]
-
-
-def tree_digest(root) -> dict:
-    """{relative path: sha256} of every file under ``root`` (what "byte-identical" compares)."""
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
