@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "megatron_retro.training.commands",
     "megatron_retro.planning.commands",
     "megatron_retro.retrieval.commands",
+    "megatron_retro.training.precompute_commands",  # adds `index precompute` (needs `index` above)
     "megatron_retro.data.tasks.commands",
     "megatron_retro.peft.commands",
     "megatron_retro.evaluation.commands",

@@ -6,7 +6,7 @@ Notation: ``m`` chunk length (64), ``r`` neighbour length (chunk + continuation,
 Layout of a store directory (written into a temporary sibling, then renamed: a store is
 either complete or absent)::
 
-    meta.json              m, r, pad_id, counts, format version
+    meta.json              m, r, pad_id, counts, format version, digest (see build_id.py)
     tokens.npy             int32[T]   every document's tokens, documents back to back
     chunk_start.npy        int64[C]   offset of each chunk's first token in tokens.npy
     chunk_doc.npy          int64[C]   document id of each chunk
@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from megatron_retro.errors import UserError
+from megatron_retro.retrieval.build_id import compute_store_digest
 
 FORMAT_VERSION = 1
 _ARRAYS = ("tokens", "chunk_start", "chunk_doc", "doc_end")
@@ -66,6 +67,13 @@ class ChunkStore:
 
     def __len__(self) -> int:
         return len(self.chunk_start)
+
+    @property
+    def digest(self) -> str:
+        """sha256 (16 hex) of the store's content, recorded at build (computed for older stores)."""
+        if not self.meta.get("digest"):
+            self.meta["digest"] = compute_store_digest(self.path, self.meta)
+        return self.meta["digest"]
 
     @property
     def num_docs(self) -> int:
@@ -178,6 +186,7 @@ def build_chunk_store(
         meta = {"format_version": FORMAT_VERSION, "chunk_length": chunk_length,
                 "neighbour_length": neighbour_length, "pad_id": int(pad_id),
                 "num_chunks": len(starts), "num_docs": len(token_parts), "num_tokens": int(offset)}
+        meta["digest"] = compute_store_digest(tmp, meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if out.exists():
             shutil.rmtree(out)

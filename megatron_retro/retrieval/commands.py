@@ -29,6 +29,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", choices=["auto", "yes", "no"], default="auto", help="search on a GPU (faiss-gpu)")
     p.add_argument("--nprobe", type=int, help="IVF lists probed per query (default: as built)")
     p.add_argument("--ef-search", type=int, help="HNSW search depth (default: as built)")
+    p.add_argument("--log-interval", type=float, default=60.0,
+                   help="seconds between traffic log lines (requests, queries, latency); 0 = none")
 
 
 def _serve(args) -> int:
@@ -81,7 +83,7 @@ def _index_build(args) -> int:
     from megatron_retro.retrieval.build import check_rebuild
     from megatron_retro.retrieval.parallel_build import build_index_distributed, launched_world_size
 
-    check_rebuild(args.out, args.embedder)
+    check_rebuild(args.out, args.embedder, None if args.embeddings else args.store)
     if args.backend != "auto" or launched_world_size() > 1:
         manifest = build_index_distributed(args.store, args.out, args.embedder, args.factory, args.train_size,
                                            args.batch_size, backend=args.backend, nlist=args.nlist, pq_m=args.pq_m)

@@ -72,6 +72,8 @@ class SearchNeighbourSource(NeighbourSource):
         self.exclude_same_doc = exclude_same_doc
         self.embed_batch_size = embed_batch_size
         self.overfetch = overfetch
+        self.identity = getattr(searcher, "identity", None)
+        self.queries = 0  # query rows sent to the searcher (a row searched again deeper counts again)
 
     def embed_chunks(self, chunks: np.ndarray) -> np.ndarray:
         """int64[n, m] token chunks -> float32[n, d] (pad tokens are dropped before decoding)."""
@@ -93,6 +95,7 @@ class SearchNeighbourSource(NeighbourSource):
         while todo.size:
             depth = max(1, min(depth, total)) if total else k
             scores, ids = self.searcher.search(q[todo], depth)  # [t, depth]
+            self.queries += len(todo)
             keep = ids >= 0
             if query_docs is not None:
                 docs = np.where(keep, self.store.doc_ids(np.maximum(ids, 0)), -1)

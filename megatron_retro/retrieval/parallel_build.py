@@ -144,10 +144,13 @@ def build_index_distributed(store_dir: str, out_dir: str, embedder: str = "minil
         if rank == 0:
             import uuid
 
+            from megatron_retro.retrieval.build_id import store_identity
+
             manifest = {"build_id": uuid.uuid4().hex, "num_shards": world, "dim": trained.dim,
                         "factory": trained.factory, "metric": trained.metric, "ntotal": len(store),
                         "bounds": bounds.tolist(), "params": trained.params, "embedder": embedder,
-                        "store": str(Path(store_dir).resolve())}
+                        "store": str(Path(store_dir).resolve()),
+                        "identity": store_identity(store, embedder, trained.dim).to_dict()}
             write_manifest(out, manifest)
             for f in (trained_file, Path(str(trained_file) + ".json")):
                 f.unlink()

@@ -6,7 +6,8 @@ Notation: ``bs`` samples, ``l`` chunks per sample, ``m`` chunk length, ``k`` nei
 ``PrefetchingNeighbourLoader`` wraps a training data iterator: while the trainer works on batch
 ``t`` it already asks the ``NeighbourSource`` for the neighbours of batches ``t+1 .. t+depth``
 in background threads, so training waits only when retrieval is slower than training.  It
-yields ``(batch, neighbours int64[bs, l, k, r])`` and counts the time spent waiting.
+yields ``(batch, neighbours int64[bs, l, k, r])`` and counts the time spent waiting and the query
+rows each batch sent to the source (``last_queries``; exact with one worker thread).
 
 ``precompute_neighbours`` runs the same loader once over a data set and writes every chunk's
 neighbours to disk; ``PrecomputedNeighbourSource`` reads them back as a ``NeighbourSource``
@@ -22,11 +23,12 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
 from megatron_retro.errors import UserError
+from megatron_retro.retrieval.build_id import BuildIdentity, check_build, store_identity
 from megatron_retro.retrieval.neighbours import NeighbourSource, check_chunks
 
 QueryFn = Callable[[Any], "tuple[np.ndarray, np.ndarray]"]
@@ -57,10 +59,14 @@ class PrefetchingNeighbourLoader:
         self.steps = 0
         self.wait_seconds = 0.0
         self.waits: list[float] = []
+        self.queries = 0       # query rows the source answered for the batches yielded so far
+        self.last_queries = 0  # ... for the last batch yielded
 
     def _fetch(self, batch):
         chunks, doc_ids = self.query_fn(batch)
-        return self.source.neighbours(chunks, doc_ids)
+        before = getattr(self.source, "queries", 0)
+        out = self.source.neighbours(chunks, doc_ids)
+        return out, getattr(self.source, "queries", 0) - before
 
     def _fill(self) -> None:
         while not self._exhausted and len(self._queue) < self.depth:
@@ -81,10 +87,11 @@ class PrefetchingNeighbourLoader:
             raise StopIteration
         batch, future = self._queue.popleft()
         t0 = time.perf_counter()
-        neighbours = future.result()  # re-raises a retrieval error in the training thread
+        neighbours, self.last_queries = future.result()  # re-raises a retrieval error in this thread
         waited = time.perf_counter() - t0
         self._fill()  # keep `depth` batches in flight while the trainer works on this one
         self.steps += 1
+        self.queries += self.last_queries
         self.wait_seconds += waited
         self.waits.append(waited)
         return batch, neighbours
@@ -92,7 +99,7 @@ class PrefetchingNeighbourLoader:
     def stats(self) -> dict:
         waits = np.asarray(self.waits or [0.0])
         return {"steps": self.steps, "wait_s": self.wait_seconds, "wait_p50_s": float(np.median(waits)),
-                "wait_max_s": float(waits.max())}
+                "wait_max_s": float(waits.max()), "queries": self.queries}
 
     def close(self) -> None:
         for _, fut in self._queue:
@@ -122,7 +129,6 @@ def precompute_neighbours(batches: Iterable, source: NeighbourSource, query_fn: 
     """
     from tqdm import tqdm
 
-    out = Path(out_dir)
     keys_parts, nb_parts = [], []
     loader = PrefetchingNeighbourLoader(batches, source, query_fn, depth=depth, workers=workers)
     for batch, nb in tqdm(loader, desc="precompute neighbours", unit="batch", disable=not progress):
@@ -131,15 +137,25 @@ def precompute_neighbours(batches: Iterable, source: NeighbourSource, query_fn: 
         nb_parts.append(nb.reshape(-1, source.k, source.r).astype(np.int32))
     keys = np.concatenate(keys_parts) if keys_parts else np.zeros(0, np.uint64)
     nbs = np.concatenate(nb_parts) if nb_parts else np.zeros((0, source.k, source.r), np.int32)
+    meta = {"k": source.k, "r": source.r, "pad_id": source.pad_id,
+            "retrieval_wait_s": loader.wait_seconds, "batches": loader.steps}
+    identity = getattr(source, "identity", None)
+    if identity is not None:  # the build these neighbours came from (checked by readers)
+        meta["identity"] = identity.to_dict()
+    return write_precomputed(out_dir, keys, nbs, meta)
+
+
+def write_precomputed(out_dir: str | os.PathLike, keys: np.ndarray, table: np.ndarray, meta: dict) -> dict:
+    """Write keys uint64[n] / neighbours int32[n, k, r] (sorted by key, one row per key) atomically."""
+    out = Path(out_dir)
     keys, first = np.unique(keys, return_index=True)  # sorted; a repeated chunk has one answer
-    nbs = nbs[first]
+    table = table[first]
+    meta = {**meta, "num_chunks": int(len(keys))}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         np.save(tmp / "keys.npy", keys)
-        np.save(tmp / "neighbours.npy", nbs)
-        meta = {"num_chunks": int(len(keys)), "k": source.k, "r": source.r, "pad_id": source.pad_id,
-                "retrieval_wait_s": loader.wait_seconds, "batches": loader.steps}
+        np.save(tmp / "neighbours.npy", table)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if out.exists():
             shutil.rmtree(out)
@@ -151,21 +167,37 @@ def precompute_neighbours(batches: Iterable, source: NeighbourSource, query_fn: 
 
 
 class PrecomputedNeighbourSource(NeighbourSource):
-    """Neighbours read from a ``precompute_neighbours`` directory (memory-mapped)."""
+    """Neighbours read from a ``precompute_neighbours`` directory (memory-mapped).
 
-    def __init__(self, path: str | os.PathLike):
+    With ``store`` (the run's chunk store directory) and ``embedder`` the directory's recorded
+    build identity must match them, and ``k`` (when given) the recorded neighbour count.
+    """
+
+    def __init__(self, path: str | os.PathLike, store: Optional[str] = None, embedder: Optional[str] = None,
+                 k: Optional[int] = None):
         path = Path(path)
         if not (path / "meta.json").is_file():
             raise UserError(f"{path}: no precomputed neighbours here (missing meta.json)")
         meta = json.loads((path / "meta.json").read_text())
         self.k, self.r, self.pad_id = int(meta["k"]), int(meta["r"]), int(meta["pad_id"])
+        self.identity = BuildIdentity.from_dict(meta["identity"]) if meta.get("identity") else None
+        if store is not None and embedder is not None:
+            from megatron_retro.retrieval.chunk_store import ChunkStore
+
+            dim = self.identity.dim if self.identity else 0  # implied by the embedder
+            check_build(store_identity(ChunkStore(store), embedder, dim), self.identity,
+                        f"precomputed neighbours {path}")
+        if k is not None and k != self.k:
+            raise UserError(f"{path}: precomputed with k={self.k} neighbours, this run asks for k={k}")
         self.path = path
+        self.queries = 0  # chunk rows looked up
         self.keys = np.load(path / "keys.npy", mmap_mode="r")              # uint64[n]
         self.table = np.load(path / "neighbours.npy", mmap_mode="r")       # int32[n, k, r]
 
     def neighbours(self, chunks, doc_ids) -> np.ndarray:
         keys = chunk_keys(chunks, doc_ids)                                  # [bs, l]
         flat = keys.reshape(-1)
+        self.queries += flat.size
         pos = np.searchsorted(self.keys, flat)
         pos = np.minimum(pos, max(len(self.keys) - 1, 0))
         found = (len(self.keys) > 0) & (np.asarray(self.keys[pos]) == flat) if len(self.keys) else np.zeros_like(flat, bool)

@@ -24,20 +24,28 @@ def collate(samples: Sequence[dict]) -> dict:
     return out
 
 
+def step_sample_indices(n: int, step: int, global_batch: int, micro_batch: int, dp: int, dp_rank: int
+                        ) -> list[list[int]]:
+    """Sample indices (into a data set of ``n``) of each micro-batch of one step for one DP rank."""
+    num_micro = global_batch // (micro_batch * dp)
+    base = step * global_batch
+    return [[(base + (j * dp + dp_rank) * micro_batch + i) % n for i in range(micro_batch)]
+            for j in range(num_micro)]
+
+
+def eval_sample_indices(n: int, num_micro: int, micro_batch: int, dp: int, dp_rank: int) -> list[list[int]]:
+    """A fixed held-out set: the first num_micro*mbs*dp samples, split over DP ranks."""
+    return [[((j * dp + dp_rank) * micro_batch + i) % n for i in range(micro_batch)] for j in range(num_micro)]
+
+
 def step_microbatches(dataset, step: int, global_batch: int, micro_batch: int, dp: int, dp_rank: int,
                       ) -> Iterator[dict]:
     """The micro-batches of one optimizer step for one DP rank, in order."""
-    n = len(dataset)
-    num_micro = global_batch // (micro_batch * dp)
-    base = step * global_batch
-    for j in range(num_micro):
-        start = base + (j * dp + dp_rank) * micro_batch
-        yield collate([dataset[(start + i) % n] for i in range(micro_batch)])
+    for idx in step_sample_indices(len(dataset), step, global_batch, micro_batch, dp, dp_rank):
+        yield collate([dataset[i] for i in idx])
 
 
 def eval_microbatches(dataset, num_micro: int, micro_batch: int, dp: int, dp_rank: int) -> Iterator[dict]:
     """A fixed held-out set: the first num_micro*mbs*dp samples, split over DP ranks."""
-    n = len(dataset)
-    for j in range(num_micro):
-        start = (j * dp + dp_rank) * micro_batch
-        yield collate([dataset[(start + i) % n] for i in range(micro_batch)])
+    for idx in eval_sample_indices(len(dataset), num_micro, micro_batch, dp, dp_rank):
+        yield collate([dataset[i] for i in idx])

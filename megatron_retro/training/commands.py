@@ -31,7 +31,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     finally:
         destroy_parallel()
     if result.logging_rank:
-        print(json.dumps({"final_step": result.final_step, "train_loss": result.last_loss,
-                          "valid_loss": result.valid_loss, "checkpoint": result.checkpoint,
-                          "metrics": f"{cfg.out_dir}/metrics.jsonl"}))
+        summary = {"final_step": result.final_step, "train_loss": result.last_loss,
+                   "valid_loss": result.valid_loss, "checkpoint": result.checkpoint,
+                   "metrics": f"{cfg.out_dir}/metrics.jsonl"}
+        if result.retrieval_wait_share is not None:  # share of step time spent waiting on neighbours
+            summary["retrieval_wait_share"] = round(result.retrieval_wait_share, 4)
+        print(json.dumps(summary))
     return 0

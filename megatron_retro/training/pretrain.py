@@ -19,6 +19,7 @@ class PretrainData:
     train: object          # map-style dataset of {tokens, labels, loss_mask, position_ids}
     valid: object          # held-out documents, same item format
     vocab_size: int        # the tokenizer's vocabulary (padded for TP by the model builder)
+    feed: Optional[object] = None  # gives each step's micro-batches instead (RETRO: neighbour_feed.RetroFeed)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class PretrainResult:
     checkpoint: Optional[str]
     losses: list  # (step, loss) of the steps run in this call (last pipeline stage; empty elsewhere)
     logging_rank: bool  # this rank writes metrics and prints the summary
+    retrieval_wait_share: Optional[float] = None  # feeding ranks' wait / their step time (RETRO)
 
 
 def model_record(cfg: RunConfig, vocab_size: int) -> dict:
@@ -88,17 +90,26 @@ def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: O
                disable=not (progress and ctx.is_logging_rank), dynamic_ncols=True)
     tokens_per_step = global_batch * cfg.model.seq_length
     losses, valid_loss, checkpoint, result = [], None, None, None
+    feed = data.feed
+    if feed is not None:
+        feed.start(start_step, train.steps, global_batch, train.micro_batch_size)
+    waited = step_time = 0.0
     for step in range(start_step, train.steps):
         t0 = time.perf_counter()
-        result = engine.train_step(step_microbatches(data.train, step, global_batch, train.micro_batch_size,
-                                                     ctx.dp, ctx.dp_rank))
+        micro = feed.train_step(step) if feed is not None else \
+            step_microbatches(data.train, step, global_batch, train.micro_batch_size, ctx.dp, ctx.dp_rank)
+        result = engine.train_step(micro)
         elapsed = time.perf_counter() - t0
         done = step + 1
         row = {"step": done, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
                "tokens_per_s": tokens_per_step / elapsed, "step_time_s": elapsed}
+        if feed is not None:
+            row.update(feed.step_metrics())
+            waited, step_time = waited + row["retrieval_wait_s"], step_time + elapsed * ctx.dp
         at_end = done == train.steps
         if (train.eval_interval and done % train.eval_interval == 0) or at_end:
-            valid_loss = engine.evaluate(eval_microbatches(data.valid, train.eval_iters, train.micro_batch_size,
+            valid_loss = engine.evaluate(feed.eval(train.eval_iters, train.micro_batch_size) if feed is not None else
+                                         eval_microbatches(data.valid, train.eval_iters, train.micro_batch_size,
                                                            ctx.dp, ctx.dp_rank))
             row["valid_loss"] = valid_loss
         metrics.log(row)
@@ -115,7 +126,10 @@ def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: O
                                          keep_last=cfg.checkpoint.keep_last)
     bar.close()
     metrics.close()
+    if feed is not None:
+        feed.close()
     return PretrainResult(steps_run=max(train.steps - start_step, 0), start_step=start_step,
                           final_step=max(train.steps, start_step), last_loss=result.loss if result else None,
                           valid_loss=valid_loss, checkpoint=checkpoint, losses=losses,
-                          logging_rank=ctx.is_logging_rank)
+                          logging_rank=ctx.is_logging_rank,
+                          retrieval_wait_share=waited / step_time if step_time else None)

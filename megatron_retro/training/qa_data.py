@@ -114,6 +114,7 @@ def _cache_key(examples: List[QAExample], k: int, db_dir: str) -> str:
 
 def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int) -> np.ndarray:
     """int64 [n, k] chunk ids of the top-k chunks per question (service or in-process)."""
+    from megatron_retro.retrieval.build_id import check_searcher
     from megatron_retro.retrieval.embedder import build_embedder
 
     embedder = build_embedder(cfg.qa.embedder)
@@ -129,6 +130,8 @@ def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int)
         searcher = ShardedLocalIndex(index_dir)
     if searcher.dim != embedder.dim:
         raise UserError(f"qa.embedder={cfg.qa.embedder!r} gives dim {embedder.dim}, the index holds dim {searcher.dim}")
+    check_searcher(searcher, store, cfg.qa.embedder, embedder.dim, index_dir,
+                   cfg.retrieval.endpoints if cfg.retrieval.mode == "service" else None)
     try:
         q = embedder.embed(questions, batch_size=128)                   # [n, dim]
         out = np.empty((len(questions), k), dtype=np.int64)

@@ -8,13 +8,12 @@ under the data directory), so held-out samples can never retrieve their own text
 come from a ``NeighbourSource`` (``megatron_retro.retrieval``); every chunk is queried with the
 id of the document owning the chunk's last token, so the same-document rule also holds for
 samples spanning several documents (a chunk never retrieves the text that follows it).
-Neighbours are fetched for blocks of samples at once and cached per block.
+Neighbours are fetched by ``training.neighbour_feed`` (ahead of time, once per sample, by one
+rank per model-parallel group), not by the dataset.
 """
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
@@ -32,44 +31,34 @@ def chunk_documents(tokens: np.ndarray, sample_docs: np.ndarray, eod: int, m: in
 
 
 class RetroSamples:
-    """Map-style dataset: a megatron GPTDataset's items with their chunks' neighbours."""
+    """Map-style dataset: a megatron GPTDataset's items, and the chunk queries of any samples.
 
-    def __init__(self, gpt_dataset, source, chunk_length: int, eod: int, block: int = 32, cache_blocks: int = 8):
+    Neighbours are not fetched here: ``training.neighbour_feed`` asks for them, ahead of time,
+    for exactly the samples a DP rank trains on.
+    """
+
+    def __init__(self, gpt_dataset, chunk_length: int, eod: int):
         self.ds = gpt_dataset
-        self.source = source
         self.m = chunk_length
         self.eod = eod
-        self.block = block
-        self.cache_blocks = cache_blocks
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> dict:
-        item = dict(self.ds[i])
-        b, j = divmod(i, self.block)
-        if b not in self._cache:
-            self._cache[b] = self._fetch(range(b * self.block, min((b + 1) * self.block, len(self))))
-            while len(self._cache) > self.cache_blocks:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(b)
-        item["neighbours"] = torch.from_numpy(self._cache[b][j])
-        return item
+        return self.ds[i]
 
-    def _fetch(self, indices) -> np.ndarray:
+    def queries(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(chunks int64[n, l, m], document of each chunk int64[n, l]) of samples ``indices``."""
         chunks, docs = [], []
         for i in indices:
             tokens = np.asarray(self.ds[i]["tokens"])
             if len(tokens) % self.m:
                 raise ValueError(f"RETRO sample of {len(tokens)} tokens: not a multiple of chunk_length={self.m}")
             _, sample_docs = self.ds._query_document_sample_shuffle_indices(i)
-            chunks.append(tokens.reshape(-1, self.m))
+            chunks.append(tokens.reshape(-1, self.m).astype(np.int64))
             docs.append(chunk_documents(tokens, np.asarray(sample_docs), self.eod, self.m))
-        n, l = len(chunks), chunks[0].shape[0]
-        flat = np.stack(chunks).reshape(n * l, 1, self.m)                   # every chunk its own query
-        out = self.source.neighbours(flat, np.concatenate(docs))             # [n·l, 1, k, r]
-        return np.ascontiguousarray(out.reshape(n, l, *out.shape[2:]).astype(np.int64))
+        return np.stack(chunks), np.stack(docs)
 
 
 def retrieval_dir(cfg: RunConfig, data_dir: str) -> str:
@@ -89,26 +78,38 @@ def ensure_retro_db(cfg: RunConfig, prefix: str, tokenizer, train_docs, out: str
 
 
 def open_source(cfg: RunConfig, out: str, tokenizer, rank: int = 0):
-    from megatron_retro.retrieval.config import RetrievalConfig, open_neighbour_source
+    """The run's ``NeighbourSource`` over its retrieval database ``out`` (any retrieval.mode)."""
+    from megatron_retro.retrieval.config import open_neighbour_source
 
-    service = cfg.retrieval.mode == "service"
-    rcfg = RetrievalConfig(mode=cfg.retrieval.mode, store=os.path.join(out, "store"),
-                           index_dir=None if service else os.path.join(out, "index"),
-                           endpoints=cfg.retrieval.endpoints, timeout=cfg.retrieval.timeout,
-                           token_file=cfg.retrieval.token_file, embedder=cfg.retro.embedder,
-                           k=cfg.retro.num_neighbours, exclude_same_doc=cfg.retro.exclude_same_doc)
-    return open_neighbour_source(rcfg, decode=tokenizer.decode, rank=rank)
+    return open_neighbour_source(retrieval_config(cfg, out), decode=tokenizer.decode, rank=rank)
+
+
+def retrieval_config(cfg: RunConfig, out: str):
+    """``cfg.retrieval`` with the unset fields filled from the RETRO run and its database ``out``."""
+    from megatron_retro.retrieval.config import resolve
+
+    retro = cfg.retro
+    # the run's own index pins the build a service must serve
+    return resolve(cfg.retrieval, store=os.path.join(out, "store"), index_dir=os.path.join(out, "index"),
+                   precomputed=os.path.join(out, "precomputed"), embedder=retro.embedder,
+                   k=retro.num_neighbours, exclude_same_doc=retro.exclude_same_doc)
 
 
 def build_retro_pretrain_data(cfg: RunConfig, dp: int = 1, dp_rank: int = 0):
-    """PretrainData whose train / valid items carry neighbours; builds the retrieval DB if missing."""
+    """PretrainData whose micro-batches carry neighbours; builds the retrieval DB if missing.
+
+    Only the first rank of each model-parallel group opens a neighbour source (one client per
+    DP rank); the feed broadcasts its neighbours to the rest of the group.
+    """
     from megatron_retro.training.data_setup import _rank0_first, prepare_gpt_datasets
+    from megatron_retro.training.neighbour_feed import RetroFeed, is_feeder
     from megatron_retro.training.pretrain import PretrainData
 
     data, tokenizer, train_ds, valid_ds = prepare_gpt_datasets(cfg, dp)
     out = retrieval_dir(cfg, os.path.dirname(os.path.abspath(data.prefix)))
     _rank0_first(lambda: ensure_retro_db(cfg, data.prefix, tokenizer, train_ds.indices, out))
-    source = open_source(cfg, out, tokenizer, rank=dp_rank)
+    source = open_source(cfg, out, tokenizer, rank=dp_rank) if is_feeder() else None
     m = cfg.retro.chunk_length
-    return PretrainData(train=RetroSamples(train_ds, source, m, tokenizer.eod),
-                        valid=RetroSamples(valid_ds, source, m, tokenizer.eod), vocab_size=tokenizer.vocab_size)
+    train, valid = RetroSamples(train_ds, m, tokenizer.eod), RetroSamples(valid_ds, m, tokenizer.eod)
+    feed = RetroFeed(cfg, train, valid, source, dp=dp, dp_rank=dp_rank)
+    return PretrainData(train=train, valid=valid, vocab_size=tokenizer.vocab_size, feed=feed)

@@ -19,6 +19,10 @@ def test_retro_pretrain_cli(small_data_dir, tmp_path):
     first = run_cli(args + ["train.steps=2"])
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["final_step"] == 2 and summary["valid_loss"] > 0
+    assert 0 <= summary["retrieval_wait_share"] < 1
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    # every step: 2 samples x 2 chunks queried (a row searched deeper for same-document hits counts again)
+    assert all(r["retrieval_queries"] >= 4 and r["retrieval_wait_s"] >= 0 for r in rows)
     assert os.path.isdir(os.path.join(small_data_dir, "retro_db-m64-r128-hash64", "index"))
     second = run_cli(args + ["train.steps=3"])
     assert json.loads(second.stdout.strip().splitlines()[-1])["final_step"] == 3

@@ -1,7 +1,8 @@
-"""RetrievalConfig validation and open_neighbour_source (local mode vs a hand-built source)."""
+"""RetrievalConfig (the run's one retrieval section) validation and open_neighbour_source (local mode vs a hand-built source)."""
 import numpy as np
 import pytest
 
+from megatron_retro.config import ConfigError, RunConfig
 from megatron_retro.errors import UserError
 from megatron_retro.retrieval.build import build_index
 from megatron_retro.retrieval.config import RetrievalConfig, open_neighbour_source
@@ -9,13 +10,18 @@ from megatron_retro.retrieval.config import RetrievalConfig, open_neighbour_sour
 
 def test_config_errors_name_the_field():
     with pytest.raises(UserError, match="retrieval.index_dir: required when retrieval.mode=local"):
-        RetrievalConfig(mode="local", store="s")
-    with pytest.raises(UserError, match="retrieval.endpoints: required when retrieval.mode=service"):
+        open_neighbour_source(RetrievalConfig(mode="local", store="s"))
+    with pytest.raises(UserError, match="retrieval.precomputed: required when retrieval.mode=precomputed"):
+        open_neighbour_source(RetrievalConfig(mode="precomputed"))
+    with pytest.raises(ConfigError, match="retrieval.endpoints: required when retrieval.mode=service"):
         RetrievalConfig(mode="service", store="s")
-    with pytest.raises(UserError, match="retrieval.k=0"):
+    with pytest.raises(ConfigError, match="retrieval.k=0"):
         RetrievalConfig(mode="precomputed", precomputed="p", k=0)
-    with pytest.raises(UserError, match="retrieval.mode='x'"):
+    with pytest.raises(ConfigError, match="retrieval.mode='x'"):
         RetrievalConfig(mode="x")
+    with pytest.raises(ConfigError, match="retrieval.prefetch_depth=0"):
+        RetrievalConfig(prefetch_depth=0)
+    assert RetrievalConfig is RunConfig().retrieval.__class__  # one class for the run and the library
 
 
 def test_open_local_source(store, tokenizer, tmp_path):

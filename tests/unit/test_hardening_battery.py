@@ -172,6 +172,12 @@ def _state_edit(ckpt, text):
     return ckpt
 
 
+def _other_store(w, tmp):
+    assert _main(["index", "chunks", "--documents", w.data / "documents.jsonl", "--tokenizer", w.data / "tokenizer.model",
+                  "--out", tmp / "s8", "--chunk-length", "8", "--neighbour-length", "16"]) == 0
+    return tmp / "s8"
+
+
 def _taken_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -277,7 +283,10 @@ CASES = [
     # --- retrieval index and service
     ("index rebuilt with another embedder", lambda w, t: ["index", "build", "--store", w.store, "--out", w.index,
                                                           "--embedder", "hash:64"], 2,
-     r"/index: holds an index built with embedder 'hash:32' \(dim 32\); refusing to rebuild it with --embedder 'hash:64'"),
+     r"/index: holds an index built with embedder 'hash:32(:0)?' \(dim 32\); refusing to rebuild it with --embedder 'hash:64'"),
+    ("index rebuilt from another chunk store", lambda w, t: ["index", "build", "--store", _other_store(w, t), "--out", w.index,
+                                                             "--embedder", "hash:32"], 2,
+     r"/index: holds an index of chunk store [0-9a-f]{12}, --store .*/s8 is [0-9a-f]{12} \(its cached embeddings belong"),
     ("index build from a missing store", lambda w, t: ["index", "build", "--store", t / "none", "--out", t / "i", "--embedder",
                                                        "hash:32"], 2, r"none"),
     ("serve a directory that is not an index", lambda w, t: ["serve", "--shard", "0/1", "--index-dir", t], 2,
@@ -360,6 +369,10 @@ def test_every_parser_takes_exact_option_names():
 # Fields the world's runs do not reach, each with the reason and where it is read instead.
 NOT_REACHED = {
     ("data", "prefix"): "source=indexed only (the world uses the bundled data; tests/unit/test_data_indexed.py)",
+    ("retrieval", "endpoints"): "retrieval.mode=service only: the gRPC neighbour source "
+                                "(tests/integration/test_retrieval_feed.py)",
+    ("retrieval", "timeout"): "retrieval.mode=service only (tests/integration/test_retrieval_feed.py)",
+    ("retrieval", "token_file"): "retrieval.mode=service only (tests/integration/test_retrieval_feed.py)",
 }
 
 

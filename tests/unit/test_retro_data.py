@@ -1,5 +1,4 @@
-"""RETRO pretraining samples: per-chunk document ids (same-document rule), neighbour shapes,
-one retrieval call per block of samples."""
+"""RETRO pretraining samples: per-chunk document ids (same-document rule) of the chunk queries."""
 import numpy as np
 import torch
 
@@ -31,29 +30,11 @@ class FakeGPTDataset:
         return None, np.array([100 + i, 200 + i])
 
 
-class FakeSource:
-    def __init__(self):
-        self.calls = []
-
-    def neighbours(self, chunks, doc_ids):
-        self.calls.append((chunks.copy(), doc_ids.copy()))
-        n = chunks.shape[0]
-        out = np.zeros((n, chunks.shape[1], K, R), dtype=np.int64)
-        out[:] = (doc_ids * 1000 + chunks[:, 0, 0])[:, None, None, None]
-        return out
-
-
 def test_retro_samples_route_each_chunk_with_its_document():
-    source = FakeSource()
-    ds = RetroSamples(FakeGPTDataset(), source, M, EOD, block=4)
-    item = ds[5]
-    assert item["neighbours"].shape == (2, K, R) and item["neighbours"].dtype == torch.int64
+    ds = RetroSamples(FakeGPTDataset(), M, EOD)
+    assert ds[5]["tokens"].shape == (8,)  # the dataset itself retrieves nothing
+    chunks, docs = ds.queries([5, 6])
+    assert chunks.shape == (2, 2, M) and chunks.dtype == np.int64
     # chunk 0 ends at position 3 (doc 105), chunk 1 ends at 7, after the EOD at 4 (doc 205)
-    assert item["neighbours"][0, 0, 0].item() == 105 * 1000 + 15
-    assert item["neighbours"][1, 0, 0].item() == 205 * 1000 + EOD
-    chunks, docs = source.calls[0]
-    assert chunks.shape == (4 * 2, 1, M) and docs.tolist() == [104, 204, 105, 205, 106, 206, 107, 207]
-    ds[6], ds[7], ds[4]
-    assert len(source.calls) == 1  # the block of samples 4..7 was fetched once
-    ds[9]
-    assert len(source.calls) == 2 and source.calls[1][0].shape[0] == 2 * 2  # last, short block
+    assert docs.tolist() == [[105, 205], [106, 206]]
+    assert chunks[0, 0, 0] == 15 and chunks[0, 1, 0] == EOD

@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 
 from megatron_retro.errors import RuntimeFailure, UserError
+from megatron_retro.retrieval.build_id import BuildIdentity
 from megatron_retro.retrieval.index import check_queries
 from megatron_retro.retrieval.service import retrieval_pb2 as pb
 from megatron_retro.retrieval.service import retrieval_pb2_grpc as pb_grpc
@@ -55,6 +56,15 @@ def merge_topk(scores: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int) 
     return np.take_along_axis(s, order, 1).astype(np.float32), np.take_along_axis(i, order, 1)
 
 
+def info_identity(info) -> Optional[BuildIdentity]:
+    """The build identity an ``InfoResponse`` reports (None: the shard's index has none)."""
+    if not info.embedder:
+        return None
+    return BuildIdentity(embedder=info.embedder, dim=int(info.dim), chunk_length=int(info.chunk_length),
+                         neighbour_length=int(info.neighbour_length), store_digest=info.store_digest,
+                         index_build=info.build_id)
+
+
 class ShardedRetrievalClient:
     """Searches all shards of one index build; see the module docstring."""
 
@@ -82,6 +92,7 @@ class ShardedRetrievalClient:
         self._check_infos(infos)
         first = infos[0]
         self.dim, self.build_id, self.metric = int(first.dim), first.build_id, first.metric
+        self.identity = info_identity(first)
         self.ntotal = int(sum(info.ntotal for info in infos))
         self.max_k = int(min(info.max_k for info in infos))
         rows_by_size = max(1, (max_message_bytes - 1024) // (4 * self.dim + 12 * self.max_k))
@@ -147,14 +158,15 @@ class ShardedRetrievalClient:
         return results
 
     def _check_infos(self, infos) -> None:
-        builds = {info.build_id for info in infos}
+        builds = {(info_identity(info) or info.build_id) for info in infos}
         dims = {info.dim for info in infos}
         for i, info in enumerate(infos):
             if info.shard != i or info.num_shards != self.num_shards:
                 raise UserError(f"retrieval endpoint list: position {i} answers as shard "
                                 f"{info.shard}/{info.num_shards}, expected {i}/{self.num_shards}")
         if len(builds) != 1 or len(dims) != 1:
-            raise UserError(f"retrieval shards come from different index builds: build ids {sorted(builds)}, dims {sorted(dims)}")
+            names = sorted(b.describe() if isinstance(b, BuildIdentity) else b for b in builds)
+            raise UserError(f"retrieval shards come from different index builds: {names}, dims {sorted(dims)}")
 
     # -- public API -------------------------------------------------------------------------
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

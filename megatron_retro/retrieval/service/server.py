@@ -14,6 +14,9 @@ gRPC, with the standard ``grpc.health.v1`` service.  Safety rules:
 * malformed requests (wrong dim, NaN, k or batch out of range, short payload) get
   INVALID_ARGUMENT and the server keeps serving; the message size limit is set explicitly;
 * SIGTERM/SIGINT: health turns NOT_SERVING, in-flight calls get ``--grace`` seconds, exit 0.
+
+Every ``--log-interval`` seconds (60) a shard logs one line of traffic: requests, query rows and
+search latency (mean / max) over the interval; ``Info`` reports the totals since start.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Optional
@@ -36,6 +40,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from megatron_retro.errors import UserError
+from megatron_retro.retrieval.build_id import BuildIdentity, manifest_identity
 from megatron_retro.retrieval.index import FaissIndex
 from megatron_retro.retrieval.service import retrieval_pb2 as pb
 from megatron_retro.retrieval.service import retrieval_pb2_grpc as pb_grpc
@@ -85,11 +90,41 @@ class _TokenInterceptor(grpc.ServerInterceptor):
         return self._deny
 
 
+class Traffic:
+    """Search calls, query rows and latencies of one shard (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests = self.queries = 0
+        self._window: list[float] = []   # latencies (s) since the last report
+        self._window_queries = 0
+
+    def record(self, rows: int, seconds: float) -> None:
+        with self._lock:
+            self.requests += 1
+            self.queries += rows
+            self._window.append(seconds)
+            self._window_queries += rows
+
+    def report(self, interval: float) -> str:
+        """One log line over the interval since the last report (and reset it)."""
+        with self._lock:
+            lat, rows = self._window, self._window_queries
+            self._window, self._window_queries = [], 0
+            total = self.queries
+        if not lat:
+            return f"last {interval:.0f}s: 0 requests (total {total} queries)"
+        return (f"last {interval:.0f}s: {len(lat)} requests, {rows} queries, latency mean "
+                f"{1e3 * sum(lat) / len(lat):.1f} ms max {1e3 * max(lat):.1f} ms (total {total} queries)")
+
+
 class RetrievalServicer(pb_grpc.RetrievalServicer):
     def __init__(self, index: FaissIndex, shard: int, num_shards: int, build_id: str,
-                 max_batch: int, max_k: int):
+                 max_batch: int, max_k: int, identity: Optional[BuildIdentity] = None):
         self.index, self.shard, self.num_shards, self.build_id = index, shard, num_shards, build_id
         self.max_batch, self.max_k = max_batch, max_k
+        self.identity = identity
+        self.traffic = Traffic()
 
     def _invalid(self, context, message: str):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
@@ -108,16 +143,23 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         q = np.frombuffer(request.queries, dtype="<f4").reshape(n, dim)  # [n, d]
         if not np.isfinite(q).all():
             self._invalid(context, "queries: contain NaN or infinite values")
+        t0 = time.perf_counter()
         scores, ids = self.index.search(q, int(k))  # [n, k] each
+        self.traffic.record(int(n), time.perf_counter() - t0)
         return pb.SearchResponse(scores=scores.astype("<f4").tobytes(), ids=ids.astype("<i8").tobytes(),
                                  num_queries=n, k=k, shard=self.shard, num_shards=self.num_shards,
                                  build_id=self.build_id)
 
     def Info(self, request, context):
+        ident = self.identity
+        extra = {} if ident is None else {"embedder": ident.embedder, "chunk_length": ident.chunk_length,
+                                          "neighbour_length": ident.neighbour_length,
+                                          "store_digest": ident.store_digest}
         return pb.InfoResponse(shard=self.shard, num_shards=self.num_shards, dim=self.index.dim,
                                ntotal=self.index.ntotal, factory=self.index.factory,
                                metric=self.index.metric, max_batch=self.max_batch, max_k=self.max_k,
-                               build_id=self.build_id)
+                               build_id=self.build_id, requests_served=self.traffic.requests,
+                               queries_served=self.traffic.queries, **extra)
 
 
 class ShardServer:
@@ -141,12 +183,14 @@ class ShardServer:
                             f"{manifest['num_shards']} shards")
         self.index = FaissIndex.load(shard_path(index_dir, shard, num_shards), use_gpu=use_gpu,
                                      nprobe=nprobe, efSearch=ef_search)
+        self.identity = manifest_identity(manifest, index_dir) if manifest.get("identity") else None
         self.health = health.HealthServicer()
         interceptors = [_TokenInterceptor(token)] if token else []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=interceptors,
                                   options=channel_options(max_message_bytes) + [("grpc.so_reuseport", 0)])
-        pb_grpc.add_RetrievalServicer_to_server(
-            RetrievalServicer(self.index, shard, num_shards, manifest["build_id"], max_batch, max_k), self.server)
+        self.servicer = RetrievalServicer(self.index, shard, num_shards, manifest["build_id"], max_batch, max_k,
+                                          identity=self.identity)
+        pb_grpc.add_RetrievalServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:  # grpcio >= 1.85 raises on a taken port, older versions return 0
@@ -235,8 +279,17 @@ def run(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("%d/%d: serving %d vectors (%s) on %s", shard, num_shards, server.index.ntotal,
-             server.index.factory, server.address)
+    log.info("%d/%d: serving %d vectors (%s) on %s, build %s", shard, num_shards, server.index.ntotal,
+             server.index.factory, server.address,
+             server.identity.describe() if server.identity else "without identity")
+    interval = getattr(args, "log_interval", 60.0)
+
+    def log_traffic():
+        while not stopping.wait(interval):
+            log.info("%d/%d: %s", shard, num_shards, server.servicer.traffic.report(interval))
+
+    if interval > 0:
+        threading.Thread(target=log_traffic, daemon=True, name="traffic-log").start()
     if args.ready_file:
         _write_ready_file(args.ready_file, {"host": args.host, "port": server.port, "pid": os.getpid(),
                                             "shard": shard, "num_shards": num_shards})
