@@ -34,7 +34,7 @@ COMMANDS = [
     ("megatron-retro peft methods", CLI + ["peft", "methods"]),
     ("megatron-retro tasks list", CLI + ["tasks", "list"]),
     ("megatron-retro tasks check (NQ fixture)", CLI + ["tasks", "check", "--task", "nq", "--path", TASK]),
-    ("megatron-retro pretrain --step 3 (usage error)", CLI + ["pretrain", "--step", "3"]),
+    ("megatron-retro pretrain --tp two (usage error)", CLI + ["pretrain", "--tp", "two"]),
     ("megatron-retro plan (gpt-tiny)", CLI + ["plan", "--config", TINY, "--vocab-size", "4096", "--json"]),
 ]
 
