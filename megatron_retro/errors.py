@@ -39,6 +39,21 @@ def os_error_line(e: OSError, what: str = "") -> str:
     return f"{where}: {what + ': ' if what and e.filename else ''}{reason}"
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) is ENOSPC, also from libraries that report it as text
+    (safetensors: ``IoError(Os { code: 28, ... })``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) == errno.ENOSPC:
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "[Errno 28]" in text or "code: 28" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def describe_failure(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line message) for an exception that reached the command line."""
     from megatron_retro.config import ConfigError  # a leaf module; no import circle

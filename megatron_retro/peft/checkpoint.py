@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch.distributed as dist
 
-from megatron_retro.errors import UserError
+from megatron_retro.errors import RuntimeFailure, UserError, is_disk_full, os_error_line
 from megatron_retro.peft.api import config_from_dict, config_to_dict, load_peft_state_dict, peft_state_dict
 
 WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
@@ -41,14 +41,32 @@ def save_adapter(directory: str, chunks: list, peft_cfg, model_record: Optional[
                   "pp": parallel_state.get_pipeline_model_parallel_world_size()}
         meta = {"format_version": FORMAT_VERSION, "peft": config_to_dict(peft_cfg), "model": model_record or {},
                 "saved_layout": layout, "tensors": len(state), **(extra or {})}
-        tmp = os.path.join(directory, WEIGHTS + ".tmp")
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata={"format": "pt"})
-        os.replace(tmp, os.path.join(directory, WEIGHTS))
-        with open(os.path.join(directory, CONFIG + ".tmp"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-        os.replace(os.path.join(directory, CONFIG + ".tmp"), os.path.join(directory, CONFIG))
+        _write_both(directory, state, meta, save_file)
     _barrier()
     return directory
+
+
+def _write_both(directory: str, state: dict, meta: dict, save_file) -> None:
+    """Write weights and config to temporary files, then rename both: a failure (a full disk) leaves
+    the previous adapter as it was and no temporary file, and says so in one line."""
+    tmps = {name: os.path.join(directory, name + ".tmp") for name in (WEIGHTS, CONFIG)}
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmps[WEIGHTS], metadata={"format": "pt"})
+        with open(tmps[CONFIG], "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as e:
+        for tmp in tmps.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if is_disk_full(e):
+            raise RuntimeFailure(f"{directory}: cannot save adapter: no space left on device") from e
+        if isinstance(e, OSError):
+            raise RuntimeFailure(f"{directory}: cannot save adapter: {os_error_line(e)}") from e
+        raise
+    os.replace(tmps[WEIGHTS], os.path.join(directory, WEIGHTS))
+    os.replace(tmps[CONFIG], os.path.join(directory, CONFIG))
 
 
 def read_adapter_config(directory: str) -> dict:

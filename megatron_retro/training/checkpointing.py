@@ -36,7 +36,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from megatron_retro.errors import RuntimeFailure, UserError, one_line
+from megatron_retro.errors import RuntimeFailure, UserError, is_disk_full, one_line
 from megatron_retro.training.fingerprint import FIELD as FINGERPRINT_FIELD
 from megatron_retro.training.fingerprint import weights_fingerprint
 
@@ -208,8 +208,7 @@ def _failure_text(e: BaseException, directory: Optional[str] = None, loading: bo
         todo += [cur.__cause__, cur.__context__]
         for failure in (getattr(cur, "failures", None) or {}).values():  # rank -> (exception, stack)
             todo.append(failure[0] if isinstance(failure, tuple) else failure)
-    text = " ".join(f"{type(x).__name__}: {x}" for x in errors)
-    if "No space left" in text or "[Errno 28]" in text or (directory and _disk_full(directory)):
+    if any(is_disk_full(x) for x in errors) or (directory and _disk_full(directory)):
         return "no space left on device"
     # The innermost error says what went wrong; CheckpointException's own text is a traceback.
     inner = [x for x in errors if not getattr(x, "failures", None)] or errors

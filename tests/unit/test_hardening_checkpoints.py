@@ -103,3 +103,23 @@ def test_unwritable_checkpoint_dir_is_one_line(engine, tmp_path):
         save_checkpoint(str(blocker / "ckpts"), 1, eng, _record(cfg))
     assert "\n" not in str(info.value) and str(info.value).startswith(f"{blocker / 'ckpts'}: cannot save checkpoint")
     assert blocker.read_text() == "not a directory"
+
+
+def test_full_disk_keeps_previous_adapter(engine, small_tmpfs):
+    from megatron_retro.models.gpt import build_gpt_model
+    from megatron_retro.peft import apply_peft, make_peft_config
+    from megatron_retro.peft.checkpoint import save_adapter
+
+    cfg, _ = engine
+    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=64)
+    apply_peft(chunks, make_peft_config("lora", {"rank": 4}))
+    adapter = small_tmpfs / "adapter"
+    save_adapter(str(adapter), chunks, make_peft_config("lora", {"rank": 4}))
+    before = tree_digest(adapter)
+    st = os.statvfs(small_tmpfs)
+    with open(small_tmpfs / "filler", "wb") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 4096))
+    with pytest.raises(RuntimeFailure) as info:
+        save_adapter(str(adapter), chunks, make_peft_config("lora", {"rank": 4}))
+    assert str(info.value) == f"{adapter}: cannot save adapter: no space left on device"
+    assert tree_digest(adapter) == before  # the previous adapter, and no .tmp file
