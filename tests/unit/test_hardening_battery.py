@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from megatron_retro import cli
-from hardening_testlib import tree_digest
+from hardening_testlib import fill_disk, small_tmpfs, tree_digest
 
 GPT_TINY = str(Path(__file__).resolve().parents[2] / "configs" / "models" / "gpt-tiny.yaml")
 CORPUS = ["data.num_entities=40", "data.vocab_size=512", "data.seed=3", "data.split=80,20,0"]
@@ -336,6 +336,23 @@ def test_bad_input(world, tmp_path, capsys, monkeypatch, name, argv, code, patte
     changed = sorted(p for p, h in before.items() if after.get(p) != h)
     assert not changed, f"changed or removed: {changed}"
     assert not [p for p in after if ".tmp" in p and p not in before], "temporary files left behind"
+
+
+def test_full_disk_through_the_cli(world, tmp_path, capsys):
+    """Resume from step 1 on a full disk: step 2's save fails with one line, exit 1; step 1's
+    checkpoint and ``latest`` stay byte-identical and no temporary directory is left."""
+    with small_tmpfs(tmp_path / "full", "4m") as mount:
+        ckpts = mount / "ckpts"
+        _copy(world.ckpt1, ckpts / "iter_0000001")
+        (ckpts / "latest").write_text("iter_0000001\n")
+        before = tree_digest(ckpts)
+        fill_disk(mount, sum(p.stat().st_size for p in (ckpts / "iter_0000001").rglob("*") if p.is_file()) // 2)
+        code, lines = run(["pretrain", "--no-progress", "--steps", "2", "--out", tmp_path / "run", *world.run_args,
+                           f"checkpoint.dir={ckpts}", "train.eval_interval=0"], capsys)
+        assert code == 1, lines
+        assert lines == [f"megatron-retro pretrain: error: {ckpts}: cannot save checkpoint iter_0000002: "
+                         "no space left on device"], lines
+        assert tree_digest(ckpts) == before
 
 
 def test_debug_shows_the_traceback(world, tmp_path, capsys):

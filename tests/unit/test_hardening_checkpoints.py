@@ -2,14 +2,13 @@
 truncated shard file, an unwritable directory.  The previous checkpoint stays byte-identical,
 ``latest`` still names it, and no ``iter_*.tmp`` directory is left behind."""
 import os
-import subprocess
 
 import pytest
 import torch
 
 from megatron_retro.config import load_config
 from megatron_retro.errors import RuntimeFailure, UserError, describe_failure
-from hardening_testlib import tree_digest
+from hardening_testlib import fill_disk, small_tmpfs, tree_digest
 
 TINY = ["model.num_layers=2", "model.hidden_size=32", "model.num_attention_heads=2", "model.seq_length=16"]
 
@@ -37,33 +36,20 @@ def _record(cfg):
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 2 MiB tmpfs mounted at tmp_path/full (we run as root in CI); skipped, with the reason,
-    where mounting is impossible."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
-    try:
+def tmpfs(tmp_path):
+    with small_tmpfs(tmp_path / "full") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_full_disk_keeps_previous_checkpoint_and_leaves_no_tmp(engine, small_tmpfs):
+def test_full_disk_keeps_previous_checkpoint_and_leaves_no_tmp(engine, tmpfs):
     from megatron_retro.training.checkpointing import newest_checkpoint, save_checkpoint
 
     cfg, eng = engine
-    ckpts = small_tmpfs / "ckpts"
+    ckpts = tmpfs / "ckpts"
     first = save_checkpoint(str(ckpts), 1, eng, _record(cfg))
     before = tree_digest(ckpts)
     used = sum(os.path.getsize(os.path.join(first, p)) for p in tree_digest(first))
-    # Fill the disk so that less than half a checkpoint fits.
-    free = os.statvfs(small_tmpfs).f_bavail * os.statvfs(small_tmpfs).f_frsize
-    with open(small_tmpfs / "filler", "wb") as f:
-        f.write(b"\0" * max(0, free - used // 2))
+    fill_disk(tmpfs, used // 2)  # less than half a checkpoint fits
     with pytest.raises(RuntimeFailure) as info:
         save_checkpoint(str(ckpts), 2, eng, _record(cfg))
     message = str(info.value)
@@ -105,7 +91,7 @@ def test_unwritable_checkpoint_dir_is_one_line(engine, tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
-def test_full_disk_keeps_previous_adapter(engine, small_tmpfs):
+def test_full_disk_keeps_previous_adapter(engine, tmpfs):
     from megatron_retro.models.gpt import build_gpt_model
     from megatron_retro.peft import apply_peft, make_peft_config
     from megatron_retro.peft.checkpoint import save_adapter
@@ -113,12 +99,10 @@ def test_full_disk_keeps_previous_adapter(engine, small_tmpfs):
     cfg, _ = engine
     chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=64)
     apply_peft(chunks, make_peft_config("lora", {"rank": 4}))
-    adapter = small_tmpfs / "adapter"
+    adapter = tmpfs / "adapter"
     save_adapter(str(adapter), chunks, make_peft_config("lora", {"rank": 4}))
     before = tree_digest(adapter)
-    st = os.statvfs(small_tmpfs)
-    with open(small_tmpfs / "filler", "wb") as f:
-        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 4096))
+    fill_disk(tmpfs, 4096)
     with pytest.raises(RuntimeFailure) as info:
         save_adapter(str(adapter), chunks, make_peft_config("lora", {"rank": 4}))
     assert str(info.value) == f"{adapter}: cannot save adapter: no space left on device"
