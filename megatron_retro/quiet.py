@@ -1,7 +1,7 @@
 """One place that silences the warnings megatron-core and torch print on every CPU run although
 they mean nothing on this path (no Apex / Transformer Engine on CPU, a deprecated
 ``cuda_graph_scope`` default, ShardedTensor and DCP ``load_state_dict`` FutureWarnings from
-dist_checkpointing).
+dist_checkpointing; transformers' own deprecated call inside ``save_pretrained`` on HF export).
 
 Only these exact messages are filtered; anything else still shows.  Called once by the CLI
 before any command runs; library users may call it too.
@@ -19,6 +19,7 @@ KNOWN_NOISE = (
     (r".*ShardedTensor", FutureWarning, r""),
     (r".*torch\.distributed\._shard", FutureWarning, r""),
     (r"`load_state_dict` is deprecated", FutureWarning, r"megatron\."),  # dist_checkpointing's DCP call
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\."),  # inside save_pretrained
 )
 
 
