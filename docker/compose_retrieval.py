@@ -8,7 +8,9 @@ Every replica is its own service (``shard-<i>-r<j>``) running ``megatron-retro s
 from the GPU image on the read-only index volume, listening on 0.0.0.0:50051 inside its container
 and published on host port BASE + i*R + j (bound to HOST_BIND, default 127.0.0.1). The auth
 token comes from the environment (MEGATRON_RETRO_RETRIEVAL_TOKEN; compose refuses to start
-without it, and so do the servers on a non-loopback bind). The endpoints file lists the published
+without it, and so do the servers on a non-loopback bind). The servers pass ``--insecure`` (no TLS):
+their plain-TCP port is reachable only on the compose network and on HOST_BIND (loopback unless
+you change it; put TLS in front before publishing it off the machine). The endpoints file lists the published
 host:port of each replica per shard, the format of launch/retrieval_service.py that
 ``retrieval.endpoints`` reads.
 """
@@ -57,7 +59,7 @@ def render(shards: int, replicas: int, base_port: int, image: str) -> str:
             lines += [f"  shard-{i}-r{j}:",
                       "    <<: *shard",
                       f"    command: [\"megatron-retro\", \"serve\", \"--shard\", \"{i}/{shards}\", \"--index-dir\", \"/index\","
-                      " \"--host\", \"0.0.0.0\", \"--port\", \"50051\", \"--gpu\", \"${RETRIEVAL_GPU:-auto}\"]",
+                      " \"--host\", \"0.0.0.0\", \"--port\", \"50051\", \"--insecure\", \"--gpu\", \"${RETRIEVAL_GPU:-auto}\"]",
                       "    ports:",
                       f"      - \"${{HOST_BIND:-127.0.0.1}}:{port}:50051\""]
     return "\n".join(lines) + "\n"

@@ -26,6 +26,15 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or violates a constraint."""
 
 
+def note(message: str) -> None:
+    """Tell the user that a value was adjusted to fit another one (e.g. warm-up clamped to a short
+    run): one ``megatron-retro: note:`` line on stderr, from rank 0 only."""
+    import sys
+
+    if os.environ.get("RANK", "0") == "0":
+        print(f"megatron-retro: note: {message}", file=sys.stderr)
+
+
 def cfg(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with a help string (listed by ``megatron-retro config --fields``)."""
     if isinstance(default, (list, dict)):
@@ -185,8 +194,12 @@ class TrainConfig:
                  f"train.global_batch_size={self.global_batch_size}: must be >= 1")
         _require(self.lr > 0, f"train.lr={self.lr}: must be > 0")
         _require(0 <= self.min_lr <= self.lr, f"train.min_lr={self.min_lr}: must be in [0, train.lr={self.lr}]")
-        _require(0 <= self.lr_warmup_steps < self.steps or self.lr_warmup_steps == 0,
-                 f"train.lr_warmup_steps={self.lr_warmup_steps}: must be in [0, train.steps={self.steps})")
+        _require(self.lr_warmup_steps >= 0, f"train.lr_warmup_steps={self.lr_warmup_steps}: must be >= 0")
+        if self.lr_warmup_steps >= self.steps > 0 and self.lr_warmup_steps > 0:
+            clamped = self.steps - 1
+            note(f"train.lr_warmup_steps={self.lr_warmup_steps} clamped to {clamped} "
+                 f"(train.steps={self.steps} is shorter than the warm-up)")
+            self.lr_warmup_steps = clamped
         _require(self.clip_grad >= 0, f"train.clip_grad={self.clip_grad}: must be >= 0")
         _require(self.eval_interval >= 0, f"train.eval_interval={self.eval_interval}: must be >= 0")
 
@@ -416,14 +429,8 @@ def _read_yaml(path: str, marks: _Marks) -> dict:
         raise ConfigError(f"{path}: config file not found")
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    data = load_yaml_text(text, path)
+    node = yaml.compose(text)  # parses: load_yaml_text succeeded (used for the file:line marks)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -438,6 +445,58 @@ def _read_yaml(path: str, marks: _Marks) -> dict:
         data = _deep_merge(base, data)
     marks.update(own)
     return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (plain YAML
+    keeps the last value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: SafeLoader reports it itself
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, line: int):
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first, self.line = key, first, line
+
+
+def load_yaml_text(text: str, path: str) -> Any:
+    """Parse YAML ``text`` read from ``path``: safe types only, duplicate keys rejected, errors as one
+    ConfigError line ``path:line: ...``."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}:{e.line}: duplicate key {e.key!r} (first given on line {e.first}; "
+                          "YAML would silently keep only the last value)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+
+
+def load_yaml_file(path: str, what: str = "YAML file") -> Any:
+    """Read and parse a YAML file strictly (see :func:`load_yaml_text`); a missing file is one line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read {what}: {e.__class__.__name__}") from None
+    return load_yaml_text(text, path)
 
 
 def _deep_merge(base: dict, top: dict) -> dict:

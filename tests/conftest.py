@@ -16,6 +16,15 @@ warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|TE).*")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """The CLI's one list of megatron-core noise (megatron_retro.quiet) as pytest filters too:
+    filters set at import time do not survive pytest's per-test warning capture."""
+    from megatron_retro.quiet import KNOWN_NOISE
+
+    for message, category, module in KNOWN_NOISE:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}:{module}")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _no_process_group_leaks_between_modules():
     """Tests that start an in-process (world size 1) process group tear it down after their module,

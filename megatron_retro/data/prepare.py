@@ -144,15 +144,24 @@ def load_bundled_data(d: str, num_entities: Optional[int] = None,
     return _paths(d, manifest, reused=True)
 
 
-def _check_replaceable(d: str) -> None:
+def _check_replaceable(d: str, manifest: Optional[dict] = None, params: Optional[dict] = None) -> None:
     if not os.path.exists(d):
         return
     if not os.path.isdir(d):
         raise UserError(f"{d}: exists and is not a directory")
     unknown = sorted(set(os.listdir(d)) - _KNOWN)
-    if unknown:
-        raise UserError(f"{d}: not a bundled data directory (contains {unknown[0]!r}); "
-                        f"refusing to overwrite it, choose another --dir")
+    if not unknown:
+        return
+    have = (manifest or {}).get("params") or {}
+    diff = [k for k in sorted(params or {}) if k in have and have[k] != params[k]]
+    if diff:  # a bundled directory, prepared with other parameters, that other outputs now depend on
+        asked = ", ".join(f"{k}={params[k]!r}" for k in diff)
+        built = ", ".join(f"{k}={have[k]!r}" for k in diff)
+        raise UserError(f"{d}: prepared for {built}, this run asks for {asked} (data.*); not regenerating it "
+                        f"because it also holds {unknown[0]!r} built from it: use the same parameters or "
+                        f"another data.dir")
+    raise UserError(f"{d}: not a bundled data directory (contains {unknown[0]!r}); "
+                    f"refusing to overwrite it, choose another --dir")
 
 
 def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 4096,
@@ -181,7 +190,7 @@ def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 409
                 and manifest.get("generator_version") == GENERATOR_VERSION
                 and _files_match(d, manifest) is None):
             return _paths(d, manifest, reused=True)
-        _check_replaceable(d)
+        _check_replaceable(d, manifest, params)
         _remove_leftovers(d)
         tmp = tempfile.mkdtemp(prefix=os.path.basename(d) + ".tmp-", dir=os.path.dirname(d))
         umask = os.umask(0)

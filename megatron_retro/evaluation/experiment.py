@@ -200,16 +200,14 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
 
 
 def _peft_config(exp: ExperimentConfig, method: str, seed: int):
-    import yaml
-
+    from megatron_retro.config import load_yaml_file
     from megatron_retro.errors import UserError
     from megatron_retro.peft import make_peft_config
 
     path = exp.peft_config_path(method)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no PEFT config for method {method!r} (set peft_configs: [{method}=<file>])")
-    with open(path, encoding="utf-8") as f:
-        options = yaml.safe_load(f) or {}
+    options = load_yaml_file(path, "PEFT config") or {}
     options.pop("method", None)
     from megatron_retro.peft.registry import get_method
 

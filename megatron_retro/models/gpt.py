@@ -35,6 +35,16 @@ def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bo
     )
 
 
+def check_vocab_size(model: ModelConfig, vocab_size: int) -> None:
+    """``model.vocab_size``, when set, is a promise about the tokenizer: refuse a tokenizer of
+    another size instead of silently ignoring the field."""
+    if model.vocab_size is not None and model.vocab_size != vocab_size:
+        from megatron_retro.errors import UserError
+
+        raise UserError(f"model.vocab_size={model.vocab_size}: the tokenizer of this run has {vocab_size} tokens "
+                        "(leave model.vocab_size unset to take it from the tokenizer)")
+
+
 def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int, precision: str = "auto",
                     recompute: bool = False) -> list:
     """This rank's model chunks (a list of length vpp, or 1), on the current device.
@@ -47,6 +57,7 @@ def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: in
 
     from megatron_retro.models.transformer_config import make_transformer_config
 
+    check_vocab_size(model, vocab_size)
     config = make_transformer_config(model, parallel, precision, recompute=recompute)
     padded = padded_vocab_size(vocab_size, model.make_vocab_size_divisible_by, parallel.tp)
     chunks = []

@@ -54,32 +54,46 @@ class ParallelAdapterConfig(AdapterConfig):
     method: ClassVar[str] = "parallel_adapter"
 
 
-def _megatron_module():
-    from megatron.core.transformer.module import MegatronModule
-
-    return MegatronModule
+_ADAPTER_CLASS = None
 
 
-class BottleneckAdapter(_megatron_module()):
-    """[s(/tp), b, d] -> [s(/tp), b, d]: W_up · act(W_down · h), TP-sharded on the bottleneck."""
+def bottleneck_adapter_class() -> type:
+    """The adapter module class, defined on first use: it derives from megatron-core's
+    ``MegatronModule`` (so adapters take part in sharded checkpoints), whose import costs seconds
+    that `megatron-retro peft methods` and ``--help`` do not need to pay."""
+    global _ADAPTER_CLASS
+    if _ADAPTER_CLASS is None:
+        from megatron.core.transformer.module import MegatronModule
 
-    def __init__(self, tf_config, dim: int, activation: str):
-        super().__init__(config=tf_config)
-        from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+        class BottleneckAdapter(MegatronModule):
+            """[s(/tp), b, d] -> [s(/tp), b, d]: W_up · act(W_down · h), TP-sharded on the bottleneck."""
 
-        d = tf_config.hidden_size
-        self.linear_in = ColumnParallelLinear(d, dim, config=tf_config, init_method=tf_config.init_method,
-                                              bias=False, gather_output=False, skip_bias_add=True)
-        self.linear_out = RowParallelLinear(dim, d, config=tf_config, init_method=torch.nn.init.zeros_,
-                                            bias=False, input_is_parallel=True, skip_bias_add=True)
-        self.act = ACTIVATIONS[activation]
-        self.float()  # adapter parameters stay fp32
-        torch.nn.init.zeros_(self.linear_out.weight)
+            def __init__(self, tf_config, dim: int, activation: str):
+                super().__init__(config=tf_config)
+                from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        z, _ = self.linear_in(h.to(self.linear_in.weight.dtype))   # [s, b, r/tp]
-        out, _ = self.linear_out(self.act(z))                        # [s(/tp), b, d]
-        return out.to(h.dtype)
+                d = tf_config.hidden_size
+                self.linear_in = ColumnParallelLinear(d, dim, config=tf_config, init_method=tf_config.init_method,
+                                                      bias=False, gather_output=False, skip_bias_add=True)
+                self.linear_out = RowParallelLinear(dim, d, config=tf_config, init_method=torch.nn.init.zeros_,
+                                                    bias=False, input_is_parallel=True, skip_bias_add=True)
+                self.act = ACTIVATIONS[activation]
+                self.float()  # adapter parameters stay fp32
+                torch.nn.init.zeros_(self.linear_out.weight)
+
+            def forward(self, h: torch.Tensor) -> torch.Tensor:
+                z, _ = self.linear_in(h.to(self.linear_in.weight.dtype))   # [s, b, r/tp]
+                out, _ = self.linear_out(self.act(z))                        # [s(/tp), b, d]
+                return out.to(h.dtype)
+
+        _ADAPTER_CLASS = BottleneckAdapter
+    return _ADAPTER_CLASS
+
+
+def __getattr__(name: str):
+    if name == "BottleneckAdapter":  # the public name, as before
+        return bottleneck_adapter_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _with_output(output, change):
@@ -114,7 +128,7 @@ def apply_adapters(chunks: list, cfg: AdapterConfig, tf_config) -> list:
             name = "adapter_" + path.rsplit(".", 1)[-1]
             if hasattr(module, name):
                 raise UserError(f"{path}: an adapter is already applied")
-            adapter = BottleneckAdapter(tf_config, cfg.dim, cfg.activation)
+            adapter = bottleneck_adapter_class()(tf_config, cfg.dim, cfg.activation)
             adapter.to(next(module.parameters()).device)
             module.add_module(name, adapter)
             if parallel:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch.distributed as dist
 
-from megatron_retro.errors import UserError
+from megatron_retro.errors import RuntimeFailure, UserError, is_disk_full, os_error_line
 from megatron_retro.peft.api import config_from_dict, config_to_dict, load_peft_state_dict, peft_state_dict
 
 WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
@@ -41,14 +41,32 @@ def save_adapter(directory: str, chunks: list, peft_cfg, model_record: Optional[
                   "pp": parallel_state.get_pipeline_model_parallel_world_size()}
         meta = {"format_version": FORMAT_VERSION, "peft": config_to_dict(peft_cfg), "model": model_record or {},
                 "saved_layout": layout, "tensors": len(state), **(extra or {})}
-        tmp = os.path.join(directory, WEIGHTS + ".tmp")
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata={"format": "pt"})
-        os.replace(tmp, os.path.join(directory, WEIGHTS))
-        with open(os.path.join(directory, CONFIG + ".tmp"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-        os.replace(os.path.join(directory, CONFIG + ".tmp"), os.path.join(directory, CONFIG))
+        _write_both(directory, state, meta, save_file)
     _barrier()
     return directory
+
+
+def _write_both(directory: str, state: dict, meta: dict, save_file) -> None:
+    """Write weights and config to temporary files, then rename both: a failure (a full disk) leaves
+    the previous adapter as it was and no temporary file, and says so in one line."""
+    tmps = {name: os.path.join(directory, name + ".tmp") for name in (WEIGHTS, CONFIG)}
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmps[WEIGHTS], metadata={"format": "pt"})
+        with open(tmps[CONFIG], "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as e:
+        for tmp in tmps.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if is_disk_full(e):
+            raise RuntimeFailure(f"{directory}: cannot save adapter: no space left on device") from e
+        if isinstance(e, OSError):
+            raise RuntimeFailure(f"{directory}: cannot save adapter: {os_error_line(e)}") from e
+        raise
+    os.replace(tmps[WEIGHTS], os.path.join(directory, WEIGHTS))
+    os.replace(tmps[CONFIG], os.path.join(directory, CONFIG))
 
 
 def read_adapter_config(directory: str) -> dict:
@@ -78,7 +96,15 @@ def read_adapter_tensors(directory: str) -> dict:
     return load_file(path)
 
 
-def check_base(directory: str, meta: dict, model_record: Optional[dict]) -> None:
+def check_base(directory: str, meta: dict, model_record: Optional[dict], base_fingerprint: Optional[str] = None,
+               base: Optional[str] = None) -> None:
+    """Refuse an adapter trained for another model shape, or on another base checkpoint: the adapter
+    records its base's weights fingerprint (``base_fingerprint``); both sides are named."""
+    trained_on = meta.get("base_fingerprint")
+    if trained_on and base_fingerprint and trained_on != base_fingerprint:
+        raise UserError(f"{directory}: adapter was trained on base {meta.get('base_checkpoint', '?')} (weights "
+                        f"{trained_on[:19]}), not on {base or 'this base'} (weights {base_fingerprint[:19]}): "
+                        "same shapes, other weights")
     saved = meta.get("model") or {}
     for key in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size",
                 "vocab_size"):
@@ -87,12 +113,14 @@ def check_base(directory: str, meta: dict, model_record: Optional[dict]) -> None
                             f"this base has {model_record[key]!r}")
 
 
-def load_adapter(directory: str, chunks: list, apply: bool = True, model_record: Optional[dict] = None):
-    """Collective: (apply the saved method to ``chunks`` and) load the adapter; returns its config."""
+def load_adapter(directory: str, chunks: list, apply: bool = True, model_record: Optional[dict] = None,
+                 base_fingerprint: Optional[str] = None, base: Optional[str] = None):
+    """Collective: (apply the saved method to ``chunks`` and) load the adapter; returns its config.
+    ``base_fingerprint``/``base``: the weights fingerprint and path of the base checkpoint loaded."""
     from megatron_retro.peft.api import apply_peft
 
     meta = read_adapter_config(directory)
-    check_base(directory, meta, model_record)
+    check_base(directory, meta, model_record, base_fingerprint, base)
     peft_cfg = config_from_dict(meta["peft"], where=os.path.join(directory, CONFIG))
     if apply:
         apply_peft(chunks, peft_cfg)

@@ -19,19 +19,14 @@ def _peft_options(pairs) -> dict:
 
 
 def _read_peft_yaml(path: str) -> dict:
-    import yaml
+    import os
 
+    from megatron_retro.config import load_yaml_file
     from megatron_retro.errors import UserError
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise UserError(f"--peft-config {path}: no such file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: not valid YAML") from None
+    if not os.path.isfile(path):
+        raise UserError(f"--peft-config {path}: no such file")
+    data = load_yaml_file(path, "PEFT config") or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of PEFT options")
     return data

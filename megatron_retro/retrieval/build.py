@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from megatron_retro.errors import UserError
-from megatron_retro.retrieval.build_id import manifest_identity, store_identity
+from megatron_retro.retrieval.build_id import canonical_embedder, manifest_identity, store_digest, store_identity
 from megatron_retro.retrieval.chunk_store import ChunkStore
 from megatron_retro.retrieval.embedder import build_embedder, embed_chunk_store
 from megatron_retro.retrieval.index import FaissIndex, IndexFactory
@@ -31,9 +31,35 @@ def load_or_embed(store: ChunkStore, embedder_spec: str, embeddings_file: str | 
     return embed_chunk_store(store, build_embedder(embedder_spec, device), path, batch_size=batch_size)
 
 
+def check_rebuild(out_dir: str | os.PathLike, embedder: str, store_dir: Optional[str] = None) -> None:
+    """Refuse to build over an index directory made with another embedder or from another chunk
+    store: its cached ``embeddings.npy`` would be reused and the manifest would name a build that
+    did not make the vectors (a relabelled index: queries embedded one way, searched against
+    another).  Uses the build identity recorded in the manifest (``build_id``)."""
+    if not (Path(out_dir) / "manifest.json").is_file():
+        return
+    manifest = load_manifest(out_dir)
+    if manifest.get("identity"):
+        built = manifest_identity(manifest, str(out_dir))
+        built_with, asked = built.embedder, canonical_embedder(embedder)
+    else:  # a manifest written before build identities: its raw embedder spec
+        built, built_with, asked = None, manifest.get("embedder"), embedder
+    if built_with is not None and built_with != asked:
+        raise UserError(f"{out_dir}: holds an index built with embedder {built_with!r} (dim {manifest.get('dim')}); "
+                        f"refusing to rebuild it with --embedder {embedder!r} (its cached embeddings would be "
+                        "relabelled): choose another --out, or delete this one")
+    if built is not None and store_dir is not None and built.store_digest:
+        digest = store_digest(store_dir)
+        if digest != built.store_digest:
+            raise UserError(f"{out_dir}: holds an index of chunk store {built.store_digest[:12]}, --store {store_dir} "
+                            f"is {digest[:12]} (its cached embeddings belong to the other store): choose another "
+                            "--out, or delete this one")
+
+
 def build_index(store_dir: str, out_dir: str, embedder: str = "minilm", factory: str = "flat",
                 num_shards: int = 1, train_size: Optional[int] = None, embeddings: Optional[str] = None,
                 batch_size: int = 128, **factory_kwargs) -> dict:
+    check_rebuild(out_dir, embedder, None if embeddings else store_dir)
     store = ChunkStore(store_dir)
     vectors = load_or_embed(store, embedder, embeddings or Path(out_dir) / "embeddings.npy", batch_size)
     identity = store_identity(store, embedder, vectors.shape[1]).to_dict()

@@ -173,7 +173,10 @@ def build_chunk_store(
                     text_lens.append(len(data))
                 token_parts.append(toks.astype(np.int32))
                 offset = end
-        tokens = np.concatenate(token_parts) if token_parts else np.zeros(0, np.int32)
+        if not starts:
+            raise UserError(f"{out}: nothing to store: no document has any tokens "
+                            f"({len(seen_docs)} documents given)")
+        tokens = np.concatenate(token_parts)
         np.save(tmp / "tokens.npy", tokens)
         np.save(tmp / "chunk_start.npy", np.asarray(starts, dtype=np.int64))
         np.save(tmp / "chunk_doc.npy", np.asarray(docs, dtype=np.int64))

@@ -17,6 +17,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", help="file holding the auth token (else env MEGATRON_RETRO_RETRIEVAL_TOKEN)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS (recommended off loopback)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without TLS (only on a trusted network: the token is sent in clear)")
     p.add_argument("--ready-file", help="write {host, port, pid} as JSON here once serving")
     p.add_argument("--max-batch", type=int, default=4096, help="largest query batch accepted")
     p.add_argument("--max-k", type=int, default=1024, help="largest k accepted")
@@ -54,10 +56,12 @@ def _index_chunks(args) -> int:
     tok = load_tokenizer(args.tokenizer)
 
     def documents():
+        found = 0
         with open(args.documents, encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                found += 1
                 try:
                     doc = json.loads(line)
                     text = doc["text"]
@@ -66,6 +70,8 @@ def _index_chunks(args) -> int:
                                     f"field ({e})") from None
                 doc_id = doc.get("id", line_no)
                 yield (doc_id if isinstance(doc_id, int) else line_no), tok.encode(text)
+        if not found:
+            raise UserError(f"--documents {args.documents}: no documents (the file has no JSON lines)")
 
     store = build_chunk_store(documents(), args.out, tok.decode, chunk_length=args.chunk_length,
                               neighbour_length=args.neighbour_length, pad_id=tok.pad, overwrite=args.overwrite)
@@ -74,8 +80,10 @@ def _index_chunks(args) -> int:
 
 
 def _index_build(args) -> int:
+    from megatron_retro.retrieval.build import check_rebuild
     from megatron_retro.retrieval.parallel_build import build_index_distributed, launched_world_size
 
+    check_rebuild(args.out, args.embedder, None if args.embeddings else args.store)
     if args.backend != "auto" or launched_world_size() > 1:
         manifest = build_index_distributed(args.store, args.out, args.embedder, args.factory, args.train_size,
                                            args.batch_size, backend=args.backend, nlist=args.nlist, pq_m=args.pq_m)

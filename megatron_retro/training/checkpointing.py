@@ -36,7 +36,9 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from megatron_retro.errors import UserError
+from megatron_retro.errors import RuntimeFailure, UserError, is_disk_full, one_line
+from megatron_retro.training.fingerprint import FIELD as FINGERPRINT_FIELD
+from megatron_retro.training.fingerprint import weights_fingerprint
 
 STATE_FILE = "state.json"
 _ITER_RE = re.compile(r"^iter_(\d{7})$")
@@ -81,11 +83,16 @@ def complete_checkpoints(directory: str) -> list[tuple[int, str]]:
 
 def _write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _fsync_dir(path: str) -> None:
@@ -167,13 +174,72 @@ def _rng_state() -> dict[str, torch.Tensor]:
     return states
 
 
+def _disk_full(directory: str) -> bool:
+    """True when the file system holding ``directory`` has (almost) no free space left.
+
+    dist_checkpointing writes shards in forked helper processes; when one hits ENOSPC, the error
+    that comes back is torch's serializer complaining about a short write ("unexpected pos"), not
+    the errno.  So a failed save also looks at the disk itself, before the partial files are
+    removed."""
+    path = directory
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _FULL_DISK_BYTES
+
+
+_FULL_DISK_BYTES = 256 << 10
+
+
+def _failure_text(e: BaseException, directory: Optional[str] = None, loading: bool = False) -> str:
+    """One line for a failed save/load, "no space left on device" when that is the cause anywhere in
+    the chain (torch's CheckpointException wraps each rank's error in ``failures``) or when the
+    disk holding ``directory`` is full."""
+    seen, errors, todo = set(), [], [e]
+    while todo:
+        cur = todo.pop(0)
+        if not isinstance(cur, BaseException) or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        errors.append(cur)
+        todo += [cur.__cause__, cur.__context__]
+        for failure in (getattr(cur, "failures", None) or {}).values():  # rank -> (exception, stack)
+            todo.append(failure[0] if isinstance(failure, tuple) else failure)
+    if any(is_disk_full(x) for x in errors) or (directory and _disk_full(directory)):
+        return "no space left on device"
+    # The innermost error says what went wrong; CheckpointException's own text is a traceback.
+    inner = [x for x in errors if not getattr(x, "failures", None)] or errors
+    first = (str(inner[0]).strip().splitlines() or [""])[0]
+    if not first and loading and isinstance(inner[0], EOFError):
+        first = "unexpected end of file (a file of the checkpoint is truncated)"
+    return f"{type(inner[0]).__name__}: {one_line(first)[:300] or '(no message)'}"
+
+
 def save_checkpoint(directory: str, step: int, engine, state: dict, keep_last: int = 2) -> str:
-    """Collective: every rank calls it.  Returns the path of the complete checkpoint."""
+    """Collective: every rank calls it.  Returns the path of the complete checkpoint.
+
+    A failure (full disk, unwritable directory; torch raises a BaseException for these) removes the
+    temporary directory, leaves the previous checkpoints and ``latest`` untouched, and raises one
+    :class:`RuntimeFailure` line naming the directory and the cause."""
+    final = os.path.join(directory, checkpoint_name(step))
+    tmp = final + ".tmp"
+    try:
+        return _save(directory, step, engine, state, keep_last, final, tmp)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:
+        reason = _failure_text(e, directory)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeFailure(f"{directory}: cannot save checkpoint {checkpoint_name(step)}: {reason}") from e
+
+
+def _save(directory: str, step: int, engine, state: dict, keep_last: int, final: str, tmp: str) -> str:
     from megatron.core import dist_checkpointing
     from safetensors.torch import save_file
 
-    final = os.path.join(directory, checkpoint_name(step))
-    tmp = final + ".tmp"
     if _rank() == 0:
         os.makedirs(directory, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save
@@ -185,10 +251,11 @@ def save_checkpoint(directory: str, step: int, engine, state: dict, keep_last: i
         os.killpg(os.getpgid(0), signal.SIGKILL)
     save_file({k: v.contiguous() for k, v in _rng_state().items()},
               os.path.join(tmp, "rng", f"rank{_rank():05d}.safetensors"))
+    fingerprint = weights_fingerprint(engine.chunks)  # collective
     _barrier()
     if _rank() == 0:
         full_state = dict(state, step=step, world_size=dist.get_world_size() if dist.is_initialized() else 1,
-                          scheduler=engine.scheduler.state_dict())
+                          scheduler=engine.scheduler.state_dict(), **{FINGERPRINT_FIELD: fingerprint})
         _write_atomic(os.path.join(tmp, STATE_FILE), json.dumps(full_state, indent=1, sort_keys=True))
         if os.path.exists(final):
             shutil.rmtree(final)
@@ -233,8 +300,10 @@ def load_checkpoint(path: str, engine, model_cfg: dict, with_optimizer: bool = T
     sharded = _sharded_state(engine, is_loading=True, with_optimizer=with_optimizer)
     try:
         loaded = dist_checkpointing.load(sharded, path)
-    except Exception as e:
-        raise UserError(f"{path}: cannot load checkpoint: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # CheckpointException (truncated shard) derives from BaseException
+        raise UserError(f"{path}: cannot load checkpoint: {_failure_text(e, loading=True)}") from None
     for i, chunk in enumerate(engine.chunks):
         module = getattr(chunk, "module", chunk)
         missing, unexpected = module.load_state_dict(loaded[f"model{i}"], strict=False)

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from megatron_retro.config import RunConfig
+from megatron_retro.training.fingerprint import FIELD as FINGERPRINT_FIELD
 
 
 @dataclass
@@ -88,10 +89,12 @@ def load_model(cfg: RunConfig, vocab_size: int, base: Optional[str], adapter: Op
 
     chunks = build_model(cfg, vocab_size)
     record = model_record(cfg, vocab_size)
+    base_state = {}
     if base:
-        load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
+        base_state = load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False).state
     if adapter:
-        peft_cfg = load_adapter(adapter, chunks, apply=True, model_record=record)
+        peft_cfg = load_adapter(adapter, chunks, apply=True, model_record=record,
+                                base_fingerprint=base_state.get(FINGERPRINT_FIELD), base=base)
     elif peft_cfg is not None:
         apply_peft(chunks, peft_cfg)
     return chunks, record, peft_cfg
@@ -110,7 +113,7 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
     from megatron_retro.peft import install_peft_grad_reduction
     from megatron_retro.peft.checkpoint import save_adapter
     from megatron_retro.training.batches import eval_microbatches, step_microbatches
-    from megatron_retro.training.checkpointing import save_checkpoint
+    from megatron_retro.training.checkpointing import read_state, save_checkpoint
     from megatron_retro.training.metrics import MetricsWriter
     from megatron_retro.training.qa_data import QASamples, describe, load_split, prepare_qa
 
@@ -162,7 +165,8 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
     if peft_cfg is not None:
         adapter_dir = adapter_dir or os.path.join(cfg.out_dir, "adapter")
         save_adapter(adapter_dir, chunks, peft_cfg, model_record=record,
-                     extra={"steps": train.steps, "base_checkpoint": cfg.checkpoint.load})
+                     extra={"steps": train.steps, "base_checkpoint": cfg.checkpoint.load,
+                            "base_fingerprint": read_state(cfg.checkpoint.load).get(FINGERPRINT_FIELD)})
     else:
         adapter_dir = None
         checkpoint = save_checkpoint(cfg.checkpoint_dir, train.steps, engine, state)
@@ -228,8 +232,9 @@ def export_hf_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) 
     initialize_parallel(cfg.parallel, seed=cfg.train.seed)
     chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab, precision="fp32")
     record = model_record(cfg, vocab)
-    load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
-    lora_cfg = load_adapter(adapter, chunks, apply=True, model_record=record)
+    loaded = load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
+    lora_cfg = load_adapter(adapter, chunks, apply=True, model_record=record,
+                            base_fingerprint=loaded.state.get(FINGERPRINT_FIELD), base=base)
     if type(lora_cfg).method != "lora":
         raise UserError(f"{adapter}: export-hf exports LoRA adapters, this one is {type(lora_cfg).method!r}")
     base_state, adapter_state = full_model_state(chunks), peft_state_dict(chunks)

@@ -14,3 +14,5 @@ def test_tp2pp2_to_tp1pp1_and_back(tmp_path):
     assert row["differs_before_load"] > 1e-2 * row["logit_scale"]  # the check can fail
     assert row["tp2pp2_to_tp1"] <= 1e-5 * row["logit_scale"]
     assert row["tp1_to_tp2pp2"] <= 1e-5 * row["logit_scale"]
+    a, b = row["fingerprints"]
+    assert a.startswith("sha256:") and a == b  # layout-independent (training/fingerprint.py)

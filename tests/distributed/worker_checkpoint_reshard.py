@@ -88,6 +88,9 @@ def main(scratch):
             "tp2pp2_to_tp1": (after_tp1 - ref).abs().max().item(),
             "tp1_to_tp2pp2": (after_tp2pp2 - ref).abs().max().item(),
             "logit_scale": ref.abs().max().item(),
+            # the weights fingerprint adapters check: the same weights at TP2xPP2 and at TP1xDP4
+            "fingerprints": [json.load(open(f"{scratch}/{d}/state.json"))["weights_fingerprint"]
+                             for d in ("a/iter_0000003", "b/iter_0000004")],
         }), flush=True)
     dist.barrier()
 

@@ -63,7 +63,7 @@ BAD_YAML = [
     ("parallel:\n  vpp: 2\n", r"parallel.vpp=2: needs vpp >= 2 and parallel.pp >= 2"),
     ("data:\n  split: '98,2'\n", r"data.split='98,2': must be three non-negative weights"),
     ("data:\n  source: indexed\n", r"data.prefix: required when data.source=indexed"),
-    ("train:\n  lr_warmup_steps: 50\n  steps: 10\n", r"train.lr_warmup_steps=50: must be in \[0, train.steps=10\)"),
+    ("train:\n  lr_warmup_steps: -1\n", r"bad.yaml:2: train.lr_warmup_steps=-1: must be >= 0"),
     ("model:\n  rotary_percent: 1.5\n", r"model.rotary_percent=1.5: must be in \(0, 1\]"),
     ("model:\n  num_query_groups: 3\n", r"model.num_query_groups=3: must divide model.num_attention_heads=4"),
     ("model:\n  hidden_dropout: 1.0\n", r"model.hidden_dropout=1.0: must be in \[0, 1\)"),

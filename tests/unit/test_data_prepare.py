@@ -235,7 +235,7 @@ def test_cli_bad_input_is_one_line_error(tmp_path, monkeypatch, capsys):
                      "--vocab-size", "400", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith("megatron-retro data: error: ") and "todo.txt" in err
+    assert err.startswith("megatron-retro data prepare: error: ") and "todo.txt" in err
     code = cli.main(["data", "prepare", "--dir", str(tmp_path / "x"), "--num-entities", "2"])
     assert code == 2 and "num_entities=2: must be >= 10" in capsys.readouterr().err
 

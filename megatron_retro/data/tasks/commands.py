@@ -45,6 +45,10 @@ def check(args: argparse.Namespace) -> int:
         n_ctx += ex.context is not None
         n_opt += ex.options is not None
         n_answers += len(ex.answers)
+    if n == 0:
+        from megatron_retro.errors import UserError
+
+        raise UserError(f"{file}: no examples (an empty {args.task} task file)")
     print(f"file:      {file}")
     print(f"examples:  {n} ({n_ctx} with context, {n_opt} multiple-choice, "
           f"{n_answers / max(n, 1):.2f} gold answers each on average)")

@@ -145,13 +145,14 @@ def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: Parallel
     from megatron.core.enums import ModelType
 
     from megatron_retro.errors import UserError
-    from megatron_retro.models.gpt import padded_vocab_size
+    from megatron_retro.models.gpt import check_vocab_size, padded_vocab_size
     from megatron_retro.models.transformer_config import make_transformer_config
 
     if recompute:
         raise UserError("train.recompute=true: not supported with model.arch=retro (the decoder loop "
                         "threads the neighbour context through the layers)")
     config = make_transformer_config(model, parallel, precision, recompute=False)
+    check_vocab_size(model, vocab_size)
     padded = padded_vocab_size(vocab_size, model.make_vocab_size_divisible_by, parallel.tp)
     chunks = []
     for vp_stage in range(parallel.vpp or 1):

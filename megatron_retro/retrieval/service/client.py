@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import grpc
 import numpy as np
 
-from megatron_retro.errors import UserError
+from megatron_retro.errors import RuntimeFailure, UserError
 from megatron_retro.retrieval.build_id import BuildIdentity
 from megatron_retro.retrieval.index import check_queries
 from megatron_retro.retrieval.service import retrieval_pb2 as pb
@@ -34,12 +34,13 @@ _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED}
 
 
-class RetrievalUnavailableError(RuntimeError):
+class RetrievalUnavailableError(RuntimeFailure):
     """No live replica of some shard answered within the deadline."""
 
 
-class RetrievalRequestError(RuntimeError):
-    """A shard rejected the request (bad token, bad arguments): retrying elsewhere will not help."""
+class RetrievalRequestError(UserError, RuntimeError):
+    """A shard rejected the request (bad token, bad arguments): retrying elsewhere will not help.
+    Bad input (exit 2 at the CLI); still a RuntimeError for callers that catch that."""
 
 
 def merge_topk(scores: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,10 @@ gRPC, with the standard ``grpc.health.v1`` service.  Safety rules:
   token is refused at start-up;
 * with a token, every Retrieval call must carry ``authorization: Bearer <token>``
   (UNAUTHENTICATED otherwise; health checks need none);
-* ``--tls-cert/--tls-key`` serve over TLS (so the token is not sent in clear off loopback);
+* ``--tls-cert/--tls-key`` serve over TLS; off loopback TLS is required (the token would otherwise
+  cross the network in clear) unless ``--insecure`` says the network is trusted;
+* the port is bound exclusively (``grpc.so_reuseport=0``): a second server on a taken port fails
+  at start-up with one line instead of silently sharing it;
 * malformed requests (wrong dim, NaN, k or batch out of range, short payload) get
   INVALID_ARGUMENT and the server keeps serving; the message size limit is set explicitly;
 * SIGTERM/SIGINT: health turns NOT_SERVING, in-flight calls get ``--grace`` seconds, exit 0.
@@ -166,10 +169,14 @@ class ShardServer:
                  port: int = 0, token: Optional[str] = None, max_batch: int = 4096, max_k: int = 1024,
                  max_message_bytes: int = 64 << 20, workers: int = 4, use_gpu: str | bool = "auto",
                  nprobe: Optional[int] = None, ef_search: Optional[int] = None,
-                 tls: Optional[tuple[bytes, bytes]] = None):
+                 tls: Optional[tuple[bytes, bytes]] = None, insecure: bool = False):
         if not is_loopback(host) and not token:
             raise UserError(f"--host {host}: refusing to serve on a non-loopback address without an auth "
                             f"token (pass --token-file or set {TOKEN_ENV})")
+        if not is_loopback(host) and tls is None and not insecure:
+            raise UserError(f"--host {host}: refusing to serve without TLS on a non-loopback address (the auth "
+                            "token would cross the network in clear): pass --tls-cert/--tls-key, or --insecure "
+                            "on a trusted network")
         manifest = load_manifest(index_dir)
         if manifest["num_shards"] != num_shards:
             raise UserError(f"--shard {shard}/{num_shards}: {index_dir} was built with "
@@ -179,19 +186,23 @@ class ShardServer:
         self.identity = manifest_identity(manifest, index_dir) if manifest.get("identity") else None
         self.health = health.HealthServicer()
         interceptors = [_TokenInterceptor(token)] if token else []
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                                  interceptors=interceptors, options=channel_options(max_message_bytes))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=interceptors,
+                                  options=channel_options(max_message_bytes) + [("grpc.so_reuseport", 0)])
         self.servicer = RetrievalServicer(self.index, shard, num_shards, manifest["build_id"], max_batch, max_k,
                                           identity=self.identity)
         pb_grpc.add_RetrievalServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if tls is not None:  # (private key PEM, certificate chain PEM)
-            self.port = self.server.add_secure_port(bind, grpc.ssl_server_credentials([tls]))
-        else:
-            self.port = self.server.add_insecure_port(bind)
+        try:  # grpcio >= 1.85 raises on a taken port, older versions return 0
+            if tls is not None:  # (private key PEM, certificate chain PEM)
+                self.port = self.server.add_secure_port(bind, grpc.ssl_server_credentials([tls]))
+            else:
+                self.port = self.server.add_insecure_port(bind)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise UserError(f"could not bind {bind}")
+            raise UserError(f"--host {host} --port {port}: cannot bind {bind} (the port is taken by another "
+                            "process, or the address is not on this machine)")
         self.host = host
         self.server.start()
         for name in ("", SERVICE_NAME):
@@ -256,7 +267,8 @@ def run(args) -> int:
                          max_message_bytes=args.max_message_mb << 20, workers=args.workers,
                          use_gpu={"auto": "auto", "yes": True, "no": False}[args.gpu],
                          nprobe=args.nprobe, ef_search=args.ef_search,
-                         tls=read_tls(getattr(args, "tls_cert", None), getattr(args, "tls_key", None)))
+                         tls=read_tls(getattr(args, "tls_cert", None), getattr(args, "tls_key", None)),
+                         insecure=getattr(args, "insecure", False))
     stopping = threading.Event()
 
     def on_signal(signum, frame):
@@ -295,9 +307,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except UserError as e:
-        print(f"megatron-retro serve: error: {e}", file=sys.stderr)
-        return 2
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        from megatron_retro.errors import describe_failure
+
+        code, message = describe_failure(e)
+        print(f"megatron-retro serve: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

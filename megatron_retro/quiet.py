@@ -1,0 +1,29 @@
+"""One place that silences the warnings megatron-core and torch print on every CPU run although
+they mean nothing on this path (no Apex / Transformer Engine on CPU, a deprecated
+``cuda_graph_scope`` default, ShardedTensor and DCP ``load_state_dict`` FutureWarnings from
+dist_checkpointing; transformers' own deprecated call inside ``save_pretrained`` on HF export).
+
+Only these exact messages are filtered; anything else still shows.  Called once by the CLI
+before any command runs; library users may call it too.
+"""
+from __future__ import annotations
+
+import warnings
+
+# (message regex, category, module regex): see the module docstring for why each is harmless.
+KNOWN_NOISE = (
+    (r"Transformer Engine and Apex are not installed", UserWarning, r"megatron\."),
+    (r".*Apex is not installed", UserWarning, r"megatron\."),
+    (r".*cuda_graph_scope", DeprecationWarning, r""),
+    (r".*cuda_graph_scope", UserWarning, r"megatron\."),
+    (r".*ShardedTensor", FutureWarning, r""),
+    (r".*torch\.distributed\._shard", FutureWarning, r""),
+    (r"`load_state_dict` is deprecated", FutureWarning, r"megatron\."),  # dist_checkpointing's DCP call
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\."),  # inside save_pretrained
+)
+
+
+def quiet_known_warnings() -> None:
+    """Install the filters (idempotent: warnings.filterwarnings skips an identical filter)."""
+    for message, category, module in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
