@@ -152,6 +152,12 @@ def gemma3_model_config(hf: dict, where: str) -> ModelConfig:
         raise UserError(f"{where}: cannot be represented: {e}") from None
 
 
+def _pre_attn_scalar(model_cfg: ModelConfig) -> int | float:
+    """HF's ``query_pre_attn_scalar`` (scale = scalar ** -0.5); an int when it is one (its config type)."""
+    value = round((model_cfg.softmax_scale or model_cfg.head_dim ** -0.5) ** -2, 6)
+    return int(value) if value == int(value) else value
+
+
 def gemma3_config(model_cfg: ModelConfig, vocab_size: int, special_ids: dict | None = None):
     """The ``transformers.Gemma3TextConfig`` of our model (needs the `hf` extra)."""
     from transformers import Gemma3TextConfig
@@ -167,7 +173,7 @@ def gemma3_config(model_cfg: ModelConfig, vocab_size: int, special_ids: dict | N
         num_key_value_heads=model_cfg.num_query_groups or model_cfg.num_attention_heads,
         head_dim=model_cfg.head_dim, max_position_embeddings=model_cfg.seq_length,
         rms_norm_eps=model_cfg.norm_epsilon, hidden_activation="gelu_pytorch_tanh",
-        query_pre_attn_scalar=round((model_cfg.softmax_scale or model_cfg.head_dim ** -0.5) ** -2, 6),
+        query_pre_attn_scalar=_pre_attn_scalar(model_cfg),
         sliding_window=model_cfg.sliding_window or model_cfg.seq_length, layer_types=types,
         rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": float(model_cfg.rotary_base)},
                          "sliding_attention": {"rope_type": "default", "rope_theta": float(local)}},
