@@ -74,6 +74,9 @@ class ModelConfig:
         None, "with sliding_window: every Nth layer (N, 2N, ...) attends globally, the others locally")
     rotary_base_local: Optional[int] = cfg(None, "RoPE base of the local (sliding-window) layers (None = rotary_base)")
     softmax_scale: Optional[float] = cfg(None, "attention score scale (None = 1/sqrt(head width))")
+    kv_heads_replicated_from: Optional[int] = cfg(
+        None, "set by `hf import --tp T` when T > the model's KV heads: num_query_groups holds copies of "
+              "this many original KV heads (hf export keeps one copy)")
 
     def __post_init__(self) -> None:
         _require(self.sliding_window is None or self.sliding_window >= 1,
@@ -355,7 +358,8 @@ class RunConfig:
                  f"by parallel.tp={self.parallel.tp}")
         groups = self.model.num_query_groups or self.model.num_attention_heads
         _require(groups % self.parallel.tp == 0,
-                 f"model.num_query_groups={groups}: must be divisible by parallel.tp={self.parallel.tp}")
+                 f"model.num_query_groups={groups}: must be divisible by parallel.tp={self.parallel.tp}"
+                 + (" (re-import with `hf import --tp` to replicate the KV heads)" if groups < self.parallel.tp else ""))
         _require(self.model.ffn_size % self.parallel.tp == 0,
                  f"model.ffn_hidden_size={self.model.ffn_size}: must be divisible by parallel.tp={self.parallel.tp}")
         if self.parallel.sequence_parallel:
