@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 from megatron_retro.config import ParallelConfig, load_config  # noqa: E402
 from megatron_retro.models.gpt import build_gpt_model  # noqa: E402
-from megatron_retro.parallel.initialize import destroy_parallel, initialize_parallel  # noqa: E402
+from megatron_retro.parallel.initialize import initialize_parallel  # noqa: E402
 from megatron_retro.training.checkpointing import load_checkpoint  # noqa: E402
 from megatron_retro.training.hf_convert import import_hf  # noqa: E402
 from megatron_retro.training.pretrain import model_record  # noqa: E402
@@ -44,7 +44,6 @@ def main(scratch):
         chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab, precision="fp32")
         load_checkpoint(info["checkpoint"], SimpleNamespace(chunks=chunks), model_record(cfg, vocab), with_optimizer=False)
         report(layout, pipeline_logits(chunks, tokens), hf_logits)
-        destroy_parallel()
         if layout == "tp2":  # the same checkpoint read with sequence parallelism
             cfg = load_config(os.path.join(out, "model.yaml"), ["parallel.tp=2", "parallel.sequence_parallel=true"])
             initialize_parallel(cfg.parallel, seed=1)
@@ -52,7 +51,6 @@ def main(scratch):
             load_checkpoint(info["checkpoint"], SimpleNamespace(chunks=chunks), model_record(cfg, vocab),
                             with_optimizer=False)
             report("tp2-sp", pipeline_logits(chunks, tokens), hf_logits)
-            destroy_parallel()
 
 
 if __name__ == "__main__":
