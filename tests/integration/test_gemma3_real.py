@@ -14,6 +14,7 @@ tokenizer; ~1 min on 2 cores).
 """
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -190,3 +191,38 @@ def _write_tiny_gguf(path: str, arch: str) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def test_lora_finetune_on_an_imported_gemma_with_its_tokenizer(imported, small_data_dir, tmp_path):
+    """The user path: `hf import --hf-dir` (a 2-layer Gemma 3 carrying the real tokenizer) ->
+    `finetune --peft lora` on the bundled QA task re-tokenized with Gemma's tokenizer; a run with
+    a tokenizer of another vocabulary stops in one line naming both."""
+    from conftest import run_cli
+    from gemma3_cases import make_hf_gemma3
+
+    hf_dir = tmp_path / "hf"
+    make_hf_gemma3(str(hf_dir), vocab_size=262144, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                   num_attention_heads=2, num_key_value_heads=1, head_dim=16, initializer_range=0.02,
+                   layer_types=["sliding_attention", "full_attention"])
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(imported, "tokenizer", name), hf_dir / name)
+    base = tmp_path / "base"
+    run_cli(["hf", "import", "--hf-dir", str(hf_dir), "--out", str(base)])
+    data = str(tmp_path / "data")
+    shutil.copytree(small_data_dir, data)
+    common = ["--config", str(base / "model.yaml"), "--base", str(base / "iter_0000000"), "--no-progress",
+              "--steps", "2", "model.seq_length=128", "train.micro_batch_size=2", "train.global_batch_size=2",
+              "train.lr_warmup_steps=0", "train.eval_interval=0", "train.eval_iters=1", f"data.dir={data}",
+              "data.num_entities=60", "data.vocab_size=512", "data.seed=3", "data.split=90,10,0",
+              "qa.embedder=hash:64", "qa.seq_length=128", "qa.train_examples=4", "qa.max_answer_tokens=8"]
+    proc = run_cli(["finetune", "--peft", "lora", "--out", str(tmp_path / "ft"), *common])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and abs(summary["first_loss"] - 12.48) < 0.5  # ~ln(262144): Gemma's vocabulary
+    assert any(n.startswith("tok-") for n in os.listdir(data))  # the corpus re-tokenized with Gemma's tokenizer
+
+    bundled = os.path.join(small_data_dir, "tokenizer.model")
+    proc = run_cli(["finetune", "--peft", "lora", "--out", str(tmp_path / "bad"), *common,
+                    f"data.tokenizer={bundled}"], check=False)
+    assert proc.returncode == 2
+    (line,) = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert "tokenizer.model has 512 tokens" in line and "vocabulary of 262144" in line and "iter_0000000" in line
