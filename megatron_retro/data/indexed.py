@@ -39,6 +39,8 @@ def write_indexed(texts: Sequence[str], tokenizer, prefix: str, progress: bool =
     bar = tqdm(total=len(texts), desc="tokenize", unit="doc", disable=not progress)
     for k in range(0, len(texts), batch):
         for ids in tokenizer.encode_batch(texts[k:k + batch]):
+            if getattr(tokenizer, "add_bos", False):  # models trained with a leading bos (Gemma, Llama)
+                ids.insert(0, tokenizer.bos)
             ids.append(tokenizer.eod)
             builder.add_document(np.asarray(ids, dtype=dtype), [len(ids)])
             n_tokens += len(ids)

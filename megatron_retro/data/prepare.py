@@ -286,6 +286,37 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
     return manifest
 
 
+def retokenized_prefix(data: BundledData) -> str:
+    """The bundled documents tokenized with ``data.tokenizer`` (a model's own, e.g. an imported
+    Gemma's), cached in ``<dir>/tok-<sha of the tokenizer files>/``; the bundled tokenizer's own
+    corpus is returned as is. Documents start with bos when the tokenizer adds one."""
+    from megatron_retro.data.indexed import write_indexed
+    from megatron_retro.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(data.tokenizer)
+    files = [tok.path] + [os.path.join(os.path.dirname(tok.path), n) for n in ("tokenizer_config.json",)]
+    h = hashlib.sha256()
+    for f in files:
+        if os.path.isfile(f):
+            h.update(_sha256(f).encode())
+    own = os.path.join(data.dir, "tokenizer.model")
+    if os.path.isfile(own) and _sha256(own) == _sha256(tok.path):
+        return data.prefix
+    out = os.path.join(data.dir, f"tok-{h.hexdigest()[:12]}")
+    prefix = os.path.join(out, PREFIX)
+    if not os.path.isfile(prefix + ".idx"):
+        with open(data.documents, encoding="utf-8") as f:
+            texts = [json.loads(line)["text"] for line in f if line.strip()]
+        tmp = out + f".tmp-{os.getpid()}"
+        os.makedirs(tmp, exist_ok=True)
+        write_indexed(texts, tok, os.path.join(tmp, PREFIX), progress=False)
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+    return prefix
+
+
 def resolve_data(cfg) -> BundledData:
     """Prepare (source='bundled') or check (source='indexed') the data of a DataConfig-like
     object (fields source, dir, prefix, tokenizer, num_entities, vocab_size, seed, split)."""
@@ -294,6 +325,7 @@ def resolve_data(cfg) -> BundledData:
                                     cfg.split, progress=False)
         if cfg.tokenizer:
             data.tokenizer = os.path.abspath(cfg.tokenizer)
+            data.prefix = retokenized_prefix(data)
         return data
     from megatron_retro.data.indexed import open_indexed
 

@@ -52,6 +52,7 @@ class QALayout:
     pad: int
     virtual_tokens: int = 0       # v
     chunk_length: int = 64        # m (RETRO)
+    bos: int = -1                 # prepended to every prompt's text when >= 0 (models trained with bos)
     truncation: Truncation = field(default_factory=Truncation)
 
     def __post_init__(self) -> None:
@@ -73,7 +74,7 @@ class QALayout:
     # ------------------------------------------------------------------------------------------
     def prompt(self, question_ids: Sequence[int], passages: np.ndarray) -> np.ndarray:
         """int64 [P]: the left-filled prompt; ``passages`` int64 [k, r] (GPT reads them inline)."""
-        room = self.prompt_length - self.virtual_tokens
+        room = self.prompt_length - self.virtual_tokens - (self.bos >= 0)
         question = list(question_ids)
         if len(question) > room:
             self.truncation.questions_cut += 1
@@ -87,6 +88,8 @@ class QALayout:
                 self.truncation.passage_tokens_dropped += len(context) - budget
                 context = context[:budget]
             body = context + question
+        if self.bos >= 0:
+            body = [self.bos] + body
         out = np.full(self.prompt_length, self.eod, dtype=np.int64)
         out[self.prompt_length - len(body):] = body
         return out

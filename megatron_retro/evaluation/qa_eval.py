@@ -144,7 +144,7 @@ def evaluate(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = None,
         virtual = getattr(adapter_peft_config(adapter), "num_virtual_tokens", 0)
     qa = prepare_qa(cfg, virtual_tokens=virtual)
     split = load_split(cfg, qa, cfg.qa.eval_split, cfg.qa.eval_examples)
-    chunks, _, _ = load_model(cfg, qa.vocab_size, load, adapter=adapter)
+    chunks, _, _ = load_model(cfg, qa.vocab_size, load, adapter=adapter, tokenizer=qa.tokenizer)
     from megatron_retro.training.finetune import _count
 
     params = _count(chunks)[1]

@@ -69,6 +69,10 @@ def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: in
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
             vp_stage=stage,
         )
+        if model.family == "gemma3":
+            from megatron_retro.models.gemma3_spec import scale_embeddings
+
+            scale_embeddings(chunk, model)
         if torch.cuda.is_available():
             chunk.cuda(torch.cuda.current_device())
         chunk.model_type = _encoder_or_decoder()

@@ -80,6 +80,17 @@ def get_gpt_layer_te_spec(model: ModelConfig):
 
 def get_gpt_layer_spec(model: ModelConfig):
     backend = resolve_attention_backend(model)
+    if model.family == "gemma3" or model.sliding_window:
+        if backend == "te":
+            from megatron_retro.errors import UserError
+
+            raise UserError("model.family=gemma3 / model.sliding_window: the Transformer Engine spec is not "
+                            "built yet; set model.attention_backend=sdpa")
+        from megatron_retro.models.gemma3_spec import get_gemma3_layer_local_spec
+
+        if model.family == "gemma3":
+            return get_gemma3_layer_local_spec(model)
+        return get_gpt_layer_local_spec(model, core_attention="sdpa")
     if backend == "te":
         return get_gpt_layer_te_spec(model)
     return get_gpt_layer_local_spec(model, core_attention=backend)

@@ -11,11 +11,28 @@ import torch
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 
+class ZeroCenteredRMSNorm(torch.nn.Module):
+    """RMSNorm scaled by (1 + w), w initialised to 0 (Gemma's; megatron's
+    ``layernorm_zero_centered_gamma``). Computed in fp32 and cast back, as Gemma does."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., h] -> [..., h]
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * (1.0 + self.weight.float())).type_as(x)
+
+
 class SequenceParallelNorm:
     """Factory with megatron's norm constructor signature returning a torch LayerNorm / RMSNorm."""
 
     def __new__(cls, config: TransformerConfig, hidden_size: int, eps: float = 1e-5, **unused) -> torch.nn.Module:
-        if config.normalization == "RMSNorm":
+        if config.normalization == "RMSNorm" and config.layernorm_zero_centered_gamma:
+            norm = ZeroCenteredRMSNorm(hidden_size, eps=eps)
+        elif config.normalization == "RMSNorm":
             norm = torch.nn.RMSNorm(hidden_size, eps=eps)
         elif config.normalization == "LayerNorm":
             norm = torch.nn.LayerNorm(hidden_size, eps=eps)

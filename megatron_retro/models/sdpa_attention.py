@@ -19,6 +19,7 @@ from megatron.core import tensor_parallel
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
+from megatron.core.transformer.utils import is_layer_window_attention
 from megatron.core.utils import divide
 
 
@@ -39,6 +40,9 @@ class SDPAttention(MegatronModule):
         self.num_groups = divide(config.num_query_groups, tp_size)
         self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(config.kv_channels)
         self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
+        # Sliding-window (local) layer: a query sees itself and the `window` tokens before it.
+        self.window = config.window_size[0] if is_layer_window_attention(
+            config.window_size, config.window_attn_skip_freq, layer_number) else None
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attention_mask: Optional[torch.Tensor], attn_mask_type: Optional[AttnMaskType] = None,
@@ -53,7 +57,7 @@ class SDPAttention(MegatronModule):
         q = query.permute(1, 2, 0, 3).contiguous()  # [b, np, sq, hn]
         k = key.permute(1, 2, 0, 3).contiguous()    # [b, ng, sk, hn]
         v = value.permute(1, 2, 0, 3).contiguous()  # [b, ng, sk, hn]
-        attn_mask, is_causal = self._sdpa_mask(attention_mask, mask_type, sq, sk, query.device)
+        attn_mask, is_causal = self._sdpa_mask(attention_mask, mask_type, sq, sk, query.device, self.window)
         dropout_p = self.dropout_p if self.training else 0.0
         if dropout_p > 0.0 and not self.config.sequence_parallel:
             with tensor_parallel.get_cuda_rng_tracker().fork():
@@ -70,9 +74,19 @@ class SDPAttention(MegatronModule):
 
     @staticmethod
     def _sdpa_mask(attention_mask: Optional[torch.Tensor], mask_type: AttnMaskType, sq: int, sk: int,
-                   device: torch.device) -> tuple[Optional[torch.Tensor], bool]:
-        """megatron masks are True where attention is *forbidden*; SDPA's bool masks the opposite."""
+                   device: torch.device, window: Optional[int] = None) -> tuple[Optional[torch.Tensor], bool]:
+        """megatron masks are True where attention is *forbidden*; SDPA's bool masks the opposite.
+
+        The sq queries are the last sq of the sk positions (KV cache); ``window`` (local layers)
+        also forbids keys more than ``window`` positions before the query."""
         causal = mask_type == AttnMaskType.causal
+        if window is not None and window + 1 < sk:
+            q_pos = torch.arange(sk - sq, sk, device=device)[:, None]  # [sq, 1]
+            k_pos = torch.arange(sk, device=device)[None, :]           # [1, sk]
+            allowed = (k_pos <= q_pos) & (q_pos - k_pos <= window) if causal else (q_pos - k_pos).abs() <= window
+            if attention_mask is not None:
+                allowed = allowed & ~attention_mask.to(torch.bool)
+            return allowed, False
         if attention_mask is None:
             if causal and sq != sk:
                 # Decoding with a KV cache: the sq new queries are the last sq positions.

@@ -14,6 +14,26 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (Gemma's ``gelu_pytorch_tanh``)."""
+    return F.gelu(x, approximate="tanh")
+
+
+def local_attention_fields(model: ModelConfig) -> dict:
+    """Gemma 3 / sliding-window fields of TransformerConfig (megatron's own where they exist).
+
+    megatron's ``window_size=(left, right)`` counts the *other* tokens a query may see; our
+    ``model.sliding_window`` counts the query too (HF's convention), hence ``- 1``."""
+    out = {}
+    if model.sliding_window:
+        out.update(window_size=(model.sliding_window - 1, 0), window_attn_skip_freq=model.global_attn_every)
+    if model.family == "gemma3":
+        out.update(qk_layernorm=True, layernorm_zero_centered_gamma=True)
+    if model.softmax_scale is not None:
+        out.update(softmax_scale=model.softmax_scale)
+    return out
+
+
 def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precision: str = "auto",
                             recompute: bool = False, **extra):
     """A TransformerConfig for the GPT decoder (RETRO adds its fields through ``extra``)."""
@@ -23,7 +43,8 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
     precision = resolve_precision(precision)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     on_gpu = torch.cuda.is_available()
-    activation = {"swiglu": F.silu, "gelu": F.gelu, "squared_relu": squared_relu}[model.activation]
+    activation = {"swiglu": F.silu, "gelu": F.gelu, "squared_relu": squared_relu,
+                  "geglu_tanh": gelu_tanh}[model.activation]
     kwargs = dict(
         num_layers=model.num_layers,
         hidden_size=model.hidden_size,
@@ -32,7 +53,7 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
         ffn_hidden_size=model.ffn_size,
         kv_channels=model.head_dim,
         activation_func=activation,
-        gated_linear_unit=model.activation == "swiglu",
+        gated_linear_unit=model.activation in ("swiglu", "geglu_tanh"),
         normalization=model.normalization,
         layernorm_epsilon=model.norm_epsilon,
         add_bias_linear=model.add_bias_linear,
@@ -60,6 +81,7 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
         batch_p2p_comm=on_gpu,  # gloo: batched isend/irecv pairs mismatch in the interleaved schedule
         deallocate_pipeline_outputs=True,
     )
+    kwargs.update(local_attention_fields(model))
     if recompute:
         kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     kwargs.update(extra)

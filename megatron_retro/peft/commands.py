@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     m.add_argument("--adapter", required=True, help="adapter directory (adapter_config.json + safetensors)")
     m.add_argument("--merged-out", required=True, help="directory for the merged checkpoint")
     m.set_defaults(handler=_merge)
-    e = sub.add_parser("export-hf", help="LoRA adapter -> HF peft format + base -> HF LlamaForCausalLM")
+    e = sub.add_parser("export-hf", help="LoRA adapter -> HF peft format + base -> HF Llama/Gemma3ForCausalLM")
     add_run_config_args(e)
     e.add_argument("--base", required=True, help="base checkpoint directory (iter_*)")
     e.add_argument("--adapter", required=True, help="LoRA adapter directory")

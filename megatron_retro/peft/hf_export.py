@@ -1,4 +1,6 @@
-"""Export to Hugging Face: our GPT base -> ``LlamaForCausalLM`` weights, LoRA -> HF peft adapter.
+"""Export to Hugging Face: our GPT base -> ``LlamaForCausalLM`` (or, for ``model.family: gemma3``,
+``Gemma3ForCausalLM``) weights, LoRA -> HF peft adapter (both families name their projections
+``self_attn.{q,k,v,o}_proj`` / ``mlp.{gate,up,down}_proj``, so one LoRA table serves both).
 
 Works from the layout-independent full tensors (global names), so the source may be at any
 TP/PP: base weights from :func:`full_model_state` (collective), LoRA from ``peft_state_dict``.
@@ -70,15 +72,27 @@ def lora_to_peft(adapter: dict, model_cfg) -> tuple[dict[str, torch.Tensor], lis
 
 
 def export_hf(directory: str, model_cfg, vocab_size: int, base_state: dict, adapter_state: dict, lora_cfg) -> dict:
-    """Write ``<dir>/base`` (LlamaForCausalLM save_pretrained) and ``<dir>/adapter`` (peft)."""
+    """Write ``<dir>/base`` (Llama/Gemma3ForCausalLM save_pretrained) and ``<dir>/adapter`` (peft)."""
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from transformers import LlamaForCausalLM
 
-    check_llama_compatible(model_cfg)
-    config = llama_config(model_cfg, vocab_size)
-    model = LlamaForCausalLM(config)
-    missing, unexpected = model.load_state_dict(base_to_llama(base_state, model_cfg, vocab_size), strict=False)
-    missing = [m for m in missing if "rotary" not in m]
+    if getattr(model_cfg, "family", "gpt") == "gemma3":
+        from transformers import Gemma3ForCausalLM as model_cls
+
+        from megatron_retro.models.hf_gemma3 import base_to_gemma3 as to_hf
+        from megatron_retro.models.hf_gemma3 import check_gemma3_compatible as check
+        from megatron_retro.models.hf_gemma3 import gemma3_config as make_config
+    else:
+        from transformers import LlamaForCausalLM as model_cls
+
+        to_hf, check, make_config = base_to_llama, check_llama_compatible, llama_config
+    check(model_cfg)
+    if getattr(model_cfg, "kv_heads_replicated_from", None):
+        raise UserError("export-hf: the base holds replicated KV heads (imported with `hf import --tp` > KV heads) "
+                        "whose LoRA rows train apart; fine-tune from a base imported at --tp <= KV heads to export")
+    model = model_cls(make_config(model_cfg, vocab_size)).float()
+    missing, unexpected = model.load_state_dict(to_hf(base_state, model_cfg, vocab_size), strict=False)
+    tied = not model_cfg.untie_embeddings
+    missing = [m for m in missing if "rotary" not in m and not (tied and m == "lm_head.weight")]
     if missing or unexpected:
         raise UserError(f"export-hf: base conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.save_pretrained(os.path.join(directory, "base"))

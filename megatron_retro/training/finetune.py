@@ -79,13 +79,21 @@ def make_engine(cfg: RunConfig, chunks: list):
 
 
 def load_model(cfg: RunConfig, vocab_size: int, base: Optional[str], adapter: Optional[str] = None,
-               peft_cfg=None) -> tuple[list, dict, object]:
+               peft_cfg=None, tokenizer=None) -> tuple[list, dict, object]:
     """(chunks, model record, PEFT config): base weights from ``base``, then an adapter loaded from
-    ``adapter`` or a fresh ``peft_cfg`` method applied (the base frozen)."""
+    ``adapter`` or a fresh ``peft_cfg`` method applied (the base frozen).  ``tokenizer`` (the run's)
+    must have the base's vocabulary: a mismatch is one line naming both."""
     from megatron_retro.peft import apply_peft
     from megatron_retro.peft.checkpoint import load_adapter
-    from megatron_retro.training.checkpointing import load_checkpoint
+    from megatron_retro.training.checkpointing import STATE_FILE, load_checkpoint, read_state
     from megatron_retro.training.pretrain import model_record
+
+    if base and tokenizer is not None and os.path.isfile(os.path.join(base, STATE_FILE)):
+        from megatron_retro.data.tokenizer import check_vocab
+
+        saved = (read_state(base).get("model") or {}).get("vocab_size")
+        if saved:
+            check_vocab(tokenizer, int(saved), base)
 
     chunks = build_model(cfg, vocab_size)
     record = model_record(cfg, vocab_size)
@@ -131,7 +139,8 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
 
     if not cfg.checkpoint.load:
         raise UserError("checkpoint.load: fine-tuning needs a pretrained base checkpoint (--base or checkpoint.load)")
-    chunks, record, peft_cfg = load_model(cfg, qa.vocab_size, cfg.checkpoint.load, peft_cfg=peft_cfg)
+    chunks, record, peft_cfg = load_model(cfg, qa.vocab_size, cfg.checkpoint.load, peft_cfg=peft_cfg,
+                                          tokenizer=qa.tokenizer)
     trainable, total = _count(chunks)
     engine = make_engine(cfg, chunks)
     if peft_cfg is not None:

@@ -78,7 +78,7 @@ def qa_layout(cfg: RunConfig, tokenizer, virtual_tokens: int = 0) -> QALayout:
                             f"{retro.neighbour_length}/{retro.chunk_length}")
     return QALayout(arch=cfg.model.arch, seq_length=qa.seq_length or cfg.model.seq_length, answer_tokens=qa.max_answer_tokens,
                     eod=tokenizer.eod, pad=tokenizer.pad, virtual_tokens=virtual_tokens,
-                    chunk_length=qa.chunk_length)
+                    chunk_length=qa.chunk_length, bos=tokenizer.bos if getattr(tokenizer, "add_bos", False) else -1)
 
 
 def _db_dir(cfg: RunConfig, data_dir: str) -> str:
@@ -233,7 +233,7 @@ def prepare_qa(cfg: RunConfig, virtual_tokens: int = 0, num_shards: int = 1) -> 
 
     data = _rank0_first(lambda: resolve_data(cfg.data))
     tokenizer = load_tokenizer(data.tokenizer)
-    db_dir = _db_dir(cfg, data.dir)
+    db_dir = _db_dir(cfg, os.path.dirname(data.prefix))  # data.dir, or its tok-* dir for a model's own tokenizer
     if not cfg.qa.retrieval_dir:
         qa = cfg.qa
         _rank0_first(lambda: ensure_retrieval_db(data.prefix, tokenizer, range(len(open_indexed(data.prefix))),

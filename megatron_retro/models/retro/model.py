@@ -162,6 +162,10 @@ def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: Parallel
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
             vp_stage=stage)
+        if model.family == "gemma3":  # sqrt(d)-scaled embeddings: decoder tokens and neighbours alike
+            from megatron_retro.models.gemma3_spec import scale_embeddings
+
+            scale_embeddings(chunk, model)
         if torch.cuda.is_available():
             chunk.cuda(torch.cuda.current_device())
         chunk.model_type = ModelType.encoder_or_decoder
