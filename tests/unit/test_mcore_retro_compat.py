@@ -1,0 +1,128 @@
+"""retro.megatron_compat against megatron-core 0.15.3's own RetroModel (tests/fixtures/mcore_retro,
+written by tests/fixtures/make_mcore_retro_fixture.py): TP1 logits from its torch_dist checkpoint,
+`retro import-mcore` end to end (TP1), and the one-line refusals.  TP2: tests/distributed."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "mcore_retro")
+CKPT = os.path.join(FIXTURE, "iter_0000001")
+
+
+def reference() -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(FIXTURE, "reference.safetensors"))
+
+
+def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).norm() / want.norm())
+
+
+def compat_logits(model, tokens, neighbours) -> torch.Tensor:
+    """[bs, ns, vocab] (gathered over TP) of a compat RETRO, eval mode, causal mask."""
+    ns = tokens.shape[1]
+    pos = torch.arange(ns).expand_as(tokens)
+    mask = torch.triu(torch.ones(1, 1, ns, ns, dtype=torch.bool), diagonal=1)
+    model.eval()
+    with torch.no_grad():
+        return model(tokens, pos, mask, neighbours=neighbours, runtime_gather_output=True)
+
+
+@pytest.fixture(scope="module")
+def fixture_configs():
+    from megatron_retro.training.mcore_import import configs_from_args, megatron_args
+
+    return configs_from_args(megatron_args(CKPT), CKPT)
+
+
+@pytest.fixture(scope="module")
+def loaded(fixture_configs):
+    from megatron_retro.config import ParallelConfig
+    from megatron_retro.models.retro import build_retro_model
+    from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.training.mcore_import import load_mcore_weights
+
+    model_cfg, retro_cfg = fixture_configs
+    parallel = ParallelConfig()
+    initialize_parallel(parallel, seed=1)
+    chunks = build_retro_model(model_cfg, retro_cfg, parallel, vocab_size=model_cfg.vocab_size, precision="fp32")
+    load_mcore_weights(chunks, CKPT)
+    return chunks[0]
+
+
+@pytest.mark.parametrize("case", ["full", "ragged"])
+def test_tp1_logits_equal_megatron_core_015(loaded, case):
+    ref = reference()
+    got = compat_logits(loaded, ref[f"tokens_{case}"], ref[f"neighbours_{case}"])
+    assert got.shape == ref[f"logits_{case}"].shape
+    assert rel_error(got, ref[f"logits_{case}"]) < 1e-5
+
+
+def test_neighbours_matter(loaded):
+    """The check bites: other neighbours (or none reaching the encoder) change the logits."""
+    ref = reference()
+    tokens, neighbours = ref["tokens_full"], ref["neighbours_full"]
+    got = compat_logits(loaded, tokens, neighbours.roll(1, dims=2))  # swap the two neighbours' order
+    assert rel_error(got, ref["logits_full"]) < 1e-5  # a chunk's neighbours are a set
+    got = compat_logits(loaded, tokens, neighbours.roll(1, dims=1))  # other chunks' neighbours
+    assert rel_error(got, ref["logits_full"]) > 1e-2
+
+
+def test_import_mcore_end_to_end(loaded, tmp_path):
+    """`retro import-mcore` (TP1) writes our checkpoint; it loads back and gives the fixture's logits."""
+    from megatron_retro.cli import main
+    from megatron_retro.config import ParallelConfig, RunConfig, TrainConfig, load_config
+    from megatron_retro.models.retro import build_retro_model
+    from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.training.checkpointing import load_checkpoint
+    from megatron_retro.training.pretrain import model_record
+    from megatron_retro.training.retro_step import RetroEngine
+
+    out = tmp_path / "imported"
+    assert main(["retro", "import-mcore", "--load", FIXTURE, "--out", str(out)]) == 0
+    state = json.loads((out / "iter_0000000" / "state.json").read_text())
+    assert state["mcore_import"]["iteration"] == 1 and state["model"]["retro"]["megatron_compat"] is True
+    cfg = load_config(str(out / "model.yaml"))
+    assert cfg.retro.megatron_compat and cfg.model.num_layers == 9
+    cfg = RunConfig(model=cfg.model, retro=cfg.retro, parallel=ParallelConfig(), train=TrainConfig(steps=1, lr_warmup_steps=0))
+    initialize_parallel(cfg.parallel, seed=2)
+    chunks = build_retro_model(cfg.model, cfg.retro, cfg.parallel, vocab_size=cfg.model.vocab_size, precision="fp32")
+    engine = RetroEngine(cfg, chunks)
+    load_checkpoint(str(out / "iter_0000000"), engine, model_record(cfg, cfg.model.vocab_size), with_optimizer=False)
+    ref = reference()
+    got = compat_logits(chunks[0], ref["tokens_full"], ref["neighbours_full"])
+    assert rel_error(got, ref["logits_full"]) < 1e-5
+
+
+def test_import_mcore_refuses_other_checkpoints(tmp_path, capsys):
+    from megatron_retro.cli import main
+
+    # not a dist checkpoint
+    assert main(["retro", "import-mcore", "--load", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not a megatron dist checkpoint" in capsys.readouterr().err
+    # a RETRO checkpoint of another shape: the config says 3 encoder layers
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {arch: retro, num_layers: 9, hidden_size: 32, num_attention_heads: 4, "
+                   "ffn_hidden_size: 64, vocab_size: 128, make_vocab_size_divisible_by: 1, seq_length: 16, "
+                   "activation: gelu, normalization: LayerNorm, position_embedding: learned_absolute, "
+                   "untie_embeddings: false, add_bias_linear: true}\n"
+                   "retro: {chunk_length: 4, num_neighbours: 2, neighbour_length: 8, encoder_num_layers: 3}\n")
+    assert main(["retro", "import-mcore", "--load", FIXTURE, "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no tensor decoder.layers.5.cross_attention.encoder.layers.2." in err[0]
+    # a tensor of another shape (ffn 48 instead of 64)
+    bad.write_text(bad.read_text().replace("ffn_hidden_size: 64", "ffn_hidden_size: 48")
+                   .replace("encoder_num_layers: 3", "encoder_num_layers: 2"))
+    assert main(["retro", "import-mcore", "--load", FIXTURE, "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "linear_fc1.bias has shape (64,), the model needs (48,)" in err[0]
+    # another dist-checkpoint backend
+    other = tmp_path / "zarr"
+    shutil.copytree(CKPT, other)
+    (other / "metadata.json").write_text('{"sharded_backend": "zarr"}')
+    assert main(["retro", "import-mcore", "--load", str(other), "--out", str(tmp_path / "o")]) == 2
+    assert "only 'torch_dist'" in capsys.readouterr().err
