@@ -72,6 +72,38 @@ def test_neighbours_matter(loaded):
     assert rel_error(got, ref["logits_full"]) > 1e-2
 
 
+def test_generation_and_backward(loaded):
+    """Greedy generation runs (no KV cache: the whole sequence each step, ragged lengths) and each
+    token is the argmax of a forward over the sequence so far with the generator's neighbours
+    (complete chunks: retrieved; the incomplete one: pad ids); a training backward reaches the encoder."""
+    import numpy as np
+
+    from megatron_retro.evaluation.generation import generate
+
+    ref = reference()
+    bank = ref["neighbours_full"][0, 0]                       # [k, r]
+
+    def retriever(chunks):                                    # int64 [bs, 1, m] -> [bs, 1, k, r]
+        return np.broadcast_to(bank.numpy(), (chunks.shape[0], 1) + tuple(bank.shape)).copy()
+
+    prompts = ref["tokens_full"][:, :5]
+    out = generate(loaded, prompts, 4, 128, retriever=retriever)
+    assert out.shape == (2, 9)
+    for n in range(5, 9):
+        neighbours = torch.zeros(2, -(-n // 4), *bank.shape, dtype=torch.long)
+        neighbours[:, :n // 4] = bank
+        step = compat_logits(loaded, out[:, :n], neighbours)[:, -1].argmax(-1)
+        assert torch.equal(step, out[:, n])
+    loaded.train()
+    pos = torch.arange(16).expand(2, 16)
+    losses = loaded(ref["tokens_full"], pos, None, labels=ref["tokens_full"], neighbours=ref["neighbours_full"])
+    losses.mean().backward()
+    enc = loaded.decoder.layers[5].cross_attention.encoder.layers[0].cross_attention.attn.linear_q.weight
+    assert enc.grad is not None and float(enc.grad.abs().sum()) > 0
+    loaded.zero_grad()
+    loaded.eval()
+
+
 def test_import_mcore_end_to_end(loaded, tmp_path):
     """`retro import-mcore` (TP1) writes our checkpoint; it loads back and gives the fixture's logits."""
     from megatron_retro.cli import main

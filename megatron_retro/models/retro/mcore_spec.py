@@ -106,6 +106,8 @@ def get_mcore_decoder_block_spec(model: ModelConfig, retro: RetroConfig, config)
 class McoreRetroModel(RetroModel):
     """Our RetroModel with megatron-core 0.15's neighbour layout and per-layer checkpoint keys."""
 
+    supports_kv_cache = False  # generation recomputes the whole sequence (megatron-core 0.15 had no RETRO cache)
+
     def embed_neighbours(self, neighbours: torch.Tensor) -> torch.Tensor:
         """int64 [bs, l, k, r] -> [r, bs·l·k, d], columns ordered (bs, l, k) as megatron-core's."""
         bs, l, k, r = self._check_neighbours(neighbours)
