@@ -113,7 +113,7 @@ def configs_from_args(args: dict, where: str) -> tuple[ModelConfig, RetroConfig]
 
 def check_against_metadata(ckpt: str, sharded: dict) -> None:
     """Every tensor the model needs is in the checkpoint with the same global shape (one-line error)."""
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
     from megatron.core.dist_checkpointing.utils import extract_matching_values
     from torch.distributed.checkpoint import FileSystemReader
 
@@ -130,7 +130,9 @@ def check_against_metadata(ckpt: str, sharded: dict) -> None:
         if tuple(meta.size) != tuple(ten.global_shape):
             raise UserError(f"{ckpt}: checkpoint does not match the model: {ten.key} has shape "
                             f"{tuple(meta.size)}, the model needs {tuple(ten.global_shape)}")
-    needed = {ten.key for _, ten in _flatten(tensors)}
+    # factories (e.g. a SwiGLU fc1 split into its two halves) are checked when dist_checkpointing loads them
+    factories, _ = extract_matching_values(sharded, lambda v: isinstance(v, ShardedTensorFactory))
+    needed = {ten.key for _, ten in _flatten(tensors)} | {f.key for _, f in _flatten(factories)}
     extra = sorted(k for k in saved if "_extra_state" not in k and k not in needed)
     if extra:
         raise UserError(f"{ckpt}: checkpoint does not match the model: it has {len(extra)} tensor(s) the model "

@@ -13,4 +13,5 @@ HERE = os.path.dirname(__file__)
 def test_tp2_import_and_logits(tmp_path):
     (row,) = torchrun(os.path.join(HERE, "worker_mcore_retro.py"), 2, str(tmp_path / "imported"))
     assert row["tp"] == 2 and row["local_linear_q"] == [16, 32]  # heads really split over 2 ranks
-    assert row["errors"]["full"] < 1e-5 and row["errors"]["ragged"] < 1e-5, row
+    print(row)
+    assert len(row["errors"]) == 4 and max(row["errors"].values()) < 1e-5, row

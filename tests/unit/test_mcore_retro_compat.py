@@ -8,14 +8,16 @@ import shutil
 import pytest
 import torch
 
-FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "mcore_retro")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
+FIXTURE = os.path.join(FIXTURES, "mcore_retro")       # LayerNorm, GeLU, biases, learned positions, tied
+VARIANTS = ["mcore_retro", "mcore_retro_rope"]          # + RoPE, SwiGLU, RMSNorm, no biases, untied
 CKPT = os.path.join(FIXTURE, "iter_0000001")
 
 
-def reference() -> dict:
+def reference(variant: str = "mcore_retro") -> dict:
     from safetensors.torch import load_file
 
-    return load_file(os.path.join(FIXTURE, "reference.safetensors"))
+    return load_file(os.path.join(FIXTURES, variant, "reference.safetensors"))
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -32,32 +34,39 @@ def compat_logits(model, tokens, neighbours) -> torch.Tensor:
         return model(tokens, pos, mask, neighbours=neighbours, runtime_gather_output=True)
 
 
-@pytest.fixture(scope="module")
-def fixture_configs():
-    from megatron_retro.training.mcore_import import configs_from_args, megatron_args
-
-    return configs_from_args(megatron_args(CKPT), CKPT)
-
-
-@pytest.fixture(scope="module")
-def loaded(fixture_configs):
+def load_variant(variant: str, parallel=None):
+    """The fixture's megatron-core checkpoint loaded into a compat RETRO built at ``parallel``."""
     from megatron_retro.config import ParallelConfig
     from megatron_retro.models.retro import build_retro_model
-    from megatron_retro.parallel.initialize import initialize_parallel
-    from megatron_retro.training.mcore_import import load_mcore_weights
+    from megatron_retro.training.mcore_import import configs_from_args, load_mcore_weights, megatron_args
 
-    model_cfg, retro_cfg = fixture_configs
-    parallel = ParallelConfig()
-    initialize_parallel(parallel, seed=1)
-    chunks = build_retro_model(model_cfg, retro_cfg, parallel, vocab_size=model_cfg.vocab_size, precision="fp32")
-    load_mcore_weights(chunks, CKPT)
+    ckpt = os.path.join(FIXTURES, variant, "iter_0000001")
+    model_cfg, retro_cfg = configs_from_args(megatron_args(ckpt), ckpt)
+    chunks = build_retro_model(model_cfg, retro_cfg, parallel or ParallelConfig(), vocab_size=model_cfg.vocab_size,
+                               precision="fp32")
+    load_mcore_weights(chunks, ckpt)
     return chunks[0]
 
 
+@pytest.fixture(scope="module")
+def models():
+    from megatron_retro.config import ParallelConfig
+    from megatron_retro.parallel.initialize import initialize_parallel
+
+    initialize_parallel(ParallelConfig(), seed=1)
+    return {variant: load_variant(variant) for variant in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def loaded(models):
+    return models["mcore_retro"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("case", ["full", "ragged"])
-def test_tp1_logits_equal_megatron_core_015(loaded, case):
-    ref = reference()
-    got = compat_logits(loaded, ref[f"tokens_{case}"], ref[f"neighbours_{case}"])
+def test_tp1_logits_equal_megatron_core_015(models, variant, case):
+    ref = reference(variant)
+    got = compat_logits(models[variant], ref[f"tokens_{case}"], ref[f"neighbours_{case}"])
     assert got.shape == ref[f"logits_{case}"].shape
     assert rel_error(got, ref[f"logits_{case}"]) < 1e-5
 
