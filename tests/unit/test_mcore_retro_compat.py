@@ -167,3 +167,22 @@ def test_import_mcore_refuses_other_checkpoints(tmp_path, capsys):
     (other / "metadata.json").write_text('{"sharded_backend": "zarr"}')
     assert main(["retro", "import-mcore", "--load", str(other), "--out", str(tmp_path / "o")]) == 2
     assert "only 'torch_dist'" in capsys.readouterr().err
+
+
+def test_megatron_compat_config_refusals():
+    from types import SimpleNamespace
+
+    from megatron_retro.config import ConfigError, load_config
+    from megatron_retro.errors import UserError
+    from megatron_retro.models.retro.mcore_spec import build_mcore_retro_chunk
+
+    base = ["model.arch=retro", "model.num_layers=9", "retro.megatron_compat=true"]
+    with pytest.raises(ConfigError, match="retro.attention_gate: megatron-core 0.15 RETRO has no gate"):
+        load_config(None, base + ["retro.attention_gate=true"])
+    with pytest.raises(ConfigError, match="retro.retrieval_layers: megatron-core 0.15 RETRO places them"):
+        load_config(None, base + ["retro.retrieval_layers=[2]"])
+    cfg = load_config(None, base)
+    for tf, match in ((SimpleNamespace(pipeline_model_parallel_size=2, sequence_parallel=False), "parallel.pp=2"),
+                      (SimpleNamespace(pipeline_model_parallel_size=1, sequence_parallel=True), "sequence_parallel")):
+        with pytest.raises(UserError, match=match):
+            build_mcore_retro_chunk(cfg.model, cfg.retro, tf, 128, True, True)
