@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "megatron_retro.peft.commands",
     "megatron_retro.evaluation.commands",
     "megatron_retro.training.hf_commands",
+    "megatron_retro.training.retro_commands",
 ]
 
 

@@ -265,6 +265,8 @@ class RetroConfig:
                                              "(None = <data.dir>/retro_index, built on first use)")
     embedder: str = cfg("minilm", "retrieval embedder: 'minilm' (all-MiniLM-L6-v2) or 'hash:<dim>'")
     exclude_same_doc: bool = cfg(True, "drop neighbours from the sample's own document (RETRO pretraining rule)")
+    megatron_compat: bool = cfg(False, "the architecture of megatron-core 0.15's RetroModel (for its checkpoints, "
+                                       "see `retro import-mcore` and docs/megatron-retro-compat.md); TP only")
 
     def __post_init__(self) -> None:
         for name in ("chunk_length", "num_neighbours", "neighbour_length", "encoder_num_layers"):
@@ -279,6 +281,11 @@ class RetroConfig:
             _require(len(self.retrieval_layers) >= 1, "retro.retrieval_layers: must name at least one layer")
             _require(len(set(self.retrieval_layers)) == len(self.retrieval_layers),
                      f"retro.retrieval_layers={self.retrieval_layers}: duplicates")
+        if self.megatron_compat:
+            _require(not self.attention_gate, "retro.attention_gate: megatron-core 0.15 RETRO has no gate; "
+                                              "turn it off with retro.megatron_compat=true")
+            _require(self.retrieval_layers is None, "retro.retrieval_layers: megatron-core 0.15 RETRO places them "
+                                                    "itself (every 3rd from 6, or 9); leave unset with megatron_compat")
 
     def layer_numbers(self, num_layers: int) -> list[int]:
         """1-based decoder layers holding chunked cross-attention, ascending."""

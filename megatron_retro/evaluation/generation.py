@@ -95,6 +95,7 @@ def generate(model, prompts: torch.Tensor, max_new_tokens: int, vocab_size: int,
             raise ValueError("generate: a RETRO model needs a retriever")
         neighbours = _Neighbours(retriever, model.chunk_length, model.num_neighbours, model.neighbour_length, bs)
     ictx = None
+    use_cache = use_cache and getattr(model, "supports_kv_cache", True)  # megatron_compat RETRO: none
     if use_cache:
         ictx = StaticInferenceContext(bs, p + max_new_tokens)
         ictx.materialize_only_last_token_logits = True

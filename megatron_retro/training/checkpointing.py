@@ -110,6 +110,9 @@ _ALLOWED_PICKLE_PREFIXES = ("torch.distributed.checkpoint.",)
 _ALLOWED_PICKLE_GLOBALS = {
     ("collections", "OrderedDict"), ("torch", "Size"), ("torch", "device"), ("torch", "dtype"),
     ("torch.serialization", "_get_layout"),
+    # megatron-core 0.15's DCP metadata classes (empty placeholder classes in 0.16.1): retro import-mcore
+    ("megatron.core.dist_checkpointing.strategies.torch", "MCoreMetadata"),
+    ("megatron.core.dist_checkpointing.strategies.torch", "MCoreSavePlan"),
     *(("torch", dt) for dt in ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16",
                                "int8", "uint8", "bool")),
     *(("builtins", b) for b in ("set", "frozenset", "dict", "list", "tuple", "slice", "int", "float",

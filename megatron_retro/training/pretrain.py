@@ -44,6 +44,8 @@ def model_record(cfg: RunConfig, vocab_size: int) -> dict:
         record["retro"] = {"retrieval_layers": retro.layer_numbers(cfg.model.num_layers),
                            "encoder_num_layers": retro.encoder_num_layers,
                            "attention_gate": retro.attention_gate}
+        if retro.megatron_compat:  # another architecture: its checkpoints load only into itself
+            record["retro"]["megatron_compat"] = True
     return record
 
 

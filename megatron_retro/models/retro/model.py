@@ -52,12 +52,19 @@ class RetroModel(GPTModel):
 
     def embed_neighbours(self, neighbours: torch.Tensor) -> torch.Tensor:
         """int64 [bs, l, k, r] -> context [r(/tp), k·l·bs, d] (same word embedding as the decoder)."""
+        bs, l, k, r = self._check_neighbours(neighbours)
+        return self._embed_neighbour_rows(neighbours.permute(2, 1, 0, 3).reshape(k * l * bs, r))  # rows (k, l, bs)
+
+    def _check_neighbours(self, neighbours: torch.Tensor) -> tuple:
         bs, l, k, r = neighbours.shape
         if k != self.num_neighbours or r != self.neighbour_length:
             raise ValueError(f"neighbours: shape {tuple(neighbours.shape)}, expected [bs, l, k={self.num_neighbours}, "
                              f"r={self.neighbour_length}]")
-        ids = neighbours.permute(2, 1, 0, 3).reshape(k * l * bs, r)   # rows ordered (k, l, bs)
-        positions = torch.arange(r, device=ids.device).unsqueeze(0).expand(k * l * bs, r)
+        return bs, l, k, r
+
+    def _embed_neighbour_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """int64 [N, r] neighbour rows -> [r(/tp), N, d], positions 0..r-1."""
+        positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand(*ids.shape)
         # Marked so that hooks on the embedding which edit the decoder input (P-tuning's virtual
         # tokens) leave retrieved neighbours alone.
         self.embedding.embedding_neighbours = True
@@ -121,6 +128,11 @@ def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size
                       post_process: bool, vp_stage: Optional[int] = None) -> RetroModel:
     """One RetroModel holding this stage's layers (embedding on the first, output on the last)."""
     from megatron_retro.models.retro.spec import get_retro_decoder_block_spec
+
+    if retro.megatron_compat:
+        from megatron_retro.models.retro.mcore_spec import build_mcore_retro_chunk
+
+        return build_mcore_retro_chunk(model, retro, config, vocab_size, pre_process, post_process, vp_stage)
 
     return RetroModel(
         config=config,
