@@ -148,7 +148,6 @@ def build_rag_splits(enc, k: int, per_split: int, seed: int = 0, qa_split: str =
     random.Random(f"{seed}:rag:order").shuffle(pairs)
     out: Dict[str, List[RagItem]] = {s: [] for s in SPLITS}
 
-    base = 0
     for q in pairs:
         if len(out["negative"]) >= per_split:
             break
@@ -158,7 +157,6 @@ def build_rag_splits(enc, k: int, per_split: int, seed: int = 0, qa_split: str =
         dis = corpus.distractors(q.entity, q.relation, q.gold_doc_ids, q.answers, k, rng)
         if gold is None or len(dis) < k:
             continue
-        base += 1
         key = f"{q.entity.split(':')[0]}.{q.relation}"
         need = [(list(q.gold_doc_ids), list(q.answers))]
         for n in range(k):
@@ -198,7 +196,7 @@ def _integration(corpus: RagCorpus, k: int, per_split: int, seed: int, qa_split:
     subjects = sorted(e for e, s in split_of.items() if s == qa_split)
     random.Random(f"{seed}:rag:two-hop").shuffle(subjects)
     out: List[RagItem] = []
-    for c, (kind, rel1, rel2, template) in enumerate(CHAINS * per_split):
+    for kind, rel1, rel2, template in CHAINS * per_split:
         if len(out) >= per_split:
             break
         for sid in subjects:
