@@ -361,6 +361,8 @@ class QAConfig:
     retrieval_dir: Optional[str] = cfg(None, "chunk store + index of the task corpus (None = built under "
                                              "<data.dir> for the bundled task)")
     eval_batch_size: int = cfg(32, "questions generated at once on each data-parallel rank")
+    refusal_fraction: float = cfg(0.0, "share of fine-tuning questions turned into negative-rejection samples: "
+                                       "k distractor passages, answer 'not in the passages' (bundled task; 0 = off)")
 
     def __post_init__(self) -> None:
         for name in ("num_passages", "passage_length", "chunk_length", "max_answer_tokens", "eval_batch_size"):
@@ -368,6 +370,8 @@ class QAConfig:
         _require(self.seq_length is None or self.seq_length >= 16, f"qa.seq_length={self.seq_length}: must be >= 16")
         for name in ("train_examples", "eval_examples"):
             _require(getattr(self, name) >= 0, f"qa.{name}={getattr(self, name)}: must be >= 0 (0 = all)")
+        _require(0.0 <= self.refusal_fraction < 1.0,
+                 f"qa.refusal_fraction={self.refusal_fraction}: must be in [0, 1)")
         _require(self.passage_length >= self.chunk_length,
                  f"qa.passage_length={self.passage_length}: must be >= qa.chunk_length={self.chunk_length}")
 

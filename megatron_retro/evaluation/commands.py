@@ -17,6 +17,14 @@ def register(subparsers) -> None:
     p.add_argument("--load", help="model checkpoint (iter_* directory); overrides checkpoint.load")
     p.add_argument("--adapter", help="PEFT adapter directory to load on the base (none = zero-shot)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--suite", choices=("qa", "rag"), default="qa",
+                   help="qa: EM / F1 / ROUGE-L on qa.eval_split; rag: context relevance, faithfulness, answer "
+                        "relevance and the noise / negative-rejection / two-hop / counterfactual splits "
+                        "(bundled task), written to rag_suite.{md,json} and rag_noise.png in out_dir")
+    p.add_argument("--suite-examples", type=int, default=50,
+                   help="rag suite: base questions per split (the noise split asks each at every noise level)")
+    p.add_argument("--judge", default="reference", help="rag suite: answer judge (reference = the gold-label "
+                                                        "metrics; others register through rag_metrics.register_judge)")
     p.set_defaults(handler=_evaluate)
 
     e = subparsers.add_parser("experiment", help="run (or resume) a grid: model x PEFT method x seed, "
@@ -48,6 +56,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.load:
         args.overrides = list(args.overrides or []) + [f"checkpoint.load={args.load}"]
     cfg = config_for_model(args)
+    if args.suite == "rag":
+        return _evaluate_rag(args, cfg)
     try:
         result = evaluate(cfg, cfg.checkpoint.load, adapter=args.adapter, progress=not args.no_progress)
     finally:
@@ -57,6 +67,28 @@ def _evaluate(args: argparse.Namespace) -> int:
                           "count": result.count, "scores": result.scores,
                           "gold_passage_retrieved": result.info.get("gold_passage_retrieved"),
                           "predictions": os.path.join(cfg.out_dir, "predictions.jsonl")}))
+    return 0
+
+
+def _evaluate_rag(args: argparse.Namespace, cfg) -> int:
+    import json
+
+    from megatron_retro.errors import UserError
+    from megatron_retro.evaluation.rag_report import suite_table
+    from megatron_retro.evaluation.rag_suite import evaluate_rag
+    from megatron_retro.parallel.initialize import destroy_parallel
+
+    if args.suite_examples < 1:
+        raise UserError(f"--suite-examples={args.suite_examples}: must be >= 1")
+    try:
+        result = evaluate_rag(cfg, cfg.checkpoint.load, adapter=args.adapter, examples=args.suite_examples,
+                              judge=args.judge, progress=not args.no_progress)
+    finally:
+        destroy_parallel()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(suite_table({cfg.model.arch: result["splits"]}))
+        print(json.dumps({"model": cfg.model.arch, "suite": "rag", "splits": result["splits"],
+                          "files": result.get("files", [])}))
     return 0
 
 

@@ -168,11 +168,16 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
     _barrier()
     t0 = time.perf_counter()
     record = {"model": model.name, "method": method, "seed": seed, "base": base}
+    rag = None
     try:
         if method == "zero-shot":
             cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}")
             result = evaluate(cfg, base, progress=progress, write=False)
             params = result.info["params"]
+            if "rag" in exp.suites:
+                from megatron_retro.evaluation.rag_suite import evaluate_rag
+
+                rag = evaluate_rag(cfg, base, examples=exp.suite_examples, progress=progress, write=False)
         else:
             cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}", f"train.seed={seed}",
                                *exp.finetune_overrides)
@@ -181,17 +186,27 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
             split = load_split(cfg, ft.qa, cfg.qa.eval_split, cfg.qa.eval_examples)
             result = evaluate_model(cfg, ft.engine.chunks, ft.qa, split, progress=progress)
             params = ft.total_params
+            if "rag" in exp.suites:
+                from megatron_retro.evaluation.rag_suite import run_suite
+
+                rag = run_suite(cfg, ft.engine.chunks, ft.qa, exp.suite_examples, progress=progress)
             record["finetune"] = {"steps": ft.steps, "first_loss": ft.first_loss, "last_loss": ft.last_loss,
                                   "valid_loss": ft.valid_loss, "trainable_params": ft.trainable_params,
                                   "seconds": round(ft.seconds, 1), "data": ft.data}
     finally:
         destroy_parallel()
+    if rag is not None:
+        record["rag"] = rag["splits"]
     record.update(arch=cfg.model.arch, task=cfg.qa.task, size=size_key(cfg, result.info["vocab_size"]),
                   params=params, scores=result.scores, count=result.count,
                   gold_passage_retrieved=result.info.get("gold_passage_retrieved"),
                   seconds=round(time.perf_counter() - t0, 1))
     if _is_writer():
         write_eval(out, result)
+        if rag is not None:
+            from megatron_retro.evaluation.rag_suite import write_suite
+
+            write_suite(out, rag, f"{cfg.model.arch} {method}")
         from megatron_retro.evaluation.tables import write_text_atomic
 
         write_text_atomic(os.path.join(out, "result.json"), json.dumps(record, indent=1))  # the cell is done
@@ -235,7 +250,12 @@ def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
     rows = [ScoreRow(model=r["arch"], size=r["size"], method=r["method"], seed=r["seed"], scores=r["scores"],
                      task=r["task"]) for r in records]
     write_score_rows(rows, os.path.join(exp.out_dir, "scores.jsonl"))
-    return write_report(rows, exp.out_dir, spread=exp.spread)
+    paths = write_report(rows, exp.out_dir, spread=exp.spread)
+    if any("rag" in r for r in records):
+        from megatron_retro.evaluation.rag_report import write_suite_report
+
+        paths += write_suite_report(records, exp.out_dir)
+    return paths
 
 
 def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Optional[int] = None) -> dict:

@@ -15,6 +15,7 @@ from megatron_retro.config import ConfigError, _require, build_item, cfg, load_d
 
 METHODS = ("zero-shot", "none", "lora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3",
            "qlora")
+SUITES = ("rag",)
 
 
 @dataclass
@@ -59,6 +60,9 @@ class ExperimentConfig:
                                    "in-process, no service)")
     retrieval_replicas: int = cfg(1, "replicas per shard")
     spread: str = cfg("std", "spread shown next to each mean: std (sample std over seeds) or minmax")
+    suites: List[str] = cfg([], "extra evaluation suites of every cell: rag (context relevance, faithfulness, "
+                                "answer relevance; noise, negative rejection, two-hop and counterfactual splits)")
+    suite_examples: int = cfg(50, "rag suite: base questions per split")
 
     def __post_init__(self) -> None:
         _require(bool(self.methods), "methods: name at least one")
@@ -69,6 +73,9 @@ class ExperimentConfig:
                  f"retrieval_shards={self.retrieval_shards}/retrieval_replicas={self.retrieval_replicas}: "
                  f"shards >= 0, replicas >= 1")
         _require(self.spread in ("std", "minmax"), f"spread={self.spread!r}: std or minmax")
+        for suite in self.suites:
+            _require(suite in SUITES, f"suites: {suite!r} is not one of {', '.join(SUITES)}")
+        _require(self.suite_examples >= 1, f"suite_examples={self.suite_examples}: must be >= 1")
         for item in self.peft_configs:
             _require("=" in item, f"peft_configs: {item!r} is not method=path")
 

@@ -126,13 +126,13 @@ def write_eval(out_dir: str, result: EvalResult, extra: Optional[dict] = None) -
     return path
 
 
-def evaluate(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = None, progress: bool = True,
-             write: bool = True) -> EvalResult:
-    """Collective: load a base checkpoint (+ adapter) and score ``qa.eval_split``; zero-shot without adapter."""
+def load_for_eval(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = None):
+    """Collective: parallel state, the QA data (room for P-tuning's virtual tokens) and the model (+ adapter);
+    returns (qa data, model chunks, parameter count)."""
     from megatron_retro.errors import UserError
     from megatron_retro.parallel.initialize import initialize_parallel
-    from megatron_retro.training.finetune import load_model
-    from megatron_retro.training.qa_data import load_split, prepare_qa
+    from megatron_retro.training.finetune import _count, load_model
+    from megatron_retro.training.qa_data import prepare_qa
 
     if not load:
         raise UserError("checkpoint.load: evaluate needs a model checkpoint (--load or checkpoint.load)")
@@ -143,11 +143,17 @@ def evaluate(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = None,
 
         virtual = getattr(adapter_peft_config(adapter), "num_virtual_tokens", 0)
     qa = prepare_qa(cfg, virtual_tokens=virtual)
-    split = load_split(cfg, qa, cfg.qa.eval_split, cfg.qa.eval_examples)
     chunks, _, _ = load_model(cfg, qa.vocab_size, load, adapter=adapter, tokenizer=qa.tokenizer)
-    from megatron_retro.training.finetune import _count
+    return qa, chunks, _count(chunks)[1]
 
-    params = _count(chunks)[1]
+
+def evaluate(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = None, progress: bool = True,
+             write: bool = True) -> EvalResult:
+    """Collective: load a base checkpoint (+ adapter) and score ``qa.eval_split``; zero-shot without adapter."""
+    from megatron_retro.training.qa_data import load_split
+
+    qa, chunks, params = load_for_eval(cfg, load, adapter)
+    split = load_split(cfg, qa, cfg.qa.eval_split, cfg.qa.eval_examples)
     result = evaluate_model(cfg, chunks, qa, split, progress=progress)
     result.info["params"] = params
     import torch.distributed as dist

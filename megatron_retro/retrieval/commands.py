@@ -185,7 +185,9 @@ def register(subparsers) -> None:
     q.add_argument("--index", required=True, help="index directory (its manifest names the chunk store and embedder)")
     q.add_argument("--qa", required=True, help="bundled QA JSONL with gold_doc_ids (data/qa/<split>.jsonl)")
     q.add_argument("--retriever", default="dense", help="comma-separated: dense, bm25, hybrid (BM25 + dense "
-                                                        "by reciprocal rank fusion), rerank (dense + re-ranker)")
+                                                        "by reciprocal rank fusion), rerank (dense + re-ranker), small2big "
+                                                        "(sentence units -> their chunks), multiquery (question + "
+                                                        "rule-based rewrites, dense, RRF)")
     q.add_argument("--k", default="1,5,10", help="comma-separated cut-offs")
     q.add_argument("--relevance", choices=["doc", "answer"], default="doc",
                    help="doc: any chunk of a gold document; answer: such a chunk that contains an answer")

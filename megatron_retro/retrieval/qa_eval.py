@@ -19,7 +19,10 @@ Public API (what [finetune-eval] calls to put passages into prompts):
 * ``gold_chunks(store, gold_doc_ids, answers=None)`` and
   ``evaluate_qa(retriever, store, questions, gold_doc_ids, ks, answers=None)`` -> metrics dict.
 
-CLI: ``megatron-retro index eval-qa --index DIR --qa FILE --retriever dense,bm25,hybrid,rerank``.
+``small2big`` (sentence units searched with the index's embedder, their enclosing chunks returned)
+and ``multiquery`` (the question + rule-based rewrites, dense, fused by RRF) are in ``variants``.
+
+CLI: ``megatron-retro index eval-qa --index DIR --qa FILE --retriever dense,bm25,hybrid,rerank,small2big,multiquery``.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import numpy as np
 from megatron_retro.errors import UserError
 from megatron_retro.retrieval.metrics import retrieval_metrics
 
-RETRIEVERS = ("dense", "bm25", "hybrid", "rerank")
+RETRIEVERS = ("dense", "bm25", "hybrid", "rerank", "small2big", "multiquery")
 
 
 def retrieve_passages(retriever, questions: Sequence[str], k: int, batch_size: int = 256) -> np.ndarray:
@@ -109,7 +112,7 @@ def evaluate_qa(retriever, store, questions: Sequence[str], gold_doc_ids: Sequen
 def open_qa_retrievers(kinds: Sequence[str], index_dir: Optional[str] = None, store=None, embedder=None,
                        nprobe: Optional[int] = None, depth: int = 50, candidates: int = 50,
                        reranker: str = "bm25") -> dict:
-    """``{kind: retriever}`` for ``dense | bm25 | hybrid | rerank`` over one chunk store, sharing
+    """``{kind: retriever}`` for ``dense | bm25 | hybrid | rerank | small2big | multiquery`` over one chunk store, sharing
     one embedder, one index and one BM25 index between them.
 
     ``store``: a ``ChunkStore`` (default: the one recorded in the index manifest); ``embedder``:
@@ -118,7 +121,7 @@ def open_qa_retrievers(kinds: Sequence[str], index_dir: Optional[str] = None, st
     (lexical scores of the dense candidates), ``cross-encoder:<path>`` (a sentence-transformers
     CrossEncoder) or an embedder spec (cosine under another bi-encoder).
     """
-    from megatron_retro.retrieval import hybrid
+    from megatron_retro.retrieval import hybrid, variants
 
     for kind in kinds:
         if kind not in RETRIEVERS:
@@ -135,8 +138,12 @@ def open_qa_retrievers(kinds: Sequence[str], index_dir: Optional[str] = None, st
             out[kind] = dense
         elif kind == "hybrid":
             out[kind] = hybrid.HybridRetriever([dense, bm25], depth=depth)
-        else:
+        elif kind == "rerank":
             out[kind] = hybrid.RerankedRetriever(dense, build_reranker(reranker, store, bm25), candidates=candidates)
+        elif kind == "small2big":
+            out[kind] = variants.SmallToBigRetriever(dense.embedder, store)
+        else:
+            out[kind] = variants.MultiQueryRetriever(dense, depth=depth)
     return out
 
 
@@ -153,6 +160,8 @@ def evaluate_qa_retrievers(kinds: Sequence[str], index_dir: Optional[str], quest
         name = kind
         if kind == "rerank":
             name = f"dense + {options.get('reranker', 'bm25')} re-rank (top {options.get('candidates', 50)})"
+        elif kind in ("small2big", "multiquery"):
+            name = {"small2big": "small-to-big (sentences -> chunk)", "multiquery": "multi-query fusion (dense, RRF)"}[kind]
         results[name] = evaluate_qa(retriever, store, questions, gold_doc_ids, ks, answers)
         if on_result is not None:
             on_result(name, results[name])

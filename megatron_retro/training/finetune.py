@@ -130,6 +130,11 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
     virtual = getattr(peft_cfg, "num_virtual_tokens", 0)
     qa = prepare_qa(cfg, virtual_tokens=virtual)
     train_split = load_split(cfg, qa, cfg.qa.train_split, cfg.qa.train_examples)
+    refusals = 0
+    if cfg.qa.refusal_fraction > 0:  # negative-rejection samples: distractor passages in, the refusal string out
+        from megatron_retro.training.rag_passages import teach_refusal
+
+        train_split, refusals = teach_refusal(cfg, qa, train_split, cfg.qa.refusal_fraction, cfg.train.seed)
     train = cfg.train
     num_micro = train.num_microbatches(ctx.dp)
     global_batch = num_micro * train.micro_batch_size * ctx.dp
@@ -181,6 +186,8 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
         checkpoint = save_checkpoint(cfg.checkpoint_dir, train.steps, engine, state)
     info = {"train": describe(train_split), "valid": describe(valid_split),
             "truncation": qa.layout.truncation.as_dict()}
+    if refusals:
+        info["train"]["refusal_samples"] = refusals
     if method == "qlora":
         from megatron_retro.peft.qlora import qlora_memory
 

@@ -187,3 +187,18 @@ def test_cross_encoder_reranker_orders_by_the_models_logits(store, tmp_path):
 
     _, order = RerankedRetriever(Fixed(), reranker, candidates=5).search(questions, 5)
     np.testing.assert_array_equal(order, np.take_along_axis(cand, np.argsort(-got, axis=1, kind="stable"), 1))
+
+
+def test_eval_qa_cli_runs_the_variants(bundled, tmp_path, capsys):
+    store_dir, index_dir = tmp_path / "chunks", tmp_path / "index"
+    assert _cli(["index", "chunks", "--documents", bundled.documents, "--tokenizer", bundled.tokenizer,
+                "--out", str(store_dir)]) == 0
+    assert _cli(["index", "build", "--store", str(store_dir), "--out", str(index_dir), "--embedder", "hash:64"]) == 0
+    capsys.readouterr()
+    assert _cli(["index", "eval-qa", "--index", str(index_dir), "--qa", bundled.qa["train"], "--retriever",
+                "dense,small2big,multiquery", "--limit", "30", "--table"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [r["retriever"] for r in rows] == ["dense", "small-to-big (sentences -> chunk)",
+                                              "multi-query fusion (dense, RRF)"]
+    for r in rows:
+        assert r["questions"] == 30 and 0.0 < r["hit@10"] <= 1.0
