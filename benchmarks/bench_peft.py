@@ -40,7 +40,8 @@ def flops(s: dict) -> dict:
     return {"forward": fwd, "full_step": 3 * fwd, "lora_floor": 2 * fwd + 3 * lora_fwd}
 
 
-def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dict]:
+def build_ours(s: dict, method, overrides: tuple = ()):
+    """(engine, batch, extra): our GPT at shape ``s`` with ``method`` (None = full fine-tuning)."""
     import torch
 
     from megatron_retro.config import load_config
@@ -55,7 +56,7 @@ def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dic
         f"model.num_attention_heads={s['heads']}", f"model.ffn_hidden_size={s['ffn']}",
         f"model.seq_length={s['seq']}", "model.attention_backend=sdpa", "model.make_vocab_size_divisible_by=128",
         f"train.micro_batch_size={s['batch']}", f"train.global_batch_size={s['batch']}", "train.clip_grad=0",
-        "train.lr_warmup_steps=0", "train.precision=fp32"])
+        "train.lr_warmup_steps=0", "train.precision=fp32", *overrides])
     initialize_parallel(cfg.parallel, seed=1)
     chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=s["vocab"], precision="fp32")
     extra = {}
@@ -72,6 +73,11 @@ def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dic
     tokens = torch.randint(0, s["vocab"], (s["batch"], s["seq"] + 1), generator=g)
     batch = {"tokens": tokens[:, :-1], "labels": tokens[:, 1:], "loss_mask": torch.ones(s["batch"], s["seq"]),
              "position_ids": torch.arange(s["seq"])[None].expand(s["batch"], -1)}
+    return engine, batch, extra
+
+
+def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dict]:
+    engine, batch, extra = build_ours(s, method)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -129,6 +135,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--small", action="store_true", help="a tiny shape (smoke run)")
+    ap.add_argument("--json", action="store_true", help="also print one RESULT line (for run_all.py)")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args()
     s = SMALL if args.small else SHAPE
@@ -147,6 +154,8 @@ def main() -> None:
     f = flops(s)
     tokens = s["batch"] * s["seq"]
     hf = rows["hf-peft"]
+    if args.json:
+        print("RESULT " + json.dumps({"shape": s, "tokens": tokens, "flops": f, "rows": rows}), flush=True)
     print(f"shape {s}")
     print(f"FLOPs/step: forward {f['forward'] / 1e9:.1f} G, full step {f['full_step'] / 1e9:.1f} G, "
           f"LoRA floor {f['lora_floor'] / 1e9:.1f} G ({f['lora_floor'] / f['full_step']:.2f}x full)")
