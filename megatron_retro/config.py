@@ -65,6 +65,9 @@ class ModelConfig:
     init_method_std: float = cfg(0.02, "std of the normal weight initialisation")
     attention_backend: Literal["auto", "sdpa", "unfused", "te"] = cfg(
         "auto", "core attention: 'auto' = Transformer Engine if importable else torch SDPA")
+    fused_output_loss: bool = cfg(
+        True, "training loss through the chunked output-layer + cross-entropy op (no full logits; logits "
+              "only where the loss mask is set); false = megatron's output layer + vocab-parallel CE")
 
     def __post_init__(self) -> None:
         _require(self.num_layers >= 1, f"model.num_layers={self.num_layers}: must be >= 1")

@@ -1,0 +1,89 @@
+"""Interleaved A/B of one training step in ONE process: the optimised paths vs the plain ones.
+
+Both variants run on the same engine (same weights, same batch), alternating step by step, so
+machine load hits them alike; the ratio of medians is robust to load, absolute times are not.
+"plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false)
+and the reference LoRA chain (kernels.fused_lora_reference); "ours" = the defaults.  Before
+timing, both variants' losses and gradients on the same weights are compared.
+
+    python benchmarks/ab_step.py --method lora [--steps 6] [--small]
+    python benchmarks/ab_step.py --method none        # full fine-tuning
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def plain_paths(engine):
+    """The unoptimised output loss and LoRA chain, for the duration of the block."""
+    import megatron_retro.kernels.fused_lora as fl
+
+    saved = fl.lora_linear_torch
+    fl.lora_linear_torch = lambda x, w, a, b, s, bias=None: fl.fused_lora_reference(x, w, a, b, s, bias)
+    for c in engine.chunks:
+        c.module.fused_output_loss = False
+    try:
+        yield
+    finally:
+        fl.lora_linear_torch = saved
+        for c in engine.chunks:
+            c.module.fused_output_loss = True
+
+
+def grads(engine, batch):
+    loss, _ = engine.forward_backward([batch])
+    return loss, [p.main_grad.clone() for c in engine.chunks for p in c.module.parameters() if p.requires_grad]
+
+
+def main() -> None:
+    import torch
+
+    from bench_peft import SHAPE, SMALL, build_ours
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--method", default="lora", help="lora, qlora or none (full fine-tuning)")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--small", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    s = SMALL if args.small else SHAPE
+    engine, batch, _ = build_ours(s, None if args.method == "none" else args.method)
+    for c in engine.chunks:
+        c.zero_grad_buffer()
+    loss_ours, g_ours = grads(engine, batch)
+    for c in engine.chunks:
+        c.zero_grad_buffer()
+    with plain_paths(engine):
+        loss_plain, g_plain = grads(engine, batch)
+    grad_err = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(g_ours, g_plain))
+    times = {"ours": [], "plain": []}
+    for i in range(args.steps + 1):
+        for name in ("ours", "plain"):
+            ctx = plain_paths(engine) if name == "plain" else contextlib.nullcontext()
+            with ctx:
+                t0 = time.perf_counter()
+                engine.train_step([batch])
+                dt = time.perf_counter() - t0
+            if i:
+                times[name].append(dt)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(json.dumps({"method": args.method, "loss_ours": loss_ours, "loss_plain": loss_plain,
+                      "max_rel_grad_diff": grad_err, "median_step_s": med,
+                      "ratio_ours_over_plain": med["ours"] / med["plain"], "loadavg_end": load}))
+
+
+if __name__ == "__main__":
+    main()
