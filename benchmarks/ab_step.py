@@ -8,6 +8,10 @@ timing, both variants' losses and gradients on the same weights are compared.
 
     python benchmarks/ab_step.py --method lora [--steps 6] [--small]
     python benchmarks/ab_step.py --method none        # full fine-tuning
+    python benchmarks/ab_step.py --method lora --against hf   # ours vs HF transformers + peft LoRA
+
+``--against hf`` alternates our step with bench_peft's HF peft step instead (timing only; peak
+memory needs separate processes: bench_peft.py).
 """
 from __future__ import annotations
 
@@ -55,10 +59,13 @@ def main() -> None:
     ap.add_argument("--method", default="lora", help="lora, qlora or none (full fine-tuning)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--against", choices=["plain", "hf"], default="plain")
     args = ap.parse_args()
     torch.set_num_threads(2)
     s = SMALL if args.small else SHAPE
     engine, batch, _ = build_ours(s, None if args.method == "none" else args.method)
+    if args.against == "hf":
+        return against_hf(args, s, engine, batch)
     for c in engine.chunks:
         c.zero_grad_buffer()
     loss_ours, g_ours = grads(engine, batch)
@@ -83,6 +90,24 @@ def main() -> None:
     print(json.dumps({"method": args.method, "loss_ours": loss_ours, "loss_plain": loss_plain,
                       "max_rel_grad_diff": grad_err, "median_step_s": med,
                       "ratio_ours_over_plain": med["ours"] / med["plain"], "loadavg_end": load}))
+
+
+def against_hf(args, s, engine, batch) -> None:
+    from bench_peft import build_hf
+
+    hf_step = build_hf(s)
+    times = {"ours": [], "hf": []}
+    for i in range(args.steps + 1):
+        for name, fn in (("ours", lambda: engine.train_step([batch])), ("hf", hf_step)):
+            t0 = time.perf_counter()
+            fn()
+            if i:
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(json.dumps({"method": args.method, "median_step_s": med, "hf_over_ours_speed": med["hf"] / med["ours"],
+                      "loadavg_end": load}))
 
 
 if __name__ == "__main__":

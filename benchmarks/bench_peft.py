@@ -87,7 +87,8 @@ def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dic
     return times, extra
 
 
-def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
+def build_hf(s: dict):
+    """A function running one HF transformers + peft LoRA step at shape ``s``."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -105,12 +106,20 @@ def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, s["vocab"], (s["batch"], s["seq"]), generator=g)
     model.train()
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def step():
         opt.zero_grad(set_to_none=True)
         model(input_ids=tokens, labels=tokens).loss.backward()
         opt.step()
+    return step
+
+
+def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
+    step = build_hf(s)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times

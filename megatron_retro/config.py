@@ -65,6 +65,10 @@ class ModelConfig:
     init_method_std: float = cfg(0.02, "std of the normal weight initialisation")
     attention_backend: Literal["auto", "sdpa", "unfused", "te"] = cfg(
         "auto", "core attention: 'auto' = Transformer Engine if importable else torch SDPA")
+    recompute_modules: list[str] = cfg(
+        [], "selective recompute: parts of every layer whose activations are recomputed in backward "
+            "instead of kept, any of 'mlp', 'core_attn' (empty = none; train.recompute=true recomputes "
+            "whole layers instead; megatron's 'layernorm' needs Transformer Engine)")
     fused_output_loss: bool = cfg(
         True, "training loss through the chunked output-layer + cross-entropy op (no full logits; logits "
               "only where the loss mask is set); false = megatron's output layer + vocab-parallel CE")
@@ -91,6 +95,8 @@ class ModelConfig:
         _require(self.vocab_size is None or self.vocab_size >= 2,
                  f"model.vocab_size={self.vocab_size}: must be >= 2")
         _require(self.init_method_std > 0, f"model.init_method_std={self.init_method_std}: must be > 0")
+        bad = [m for m in self.recompute_modules if m not in ("mlp", "core_attn")]
+        _require(not bad, f"model.recompute_modules={self.recompute_modules}: {bad} not in 'mlp', 'core_attn'")
 
     @property
     def head_dim(self) -> int:

@@ -60,7 +60,14 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
         batch_p2p_comm=on_gpu,  # gloo: batched isend/irecv pairs mismatch in the interleaved schedule
         deallocate_pipeline_outputs=True,
     )
+    if recompute and model.recompute_modules:
+        from megatron_retro.errors import UserError
+
+        raise UserError(f"train.recompute=true with model.recompute_modules={model.recompute_modules}: "
+                        "choose whole-layer or selective recompute")
     if recompute:
         kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    elif model.recompute_modules:   # selective: these parts' activations are recomputed in backward
+        kwargs.update(recompute_granularity="selective", recompute_modules=list(model.recompute_modules))
     kwargs.update(extra)
     return TransformerConfig(**kwargs)

@@ -134,3 +134,41 @@ def test_model_loss_and_grads_match_megatron_output_layer(arch, overrides, metho
     assert gf.keys() == gp.keys() and gf
     for name in gp:
         torch.testing.assert_close(gf[name], gp[name], rtol=2e-4, atol=2e-6, msg=name)
+
+
+# ------------------------------------------------------------------ selective recompute --------
+def _saved_bytes_and_grads(recompute_modules):
+    from megatron_retro.config import load_config
+    from megatron_retro.models.global_params import init_by_global_name
+    from megatron_retro.models.gpt import build_gpt_model
+    from megatron_retro.parallel.initialize import initialize_parallel
+
+    cfg = load_config(None, ["model.num_layers=2", "model.hidden_size=32", "model.num_attention_heads=4",
+                             "model.ffn_hidden_size=96", "model.seq_length=64", "train.precision=fp32",
+                             f"model.recompute_modules={recompute_modules}"])
+    initialize_parallel(cfg.parallel, seed=3)
+    chunk = build_gpt_model(cfg.model, cfg.parallel, vocab_size=100)[0]
+    init_by_global_name([chunk], seed=5)
+    t = torch.randint(0, 100, (2, 65), generator=torch.Generator().manual_seed(0))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda x: saved.append(x.numel() * x.element_size()) or x,
+                                                  lambda x: x):
+        loss = chunk(t[:, :-1], torch.arange(64).expand(2, -1), None, labels=t[:, 1:]).sum()
+    loss.backward()
+    return loss.item(), sum(saved), {n: p.grad.clone() for n, p in chunk.named_parameters()}
+
+
+def test_selective_recompute_same_grads_fewer_saved_bytes():
+    loss0, bytes0, g0 = _saved_bytes_and_grads("[]")
+    loss1, bytes1, g1 = _saved_bytes_and_grads("[mlp,core_attn]")
+    assert loss1 == pytest.approx(loss0, rel=1e-6)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-7, msg=n)
+    assert bytes1 < 0.6 * bytes0, (bytes1, bytes0)
+
+
+def test_recompute_modules_bad_name_is_one_clear_line():
+    from megatron_retro.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.recompute_modules"):
+        load_config(None, ["model.recompute_modules=[attention]"])
