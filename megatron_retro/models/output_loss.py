@@ -34,7 +34,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 23   # fp32 logits per chunk: 32 MiB
+DEFAULT_CHUNK_ELEMENTS = 1 << 25   # fp32 logits per block: 128 MiB (fewer, larger blocks ran faster on CPU)
 
 
 def _tp(group) -> tuple[int, int]:
@@ -96,11 +96,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 lse[s:e] = zmax + sumexp.log()
             if need_dh or need_dw:
                 g = _to_grad(p, sumexp, owned, idx).to(weight.dtype)   # [c, vl]
-                if need_dh:
-                    dh[s:e] = (g @ weight).to(h.dtype)                   # [c, d] partial over TP
+                if need_dh:                                             # [c, d] partial over TP
+                    if dh.dtype == weight.dtype:
+                        torch.mm(g, weight, out=dh[s:e])
+                    else:
+                        dh[s:e] = g @ weight
                 if need_dw:
                     rows = h[s:e] if row_weight is None else h[s:e] * row_weight[s:e, None].to(h.dtype)
-                    dw += (g.t() @ rows).to(acc)                        # [vl, d]
+                    if acc == weight.dtype:
+                        dw.addmm_(g.t(), rows)                          # [vl, d], accumulated in place
+                    else:
+                        dw += (g.t() @ rows).to(acc)
             del p
         ctx.group, ctx.chunk_elements, ctx.vstart = group, chunk_elements, vstart
         ctx.save_for_backward(dh, dw, row_weight, lse, h if need_dw else None, weight if need_dw else None,

@@ -172,3 +172,16 @@ def test_recompute_modules_bad_name_is_one_clear_line():
 
     with pytest.raises(ConfigError, match="model.recompute_modules"):
         load_config(None, ["model.recompute_modules=[attention]"])
+
+
+def test_bf16_weights_accumulate_in_fp32():
+    h, w, labels = _inputs(dtype=torch.float32)
+    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    (_reference(h1, w1, labels)).sum().backward()
+    h2, w2 = h.bfloat16().requires_grad_(), w.bfloat16().requires_grad_()
+    out = linear_cross_entropy(h2, w2, labels, chunk_elements=4 * V)
+    out.sum().backward()
+    assert out.dtype == torch.float32 and h2.grad.dtype == w2.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(out, _reference(h, w, labels), rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(h2.grad.float(), h1.grad, rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(w2.grad.float(), w1.grad, rtol=3e-2, atol=3e-2)
