@@ -2,8 +2,9 @@
 
 Both variants run on the same engine (same weights, same batch), alternating step by step, so
 machine load hits them alike; the ratio of medians is robust to load, absolute times are not.
-"plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false)
-and the reference LoRA chain (kernels.fused_lora_reference); "ours" = the defaults.  Before
+"plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false),
+megatron's unfused RoPE and the reference LoRA chain (kernels.fused_lora_reference); "ours" =
+the defaults (models/output_loss.py, models/rope.py, kernels/lora_torch.py).  Before
 timing, both variants' losses and gradients on the same weights are compared.
 
     python benchmarks/ab_step.py --method lora [--steps 6] [--small]
@@ -31,16 +32,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 @contextlib.contextmanager
 def plain_paths(engine):
     """The unoptimised output loss and LoRA chain, for the duration of the block."""
-    import megatron_retro.kernels.fused_lora as fl
+    from megatron.core.transformer import attention
 
-    saved = fl.lora_linear_torch
+    import megatron_retro.kernels.fused_lora as fl
+    from megatron_retro.models import rope
+
+    saved = fl.lora_linear_torch, attention.apply_rotary_pos_emb
     fl.lora_linear_torch = lambda x, w, a, b, s, bias=None: fl.fused_lora_reference(x, w, a, b, s, bias)
+    attention.apply_rotary_pos_emb = rope._MEGATRON["apply_rotary_pos_emb"]
     for c in engine.chunks:
         c.module.fused_output_loss = False
     try:
         yield
     finally:
-        fl.lora_linear_torch = saved
+        fl.lora_linear_torch, attention.apply_rotary_pos_emb = saved
         for c in engine.chunks:
             c.module.fused_output_loss = True
 

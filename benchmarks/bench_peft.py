@@ -2,7 +2,8 @@
 
 Same Llama-shaped model for all three (default: vocab 8192, hidden 512, 8 layers, 8 heads,
 SwiGLU 1408, RMSNorm, RoPE, untied, no bias, seq 512, micro-batch 4, fp32, Adam, 2 threads):
-    ours-lora   megatron GPT (local spec, SDPA core attention), LoRA r16 on the 4 fused linears
+    ours-lora   megatron GPT (local spec, SDPA core attention, one-pass RoPE, chunked output layer +
+                cross-entropy), LoRA r16 on the 4 fused linears (kernels/lora_torch.py on CPU)
     ours-full   the same model, every parameter trained
     ours-qlora  ours-lora with the 4 fused linears' base weights stored as NF4 (block 64,
                 double-quantised scales), dequantised in forward and again in backward
@@ -13,6 +14,7 @@ forward F (matmuls incl. attention scores and the output layer); full step 3F; L
 (forward + input gradients, no weight gradients for the frozen base) plus LoRA's own small terms.
 
     python benchmarks/bench_peft.py [--steps 6] [--warmup 2] [--small]
+    python benchmarks/bench_peft.py --override model.recompute_modules=[mlp]   # ours-* with overrides
 """
 from __future__ import annotations
 
@@ -76,8 +78,8 @@ def build_ours(s: dict, method, overrides: tuple = ()):
     return engine, batch, extra
 
 
-def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dict]:
-    engine, batch, extra = build_ours(s, method)
+def run_ours(s: dict, method, steps: int, warmup: int, overrides: tuple = ()) -> tuple[list[float], dict]:
+    engine, batch, extra = build_ours(s, method, overrides)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -125,7 +127,7 @@ def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
     return times
 
 
-def child(variant: str, s: dict, steps: int, warmup: int) -> None:
+def child(variant: str, s: dict, steps: int, warmup: int, overrides: tuple = ()) -> None:
     import torch
 
     torch.set_num_threads(2)
@@ -133,7 +135,7 @@ def child(variant: str, s: dict, steps: int, warmup: int) -> None:
     if variant == "hf-peft":
         times, extra = run_hf(s, steps, warmup), {}
     else:
-        times, extra = run_ours(s, method, steps, warmup)
+        times, extra = run_ours(s, method, steps, warmup, overrides)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"variant": variant, "step_s": statistics.median(times), "peak_rss_mb": peak_mb,
                                   **extra}), flush=True)
@@ -144,16 +146,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--small", action="store_true", help="a tiny shape (smoke run)")
+    ap.add_argument("--override", nargs="*", default=[], help="config overrides for the ours-* variants")
     ap.add_argument("--json", action="store_true", help="also print one RESULT line (for run_all.py)")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args()
     s = SMALL if args.small else SHAPE
     if args.variant:
-        return child(args.variant, s, args.steps, args.warmup)
+        return child(args.variant, s, args.steps, args.warmup, tuple(args.override))
     rows = {}
     for variant in ("hf-peft", "ours-full", "ours-lora", "ours-qlora"):
         cmd = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += ["--small"] if args.small else []
+        cmd += ["--override", *args.override] if args.override else []
         env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -138,6 +138,8 @@ def render_retro_step(runs: list) -> list:
 BENCHES = {
     "peft": Bench(["benchmarks/bench_peft.py", "--steps", "5", "--warmup", "2", "--json"], render_peft,
                   _result_line),
+    "peft-recompute": Bench(["benchmarks/bench_peft.py", "--steps", "5", "--warmup", "2", "--json", "--override",
+                             "model.recompute_modules=[mlp]"], render_peft, _result_line),
     "gpt-step": Bench(["benchmarks/bench_gpt_step.py", "--steps", "8"], render_gpt_step, _json_line),
     "retro-step": Bench(["benchmarks/bench_retro.py", "--what", "step", "--iters", "5"], render_retro_step,
                         _json_line),
