@@ -2,7 +2,7 @@
 
 Same Llama-shaped model for all three (default: vocab 8192, hidden 512, 8 layers, 8 heads,
 SwiGLU 1408, RMSNorm, RoPE, untied, no bias, seq 512, micro-batch 4, fp32, Adam, 2 threads):
-    ours-lora   megatron GPT (local spec, SDPA core attention, chunked output layer +
+    ours-lora   megatron GPT (local spec, SDPA core attention, one-pass RoPE, chunked output layer +
                 cross-entropy), LoRA r16 on the 4 fused linears (kernels/lora_torch.py on CPU)
     ours-full   the same model, every parameter trained
     ours-qlora  ours-lora with the 4 fused linears' base weights stored as NF4 (block 64,

@@ -20,6 +20,9 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
     from megatron.core.activations import squared_relu
     from megatron.core.transformer.transformer_config import TransformerConfig
 
+    from megatron_retro.models import rope
+
+    rope.install()   # megatron attention's RoPE in one pass each way (same values)
     precision = resolve_precision(precision)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     on_gpu = torch.cuda.is_available()
