@@ -29,19 +29,24 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+PARTS = ("loss", "rope", "lora")
+
+
 @contextlib.contextmanager
-def plain_paths(engine):
-    """The unoptimised output loss and LoRA chain, for the duration of the block."""
+def plain_paths(engine, parts=PARTS):
+    """The unoptimised ``parts`` (output loss, RoPE, LoRA chain) for the duration of the block."""
     from megatron.core.transformer import attention
 
     import megatron_retro.kernels.fused_lora as fl
     from megatron_retro.models import rope
 
     saved = fl.lora_linear_torch, attention.apply_rotary_pos_emb
-    fl.lora_linear_torch = lambda x, w, a, b, s, bias=None: fl.fused_lora_reference(x, w, a, b, s, bias)
-    attention.apply_rotary_pos_emb = rope._MEGATRON["apply_rotary_pos_emb"]
+    if "lora" in parts:
+        fl.lora_linear_torch = lambda x, w, a, b, s, bias=None: fl.fused_lora_reference(x, w, a, b, s, bias)
+    if "rope" in parts:
+        attention.apply_rotary_pos_emb = rope._MEGATRON["apply_rotary_pos_emb"]
     for c in engine.chunks:
-        c.module.fused_output_loss = False
+        c.module.fused_output_loss = "loss" not in parts
     try:
         yield
     finally:
@@ -65,6 +70,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--against", choices=["plain", "hf"], default="plain")
+    ap.add_argument("--parts", default=",".join(PARTS), help="what the plain variant un-optimises: "
+                    "comma-separated subset of loss,rope,lora")
     args = ap.parse_args()
     torch.set_num_threads(2)
     s = SMALL if args.small else SHAPE
@@ -76,13 +83,14 @@ def main() -> None:
     loss_ours, g_ours = grads(engine, batch)
     for c in engine.chunks:
         c.zero_grad_buffer()
-    with plain_paths(engine):
+    parts = tuple(args.parts.split(","))
+    with plain_paths(engine, parts):
         loss_plain, g_plain = grads(engine, batch)
     grad_err = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(g_ours, g_plain))
     times = {"ours": [], "plain": []}
     for i in range(args.steps + 1):
         for name in ("ours", "plain"):
-            ctx = plain_paths(engine) if name == "plain" else contextlib.nullcontext()
+            ctx = plain_paths(engine, parts) if name == "plain" else contextlib.nullcontext()
             with ctx:
                 t0 = time.perf_counter()
                 engine.train_step([batch])
@@ -92,7 +100,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    print(json.dumps({"method": args.method, "loss_ours": loss_ours, "loss_plain": loss_plain,
+    print(json.dumps({"method": args.method, "plain_parts": parts, "loss_ours": loss_ours, "loss_plain": loss_plain,
                       "max_rel_grad_diff": grad_err, "median_step_s": med,
                       "ratio_ours_over_plain": med["ours"] / med["plain"], "loadavg_end": load}))
 
