@@ -2,7 +2,8 @@
 
 Same Llama-shaped model for all three (default: vocab 8192, hidden 512, 8 layers, 8 heads,
 SwiGLU 1408, RMSNorm, RoPE, untied, no bias, seq 512, micro-batch 4, fp32, Adam, 2 threads):
-    ours-lora   megatron GPT (local spec, SDPA core attention), LoRA r16 on the 4 fused linears
+    ours-lora   megatron GPT (local spec, SDPA core attention, one-pass RoPE, chunked output layer +
+                cross-entropy), LoRA r16 on the 4 fused linears (kernels/lora_torch.py on CPU)
     ours-full   the same model, every parameter trained
     ours-qlora  ours-lora with the 4 fused linears' base weights stored as NF4 (block 64,
                 double-quantised scales), dequantised in forward and again in backward
@@ -13,6 +14,7 @@ forward F (matmuls incl. attention scores and the output layer); full step 3F; L
 (forward + input gradients, no weight gradients for the frozen base) plus LoRA's own small terms.
 
     python benchmarks/bench_peft.py [--steps 6] [--warmup 2] [--small]
+    python benchmarks/bench_peft.py --override model.recompute_modules=[mlp]   # ours-* with overrides
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ def flops(s: dict) -> dict:
     return {"forward": fwd, "full_step": 3 * fwd, "lora_floor": 2 * fwd + 3 * lora_fwd}
 
 
-def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dict]:
+def build_ours(s: dict, method, overrides: tuple = ()):
+    """(engine, batch, extra): our GPT at shape ``s`` with ``method`` (None = full fine-tuning)."""
     import torch
 
     from megatron_retro.config import load_config
@@ -55,7 +58,7 @@ def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dic
         f"model.num_attention_heads={s['heads']}", f"model.ffn_hidden_size={s['ffn']}",
         f"model.seq_length={s['seq']}", "model.attention_backend=sdpa", "model.make_vocab_size_divisible_by=128",
         f"train.micro_batch_size={s['batch']}", f"train.global_batch_size={s['batch']}", "train.clip_grad=0",
-        "train.lr_warmup_steps=0", "train.precision=fp32"])
+        "train.lr_warmup_steps=0", "train.precision=fp32", *overrides])
     initialize_parallel(cfg.parallel, seed=1)
     chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=s["vocab"], precision="fp32")
     extra = {}
@@ -72,6 +75,11 @@ def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dic
     tokens = torch.randint(0, s["vocab"], (s["batch"], s["seq"] + 1), generator=g)
     batch = {"tokens": tokens[:, :-1], "labels": tokens[:, 1:], "loss_mask": torch.ones(s["batch"], s["seq"]),
              "position_ids": torch.arange(s["seq"])[None].expand(s["batch"], -1)}
+    return engine, batch, extra
+
+
+def run_ours(s: dict, method, steps: int, warmup: int, overrides: tuple = ()) -> tuple[list[float], dict]:
+    engine, batch, extra = build_ours(s, method, overrides)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -81,7 +89,8 @@ def run_ours(s: dict, method, steps: int, warmup: int) -> tuple[list[float], dic
     return times, extra
 
 
-def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
+def build_hf(s: dict):
+    """A function running one HF transformers + peft LoRA step at shape ``s``."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -99,18 +108,26 @@ def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, s["vocab"], (s["batch"], s["seq"]), generator=g)
     model.train()
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def step():
         opt.zero_grad(set_to_none=True)
         model(input_ids=tokens, labels=tokens).loss.backward()
         opt.step()
+    return step
+
+
+def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
+    step = build_hf(s)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
 
 
-def child(variant: str, s: dict, steps: int, warmup: int) -> None:
+def child(variant: str, s: dict, steps: int, warmup: int, overrides: tuple = ()) -> None:
     import torch
 
     torch.set_num_threads(2)
@@ -118,7 +135,7 @@ def child(variant: str, s: dict, steps: int, warmup: int) -> None:
     if variant == "hf-peft":
         times, extra = run_hf(s, steps, warmup), {}
     else:
-        times, extra = run_ours(s, method, steps, warmup)
+        times, extra = run_ours(s, method, steps, warmup, overrides)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"variant": variant, "step_s": statistics.median(times), "peak_rss_mb": peak_mb,
                                   **extra}), flush=True)
@@ -129,15 +146,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--small", action="store_true", help="a tiny shape (smoke run)")
+    ap.add_argument("--override", nargs="*", default=[], help="config overrides for the ours-* variants")
+    ap.add_argument("--json", action="store_true", help="also print one RESULT line (for run_all.py)")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args()
     s = SMALL if args.small else SHAPE
     if args.variant:
-        return child(args.variant, s, args.steps, args.warmup)
+        return child(args.variant, s, args.steps, args.warmup, tuple(args.override))
     rows = {}
     for variant in ("hf-peft", "ours-full", "ours-lora", "ours-qlora"):
         cmd = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += ["--small"] if args.small else []
+        cmd += ["--override", *args.override] if args.override else []
         env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -147,6 +167,8 @@ def main() -> None:
     f = flops(s)
     tokens = s["batch"] * s["seq"]
     hf = rows["hf-peft"]
+    if args.json:
+        print("RESULT " + json.dumps({"shape": s, "tokens": tokens, "flops": f, "rows": rows}), flush=True)
     print(f"shape {s}")
     print(f"FLOPs/step: forward {f['forward'] / 1e9:.1f} G, full step {f['full_step'] / 1e9:.1f} G, "
           f"LoRA floor {f['lora_floor'] / 1e9:.1f} G ({f['lora_floor'] / f['full_step']:.2f}x full)")

@@ -58,6 +58,7 @@ from ._dispatch import (
     next_pow2,
     triton_launch,
 )
+from .lora_torch import lora_linear_torch
 
 MAX_RANK = 128  # larger ranks would not fit the [BM, R] accumulators in registers
 
@@ -560,6 +561,8 @@ def fused_lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout_p=0.0
     """
     path = fused_lora_dispatch(x, weight, lora_a, lora_b, bias, dropout_p, backend)
     if not path.use_triton:
+        if dropout_p == 0.0:   # same maths, no [M, N] intermediates (lora_torch.py)
+            return lora_linear_torch(x, weight, lora_a, lora_b, scale, bias)
         return fused_lora_reference(x, weight, lora_a, lora_b, scale, bias, dropout_p)
     seed = 0
     if dropout_p > 0.0:  # drawn from torch's generator so torch.manual_seed reproduces masks

@@ -87,6 +87,14 @@ class ModelConfig:
         None, "set by `hf import --tp T` when T > the model's KV heads: num_query_groups holds copies of "
               "this many original KV heads (hf export keeps one copy)")
 
+    recompute_modules: list[str] = cfg(
+        [], "selective recompute: parts of every layer whose activations are recomputed in backward "
+            "instead of kept, any of 'mlp', 'core_attn' (empty = none; train.recompute=true recomputes "
+            "whole layers instead; megatron's 'layernorm' needs Transformer Engine)")
+    fused_output_loss: bool = cfg(
+        True, "training loss through the chunked output-layer + cross-entropy op (no full logits; logits "
+              "only where the loss mask is set); false = megatron's output layer + vocab-parallel CE")
+
     def __post_init__(self) -> None:
         _require(self.sliding_window is None or self.sliding_window >= 1,
                  f"model.sliding_window={self.sliding_window}: must be >= 1")
@@ -115,6 +123,8 @@ class ModelConfig:
         _require(self.vocab_size is None or self.vocab_size >= 2,
                  f"model.vocab_size={self.vocab_size}: must be >= 2")
         _require(self.init_method_std > 0, f"model.init_method_std={self.init_method_std}: must be > 0")
+        bad = [m for m in self.recompute_modules if m not in ("mlp", "core_attn")]
+        _require(not bad, f"model.recompute_modules={self.recompute_modules}: {bad} not in 'mlp', 'core_attn'")
 
     @property
     def head_dim(self) -> int:

@@ -15,11 +15,10 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
 def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bool, post_process: bool,
                     vp_stage: Optional[int] = None):
     """One GPTModel holding this stage's layers (embedding on the first, output on the last)."""
-    from megatron.core.models.gpt import GPTModel
-
+    from megatron_retro.models.fused_loss import FusedLossGPTModel
     from megatron_retro.models.gpt_spec import get_gpt_block_spec
 
-    return GPTModel(
+    chunk = FusedLossGPTModel(
         config=config,
         transformer_layer_spec=get_gpt_block_spec(model, config, vp_stage=vp_stage),
         vocab_size=vocab_size,
@@ -33,6 +32,8 @@ def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bo
         rotary_base=model.rotary_base,
         vp_stage=vp_stage,
     )
+    chunk.fused_output_loss = model.fused_output_loss
+    return chunk
 
 
 def check_vocab_size(model: ModelConfig, vocab_size: int) -> None:

@@ -40,6 +40,9 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
     from megatron.core.activations import squared_relu
     from megatron.core.transformer.transformer_config import TransformerConfig
 
+    from megatron_retro.models import rope
+
+    rope.install()   # megatron attention's RoPE in one pass each way (same values)
     precision = resolve_precision(precision)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     on_gpu = torch.cuda.is_available()
@@ -82,7 +85,15 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
         deallocate_pipeline_outputs=True,
     )
     kwargs.update(local_attention_fields(model))
+
+    if recompute and model.recompute_modules:
+        from megatron_retro.errors import UserError
+
+        raise UserError(f"train.recompute=true with model.recompute_modules={model.recompute_modules}: "
+                        "choose whole-layer or selective recompute")
     if recompute:
         kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    elif model.recompute_modules:   # selective: these parts' activations are recomputed in backward
+        kwargs.update(recompute_granularity="selective", recompute_modules=list(model.recompute_modules))
     kwargs.update(extra)
     return TransformerConfig(**kwargs)

@@ -27,5 +27,7 @@ def gpt_forward_step(data_iterator, model):
     tokens = batch["tokens"].to(device)
     labels = batch["labels"].to(device)
     position_ids = batch["position_ids"].to(device)
-    output = model(tokens, position_ids, None, labels=labels)  # [mbs, ns] per-token losses
-    return output, partial(masked_token_loss, batch["loss_mask"].to(device))
+    loss_mask = batch["loss_mask"].to(device)
+    # [mbs, ns] per-token losses; the model takes logits only where loss_mask != 0
+    output = model(tokens, position_ids, None, labels=labels, loss_mask=loss_mask)
+    return output, partial(masked_token_loss, loss_mask)

@@ -17,9 +17,11 @@ def retro_forward_step(data_iterator, model):
     """Read one micro-batch and run the RETRO model; the schedule calls the returned loss function."""
     batch = next(data_iterator)
     device = next(model.parameters()).device
+    loss_mask = batch["loss_mask"].to(device)
     output = model(batch["tokens"].to(device), batch["position_ids"].to(device), None,
-                   labels=batch["labels"].to(device), neighbours=batch["neighbours"].to(device))
-    return output, partial(masked_token_loss, batch["loss_mask"].to(device))
+                   labels=batch["labels"].to(device), neighbours=batch["neighbours"].to(device),
+                   loss_mask=loss_mask)   # logits only where loss_mask != 0
+    return output, partial(masked_token_loss, loss_mask)
 
 
 class RetroEngine(Engine):

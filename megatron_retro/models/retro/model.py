@@ -25,10 +25,11 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.utils import make_viewless_tensor
 
 from megatron_retro.config import ModelConfig, ParallelConfig, RetroConfig
+from megatron_retro.models.fused_loss import FusedOutputLossMixin
 from megatron_retro.models.retro import payload
 
 
-class RetroModel(GPTModel):
+class RetroModel(FusedOutputLossMixin, GPTModel):
     """GPTModel + neighbour embedding, context-carrying decoder loop and pipeline payload."""
 
     def __init__(self, *args, retro: RetroConfig, **kwargs):
@@ -134,7 +135,7 @@ def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size
 
         return build_mcore_retro_chunk(model, retro, config, vocab_size, pre_process, post_process, vp_stage)
 
-    return RetroModel(
+    chunk = RetroModel(
         config=config,
         transformer_layer_spec=get_retro_decoder_block_spec(model, retro, config, vp_stage=vp_stage),
         vocab_size=vocab_size, max_sequence_length=model.seq_length, pre_process=pre_process,
@@ -142,6 +143,8 @@ def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size
         share_embeddings_and_output_weights=not model.untie_embeddings,
         position_embedding_type=model.position_embedding, rotary_percent=model.rotary_percent,
         rotary_base=model.rotary_base, vp_stage=vp_stage, retro=retro)
+    chunk.fused_output_loss = model.fused_output_loss
+    return chunk
 
 
 def retro_chunk_builder(retro: RetroConfig):

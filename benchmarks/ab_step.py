@@ -1,0 +1,127 @@
+"""Interleaved A/B of one training step in ONE process: the optimised paths vs the plain ones.
+
+Both variants run on the same engine (same weights, same batch), alternating step by step, so
+machine load hits them alike; the ratio of medians is robust to load, absolute times are not.
+"plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false),
+megatron's unfused RoPE and the reference LoRA chain (kernels.fused_lora_reference); "ours" =
+the defaults (models/output_loss.py, models/rope.py, kernels/lora_torch.py).  Before
+timing, both variants' losses and gradients on the same weights are compared.
+
+    python benchmarks/ab_step.py --method lora [--steps 6] [--small]
+    python benchmarks/ab_step.py --method none        # full fine-tuning
+    python benchmarks/ab_step.py --method lora --against hf   # ours vs HF transformers + peft LoRA
+
+``--against hf`` alternates our step with bench_peft's HF peft step instead (timing only; peak
+memory needs separate processes: bench_peft.py).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+PARTS = ("loss", "rope", "lora")
+
+
+@contextlib.contextmanager
+def plain_paths(engine, parts=PARTS):
+    """The unoptimised ``parts`` (output loss, RoPE, LoRA chain) for the duration of the block."""
+    from megatron.core.transformer import attention
+
+    import megatron_retro.kernels.fused_lora as fl
+    from megatron_retro.models import rope
+
+    saved = fl.lora_linear_torch, attention.apply_rotary_pos_emb
+    if "lora" in parts:
+        fl.lora_linear_torch = lambda x, w, a, b, s, bias=None: fl.fused_lora_reference(x, w, a, b, s, bias)
+    if "rope" in parts:
+        attention.apply_rotary_pos_emb = rope._MEGATRON["apply_rotary_pos_emb"]
+    for c in engine.chunks:
+        c.module.fused_output_loss = "loss" not in parts
+    try:
+        yield
+    finally:
+        fl.lora_linear_torch, attention.apply_rotary_pos_emb = saved
+        for c in engine.chunks:
+            c.module.fused_output_loss = True
+
+
+def grads(engine, batch):
+    loss, _ = engine.forward_backward([batch])
+    return loss, [p.main_grad.clone() for c in engine.chunks for p in c.module.parameters() if p.requires_grad]
+
+
+def main() -> None:
+    import torch
+
+    from bench_peft import SHAPE, SMALL, build_ours
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--method", default="lora", help="lora, qlora or none (full fine-tuning)")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--small", action="store_true")
+    ap.add_argument("--against", choices=["plain", "hf"], default="plain")
+    ap.add_argument("--parts", default=",".join(PARTS), help="what the plain variant un-optimises: "
+                    "comma-separated subset of loss,rope,lora")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    s = SMALL if args.small else SHAPE
+    engine, batch, _ = build_ours(s, None if args.method == "none" else args.method)
+    if args.against == "hf":
+        return against_hf(args, s, engine, batch)
+    for c in engine.chunks:
+        c.zero_grad_buffer()
+    loss_ours, g_ours = grads(engine, batch)
+    for c in engine.chunks:
+        c.zero_grad_buffer()
+    parts = tuple(args.parts.split(","))
+    with plain_paths(engine, parts):
+        loss_plain, g_plain = grads(engine, batch)
+    grad_err = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(g_ours, g_plain))
+    times = {"ours": [], "plain": []}
+    for i in range(args.steps + 1):
+        for name in ("ours", "plain"):
+            ctx = plain_paths(engine, parts) if name == "plain" else contextlib.nullcontext()
+            with ctx:
+                t0 = time.perf_counter()
+                engine.train_step([batch])
+                dt = time.perf_counter() - t0
+            if i:
+                times[name].append(dt)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(json.dumps({"method": args.method, "plain_parts": parts, "loss_ours": loss_ours, "loss_plain": loss_plain,
+                      "max_rel_grad_diff": grad_err, "median_step_s": med,
+                      "ratio_ours_over_plain": med["ours"] / med["plain"], "loadavg_end": load}))
+
+
+def against_hf(args, s, engine, batch) -> None:
+    from bench_peft import build_hf
+
+    hf_step = build_hf(s)
+    times = {"ours": [], "hf": []}
+    for i in range(args.steps + 1):
+        for name, fn in (("ours", lambda: engine.train_step([batch])), ("hf", hf_step)):
+            t0 = time.perf_counter()
+            fn()
+            if i:
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(json.dumps({"method": args.method, "median_step_s": med, "hf_over_ours_speed": med["hf"] / med["ours"],
+                      "loadavg_end": load}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Rotary position embedding in one pass each way, for megatron-core's attention on CPU.
+
+Notation: s sequence, b micro-batch, h heads, hn head width, r rotated width (hn·rotary_percent),
+q = r / 2.  megatron's ``freqs`` [s, 1, 1, r] hold the angles twice ([θ, θ]); c = cos, n = sin.
+
+megatron-core's unfused path (``_apply_rotary_pos_emb_bshd``) computes t·c + rotate_half(t)·n with
+rotate_half = cat(-t₂, t₁) and then cat(result, t_pass): a negation, two concatenations (the
+second a full copy even when nothing passes through), two products and a sum, and autograd
+repeats most of it in backward — about a tenth of a LoRA step at the benchmark shape.  Here each
+direction writes its output once:
+    forward    o₁ = t₁·c₁ - t₂·n₁,   o₂ = t₂·c₂ + t₁·n₂,   o_pass = t_pass
+    backward   dt₁ = do₁·c₁ + do₂·n₂,   dt₂ = do₂·c₂ - do₁·n₁,   dt_pass = do_pass
+(the transpose of the rotation).  :func:`install` points megatron's attention module at
+:func:`apply_rotary_pos_emb`, which takes this path for the plain case (bshd layout, no packed
+sequences, not interleaved, no MLA, no TE fusion) and hands every other case to megatron's own.
+"""
+from __future__ import annotations
+
+import torch
+
+_MEGATRON = {}
+
+
+class _RotaryFunction(torch.autograd.Function):
+    """t [s, b, h, hn], cos/sin [s, 1, 1, r] (t's dtype) -> rotated t."""
+
+    @staticmethod
+    def forward(ctx, t, cos, sin):
+        r = cos.shape[-1]
+        q = r // 2
+        out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        _rotate(out, t, cos, sin, q, r, sign=1.0)
+        ctx.save_for_backward(cos, sin)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        cos, sin = ctx.saved_tensors
+        r = cos.shape[-1]
+        dt = torch.empty(dout.shape, dtype=dout.dtype, device=dout.device)
+        _rotate(dt, dout, cos, sin, r // 2, r, sign=-1.0)
+        return dt, None, None
+
+
+def _rotate(out, t, cos, sin, q, r, sign):
+    """sign +1: out₁ = t₁·c₁ - t₂·n₁,  out₂ = t₂·c₂ + t₁·n₂;
+    sign -1 (the transpose): out₁ = t₁·c₁ + t₂·n₂,  out₂ = t₂·c₂ - t₁·n₁;  out_pass = t_pass."""
+    t1, t2 = t[..., :q], t[..., q:r]
+    o1, o2 = out[..., :q], out[..., q:r]
+    n_a, n_b = (sin[..., :q], sin[..., q:]) if sign > 0 else (sin[..., q:], sin[..., :q])
+    torch.mul(t1, cos[..., :q], out=o1)
+    o1.addcmul_(t2, n_a, value=-sign)
+    torch.mul(t2, cos[..., q:], out=o2)
+    o2.addcmul_(t1, n_b, value=sign)
+    if r < t.shape[-1]:
+        out[..., r:].copy_(t[..., r:])
+
+
+def rotary(t: torch.Tensor, freqs: torch.Tensor, mscale: float = 1.0) -> torch.Tensor:
+    """megatron's non-interleaved RoPE of t [s, b, h, hn] with freqs [s, 1, 1, r] (r even, <= hn)."""
+    cos = (torch.cos(freqs) * mscale).to(t.dtype)
+    sin = (torch.sin(freqs) * mscale).to(t.dtype)
+    return _RotaryFunction.apply(t, cos, sin)
+
+
+def apply_rotary_pos_emb(t, freqs, config, cu_seqlens=None, mscale: float = 1.0, cp_group=None):
+    """Drop-in for megatron's ``apply_rotary_pos_emb``: the one-pass path where it applies."""
+    plain = (cu_seqlens is None and not config.apply_rope_fusion and not config.rotary_interleaved
+             and not config.multi_latent_attention and t.dim() == 4 and freqs.shape[-1] % 2 == 0
+             and freqs.shape[-1] <= t.shape[-1])
+    if plain:
+        return rotary(t, freqs, mscale)
+    return _MEGATRON["apply_rotary_pos_emb"](t, freqs, config, cu_seqlens=cu_seqlens, mscale=mscale,
+                                             cp_group=cp_group)
+
+
+def install() -> None:
+    """Route megatron-core attention's RoPE through :func:`apply_rotary_pos_emb` (idempotent)."""
+    from megatron.core.transformer import attention
+
+    if attention.apply_rotary_pos_emb is not apply_rotary_pos_emb:
+        _MEGATRON["apply_rotary_pos_emb"] = attention.apply_rotary_pos_emb
+        attention.apply_rotary_pos_emb = apply_rotary_pos_emb
