@@ -189,6 +189,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
     record.update(arch=cfg.model.arch, task=cfg.qa.task, size=size_key(cfg, result.info["vocab_size"]),
                   params=params, scores=result.scores, count=result.count,
                   gold_passage_retrieved=result.info.get("gold_passage_retrieved"),
+                  top_answer=result.info.get("top_answer"), top_share=result.info.get("top_share"),
                   seconds=round(time.perf_counter() - t0, 1))
     if _is_writer():
         write_eval(out, result)
@@ -232,12 +233,20 @@ def grid(exp: ExperimentConfig) -> List[tuple]:
 
 
 def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
-    from megatron_retro.evaluation.tables import ScoreRow, write_report, write_score_rows
+    from megatron_retro.evaluation.tables import (Floor, ScoreRow, aggregate, findings, write_report,
+                                                  write_score_rows)
 
     rows = [ScoreRow(model=r["arch"], size=r["size"], method=r["method"], seed=r["seed"], scores=r["scores"],
-                     task=r["task"]) for r in records]
+                     task=r["task"], top_answer=r.get("top_answer"), top_share=r.get("top_share"))
+            for r in records]
     write_score_rows(rows, os.path.join(exp.out_dir, "scores.jsonl"))
-    return write_report(rows, exp.out_dir, spread=exp.spread)
+    floor = Floor(exp.floor_f1, exp.degenerate_share)
+    found = findings(aggregate(rows), "f1", exp.spread, floor=floor)
+    for f in found:  # the console says what results.md says
+        _log(f"finding: {f.summary('f1', exp.spread)}")
+    if found and all(f.verdict == "no signal" for f in found):
+        _log("no signal: every compared cell is at the floor; these scores say nothing about the paper's findings")
+    return write_report(rows, exp.out_dir, spread=exp.spread, floor=floor)
 
 
 def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Optional[int] = None) -> dict:
@@ -263,8 +272,11 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
         records.append(run_cell(exp, model, bases[model.name], method, seed, progress))
         ran += 1
         s = records[-1]["scores"]
+        share = records[-1].get("top_share") or 0.0
         _log(f"  EM {100 * s['em']:.1f}  F1 {100 * s['f1']:.1f}  ROUGE-L {100 * s['rougeL']:.1f}  "
-             f"({records[-1]['seconds']:.0f} s)")
+             f"({records[-1]['seconds']:.0f} s)"
+             + (f"  degenerate: {100 * share:.0f}% of answers are {records[-1]['top_answer']!r}"
+                if share >= exp.degenerate_share else ""))
     paths = []
     if _is_writer():
         paths = report(exp, records)

@@ -59,6 +59,10 @@ class ExperimentConfig:
                                    "in-process, no service)")
     retrieval_replicas: int = cfg(1, "replicas per shard")
     spread: str = cfg("std", "spread shown next to each mean: std (sample std over seeds) or minmax")
+    floor_f1: float = cfg(0.05, "a cell whose mean F1 (a fraction) is below this is at the floor; a finding "
+                                "with both cells at the floor reads 'no signal'")
+    degenerate_share: float = cfg(0.5, "a cell where some seed gives one answer to at least this share of the "
+                                        "questions is degenerate (at the floor)")
 
     def __post_init__(self) -> None:
         _require(bool(self.methods), "methods: name at least one")
@@ -69,6 +73,8 @@ class ExperimentConfig:
                  f"retrieval_shards={self.retrieval_shards}/retrieval_replicas={self.retrieval_replicas}: "
                  f"shards >= 0, replicas >= 1")
         _require(self.spread in ("std", "minmax"), f"spread={self.spread!r}: std or minmax")
+        _require(0 <= self.floor_f1 <= 1, f"floor_f1={self.floor_f1}: a fraction in [0, 1]")
+        _require(0 < self.degenerate_share <= 1, f"degenerate_share={self.degenerate_share}: in (0, 1]")
         for item in self.peft_configs:
             _require("=" in item, f"peft_configs: {item!r} is not method=path")
 

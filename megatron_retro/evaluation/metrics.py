@@ -56,6 +56,16 @@ def rouge_l(prediction: str, gold: str) -> float:
     return _rouge_scorer().score(gold, prediction)["rougeL"].fmeasure
 
 
+def answer_concentration(predictions: Iterable[str]) -> tuple:
+    """(most common normalised answer, the share of predictions giving it): 1.0 for a model
+    that answers every question the same way (an empty answer counts as one answer too)."""
+    counts = Counter(normalize_answer(p) for p in predictions)
+    if not counts:
+        raise UserError("no predictions to measure")
+    answer, n = counts.most_common(1)[0]
+    return answer, n / sum(counts.values())
+
+
 def _check_golds(golds: Sequence[str]) -> None:
     if isinstance(golds, str) or not golds:
         raise UserError(f"gold answers must be a non-empty list of strings, got {golds!r}")

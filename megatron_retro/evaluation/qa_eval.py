@@ -70,7 +70,7 @@ def evaluate_model(cfg: RunConfig, chunks: list, qa, split, progress: bool = Tru
     from tqdm import tqdm
 
     from megatron_retro.data.qa_prompts import encode_question
-    from megatron_retro.evaluation.metrics import score_one
+    from megatron_retro.evaluation.metrics import answer_concentration, score_one
 
     for c in chunks:
         c.eval()
@@ -106,9 +106,10 @@ def evaluate_model(cfg: RunConfig, chunks: list, qa, split, progress: bool = Tru
         rows.append({"id": ex.id, "question": ex.question, "prediction": predicted[i], "answers": ex.answers,
                      **{k: round(v, 4) for k, v in s.items()}})
     scores = {k: v / n for k, v in totals.items()}
+    top_answer, top_share = answer_concentration(predicted[i] for i in range(n))
     return EvalResult(scores=scores, predictions=rows, count=n,
                       info={"gold_passage_retrieved": split.gold_hit, "truncation": qa.layout.truncation.as_dict(),
-                            "vocab_size": qa.vocab_size})
+                            "vocab_size": qa.vocab_size, "top_answer": top_answer, "top_share": top_share})
 
 
 def write_eval(out_dir: str, result: EvalResult, extra: Optional[dict] = None) -> str:

@@ -187,3 +187,48 @@ def test_findings_verdicts():
     md = findings_markdown(findings(cells, "f1", "minmax"), "f1", "minmax")
     assert "| bundled | 1M | RETRO > GPT zero-shot | 30.0 (20.0–40.0) | 10.0 (10.0–10.0) | " \
            "holds |" in md
+
+
+def test_floor_degenerate_predictions_read_no_signal():
+    """The demo's failure: LoRA collapses to one answer ("1717", F1 0.0 on every seed) and
+    P-tuning scores chance overlap (F1 ~1); the bands do not overlap, so without the floor
+    the claim would read 'reversed'."""
+    from megatron_retro.evaluation.metrics import answer_concentration
+    from megatron_retro.evaluation.tables import Floor, findings, findings_markdown
+
+    golds = ["Ossel River", "412", "Mara Venn", "1801", "Tarn"]
+    collapsed = ["1717", "1717.", "The 1717", "1717", "Venn"]          # normalises to 4 x "1717"
+    top, share = answer_concentration(collapsed)
+    assert (top, share) == ("1717", 0.8)
+    assert answer_concentration(golds)[1] == 0.2
+    rows_ = []
+    for seed, (f1_lora, f1_pt) in enumerate([(0.0, 0.010), (0.0, 0.011), (0.0, 0.009)]):
+        rows_.append(ScoreRow("gpt", 1e6, "lora", seed, {"f1": f1_lora}, top_answer=top, top_share=share))
+        rows_.append(ScoreRow("gpt", 1e6, "ptuning", seed, {"f1": f1_pt}, top_answer="in", top_share=0.3))
+    (f,) = findings(aggregate(rows_), "f1")
+    assert f.claim == "GPT: LoRA > P-tuning" and f.verdict == "no signal"
+    assert f.floor_a == "degenerate: 80% of answers are '1717'" and f.floor_b == "F1 1.0 < 5"
+    assert "-> no signal (both at the floor" in f.summary()
+    md = findings_markdown([f])
+    assert "| no signal | A: degenerate: 80% of answers are '1717'; B: F1 1.0 < 5 |" in md
+    assert "**No signal**" in md
+    # without the floor the same bands read "reversed": the floor is what prevents it
+    (raw,) = findings(aggregate(rows_), "f1", floor=Floor(score=0.0, share=1.0))
+    assert raw.verdict == "reversed"
+    # a degenerate model above the F1 floor is still at the floor; one side above it: a verdict
+    high = [ScoreRow("gpt", 1e6, "ptuning", s, {"f1": v}, top_share=0.1) for s, v in
+            enumerate([0.40, 0.41, 0.42])]
+    lora = [r for r in rows_ if r.method == "lora"]
+    (g,) = findings(aggregate(lora + high), "f1")
+    assert g.verdict == "reversed" and g.floor_b is None
+
+
+def test_score_rows_keep_top_answer(tmp_path):
+    p = tmp_path / "scores.jsonl"
+    one = [ScoreRow("gpt", 1e6, "lora", 1, {"f1": 0.0}, top_answer="1717", top_share=0.9)]
+    write_score_rows(one, str(p))
+    assert read_score_rows(str(p)) == one
+    p.write_text(json.dumps({"task": "t", "model": "gpt", "size": 1e6, "method": "lora", "seed": 0,
+                             "scores": {"f1": 0.5}, "top_share": 2}) + "\n")
+    with pytest.raises(UserError, match="scores.jsonl:1: field 'top_share' must be in"):
+        read_score_rows(str(p))
