@@ -56,7 +56,8 @@ def model_config(exp: ExperimentConfig, model: ExperimentModel, *extra: str) -> 
 
 def size_key(cfg: RunConfig, vocab_size: int) -> float:
     """Parameters of the GPT decoder the model is built on (RETRO's encoder and cross-attention not
-    counted), so a GPT and the RETRO built on the same decoder share a size in tables and plots."""
+    counted): the findings pair a GPT with the RETRO built on the same decoder (the tables and
+    plots show each model's own parameter count)."""
     from megatron_retro.models.gpt import padded_vocab_size
     from megatron_retro.planning.param_count import closed_form_gpt_params
 
@@ -172,7 +173,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
         if method == "zero-shot":
             cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}")
             result = evaluate(cfg, base, progress=progress, write=False)
-            params = result.info["params"]
+            params = base_params = result.info["params"]
         else:
             cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}", f"train.seed={seed}",
                                *exp.finetune_overrides)
@@ -181,13 +182,14 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
             split = load_split(cfg, ft.qa, cfg.qa.eval_split, cfg.qa.eval_examples)
             result = evaluate_model(cfg, ft.engine.chunks, ft.qa, split, progress=progress)
             params = ft.total_params
+            base_params = params if method == "none" else params - ft.trainable_params  # PEFT: frozen base
             record["finetune"] = {"steps": ft.steps, "first_loss": ft.first_loss, "last_loss": ft.last_loss,
                                   "valid_loss": ft.valid_loss, "trainable_params": ft.trainable_params,
                                   "seconds": round(ft.seconds, 1), "data": ft.data}
     finally:
         destroy_parallel()
-    record.update(arch=cfg.model.arch, task=cfg.qa.task, size=size_key(cfg, result.info["vocab_size"]),
-                  params=params, scores=result.scores, count=result.count,
+    record.update(arch=cfg.model.arch, task=cfg.qa.task, size=base_params,
+                  decoder=size_key(cfg, result.info["vocab_size"]), params=params, scores=result.scores, count=result.count,
                   gold_passage_retrieved=result.info.get("gold_passage_retrieved"),
                   top_answer=result.info.get("top_answer"), top_share=result.info.get("top_share"),
                   seconds=round(time.perf_counter() - t0, 1))
@@ -237,7 +239,8 @@ def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
                                                   write_score_rows)
 
     rows = [ScoreRow(model=r["arch"], size=r["size"], method=r["method"], seed=r["seed"], scores=r["scores"],
-                     task=r["task"], top_answer=r.get("top_answer"), top_share=r.get("top_share"))
+                     task=r["task"], top_answer=r.get("top_answer"), top_share=r.get("top_share"),
+                     decoder=r.get("decoder"))
             for r in records]
     write_score_rows(rows, os.path.join(exp.out_dir, "scores.jsonl"))
     floor = Floor(exp.floor_f1, exp.degenerate_share)
@@ -249,10 +252,41 @@ def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
     return write_report(rows, exp.out_dir, spread=exp.spread, floor=floor)
 
 
+def plan_lines(exp: ExperimentConfig) -> List[str]:
+    """What the run is about to do, phase by phase, with the expected minutes when configured."""
+    minutes = exp.phase_minutes()
+
+    def eta(phase: str) -> str:
+        return f" (~{minutes[phase]:g} min)" if phase in minutes else ""
+
+    bases = []
+    for m in exp.models:
+        if m.checkpoint:
+            bases.append(f"{m.name}: given checkpoint")
+        else:
+            start = (f" from {m.init_from}" + (f" step {m.init_from_step}" if m.init_from_step is not None else "")
+                     if m.init_from else "")
+            bases.append(f"{m.name}: {m.pretrain_steps} steps{start}")
+    cells = grid(exp)
+    done = sum(os.path.isfile(os.path.join(cell_dir(exp, m.name, x, s), "result.json")) for m, x, s in cells)
+    service = (f"{exp.retrieval_shards}-shard retrieval service" if exp.retrieval_shards else "in-process search")
+    lines = [f"plan of {exp.name} -> {exp.out_dir}",
+             f"1. retrieval database of the task corpus + question retrieval ({service}){eta('retrieval')}",
+             f"2. pretraining (resumed / reused when done): {'; '.join(bases)}{eta('pretrain')}",
+             f"3. {len(cells)} cells ({len(exp.models)} models x {', '.join(exp.methods)} x seeds "
+             f"{exp.seeds}; {done} already done){eta('cells')}",
+             "4. report: results.md, scores.jsonl and plots"]
+    if minutes:
+        lines.append(f"expected total ~{sum(minutes.values()):g} min on an idle 2-core machine (from scratch)")
+    return lines
+
+
 def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Optional[int] = None) -> dict:
     """Collective: run (or resume) the grid and write the report; returns a summary."""
     t0 = time.perf_counter()
     os.makedirs(exp.out_dir, exist_ok=True)
+    for line in plan_lines(exp):
+        _log(line)
     first = model_config(exp, exp.models[0])
     retrieval = prepare_retrieval(exp, first, progress)
     _log(f"retrieval: {json.dumps(retrieval['splits'])}")

@@ -15,6 +15,7 @@ from megatron_retro.config import ConfigError, _require, build_item, cfg, load_d
 
 METHODS = ("zero-shot", "none", "lora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3",
            "qlora")
+PHASES = ("retrieval", "pretrain", "cells")
 
 
 @dataclass
@@ -61,6 +62,8 @@ class ExperimentConfig:
     spread: str = cfg("std", "spread shown next to each mean: std (sample std over seeds) or minmax")
     floor_f1: float = cfg(0.05, "a cell whose mean F1 (a fraction) is below this is at the floor; a finding "
                                 "with both cells at the floor reads 'no signal'")
+    expected_minutes: List[str] = cfg([], "phase=minutes measured on an idle 2-core machine (phases: retrieval, "
+                                          "pretrain, cells), printed with the plan before the first long step")
     degenerate_share: float = cfg(0.5, "a cell where some seed gives one answer to at least this share of the "
                                         "questions is degenerate (at the floor)")
 
@@ -77,6 +80,21 @@ class ExperimentConfig:
         _require(0 < self.degenerate_share <= 1, f"degenerate_share={self.degenerate_share}: in (0, 1]")
         for item in self.peft_configs:
             _require("=" in item, f"peft_configs: {item!r} is not method=path")
+        self.phase_minutes()
+
+    def phase_minutes(self) -> dict:
+        """expected_minutes as {phase: minutes}."""
+        out = {}
+        for item in self.expected_minutes:
+            phase, _, value = str(item).partition("=")
+            try:
+                minutes = float(value)
+            except ValueError:
+                minutes = -1.0
+            _require(phase in PHASES and minutes >= 0, f"expected_minutes: {item!r} is not phase=minutes with "
+                                                       f"phase one of {', '.join(PHASES)} and minutes >= 0")
+            out[phase] = minutes
+        return out
 
     def peft_config_path(self, method: str) -> str:
         for item in self.peft_configs:

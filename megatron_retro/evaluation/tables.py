@@ -46,13 +46,15 @@ class ScoreRow:
     """The scores (metric -> value in [0, 1]) of one finished run of the grid."""
 
     model: str
-    size: float          # number of parameters: the x axis of the plots
+    size: float          # the model's own number of parameters: the x axis of the plots
     method: str          # PEFT method; "zero-shot" for no fine-tuning
     seed: int
     scores: Dict[str, float]
     task: str = "bundled"
     top_answer: Optional[str] = None   # the most common (normalised) prediction of the run
     top_share: Optional[float] = None  # share of the questions answered with it, in [0, 1]
+    decoder: Optional[float] = None    # parameters of the GPT decoder the model is built on: pairs
+                                       # a GPT with the RETRO on the same decoder (None = size)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Cell:
     high: Dict[str, float] = field(default_factory=dict)   # max over seeds
     top_answer: Optional[str] = None    # the most concentrated seed's most common answer
     top_share: Optional[float] = None   # its share of the questions (max over seeds)
+    decoder: float = 0.0                # pairing size of the findings (ScoreRow.decoder)
 
     def spread(self, metric: str, kind: str) -> Tuple[float, float]:
         """(distance below, distance above) the mean for error bars."""
@@ -118,7 +121,8 @@ def aggregate(rows: Iterable[ScoreRow]) -> List[Cell]:
         shares = [r for r in rs if r.top_share is not None]
         top = max(shares, key=lambda r: r.top_share) if shares else None
         cells.append(Cell(task, model, size, method, sorted(seeds), mean, std, low, high,
-                          top.top_answer if top else None, top.top_share if top else None))
+                          top.top_answer if top else None, top.top_share if top else None,
+                          rs[0].decoder or size))
     cells.sort(key=lambda c: (c.task, _order(c.model, MODEL_ORDER), c.size,
                               _order(c.method, METHOD_ORDER)))
     return cells
@@ -201,11 +205,11 @@ class Floor:
 
 @dataclass
 class Finding:
-    """One of the paper's claims "a > b" checked on one (task, size) of the grid."""
+    """One of the paper's claims "a > b" checked on one (task, decoder size) of the grid."""
 
     claim: str
     task: str
-    size: float
+    size: float    # the decoder size both cells are built on
     a: Cell
     b: Cell
     verdict: str   # "holds", "reversed", "inconclusive" or "no signal"
@@ -255,9 +259,9 @@ def findings(cells: Sequence[Cell], metric: str = "f1", spread: str = "std",
     at the ``floor`` (default `Floor()`): "no signal", whatever the bands say."""
     _check_spread(spread)
     floor = floor or Floor()
-    index = {(c.task, c.size, c.model, c.method): c for c in cells if metric in c.mean}
+    index = {(c.task, c.decoder, c.model, c.method): c for c in cells if metric in c.mean}
     out = []
-    for task, size in sorted({(c.task, c.size) for c in cells}):
+    for task, size in sorted({(c.task, c.decoder) for c in cells}):
         for text, (ma, pa), (mb, pb) in claims:
             a, b = index.get((task, size, ma, pa)), index.get((task, size, mb, pb))
             if a is not None and b is not None:
@@ -276,7 +280,7 @@ def findings_markdown(found: Sequence[Finding], metric: str = "f1",
              f"floor ({floor.describe(metric)}); else 'holds' / 'reversed' when the two "
              f"{band} bands over seeds do not overlap, else 'inconclusive' (also with one "
              f"seed).", "",
-             "| Task | Size | Claim | A | B | Verdict | At the floor |",
+             "| Task | Decoder | Claim | A | B | Verdict | At the floor |",
              "|---|---|---|---|---|---|---|"]
     for f in found:
         why = "; ".join(f"{side}: {r}" for side, r in (("A", f.floor_a), ("B", f.floor_b)) if r)
@@ -289,9 +293,15 @@ def findings_markdown(found: Sequence[Finding], metric: str = "f1",
     return "\n".join(lines) + "\n"
 
 
+MARKERS = {"gpt": ("o", "full"), "retro": ("s", "none")}   # shape, fill: equal scores stay visible
+DODGE = 0.04      # log10 x offset between the models of one panel (~10% of a size)
+
+
 def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "std"):
-    """Figure (matplotlib, no pyplot state): score vs size, a panel per method, a line per
-    model with error bars of ``spread``."""
+    """Figure (matplotlib, no pyplot state): score vs each model's own parameter count, a panel
+    per method, a line per model with error bars of ``spread``; the models are dodged
+    sideways and drawn with distinct markers so equal scores do not hide each other; a metric
+    that is zero in every cell says so in each panel instead of drawing an empty one."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
@@ -304,30 +314,39 @@ def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "s
     fig = Figure(figsize=(3.2 * len(methods), 3.2), constrained_layout=True)
     axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
     label = METRIC_LABELS.get(metric, metric)
+    all_zero = all(c.high.get(metric, c.mean[metric]) == 0 for c in mine)
     for ax, method in zip(axes, methods):
-        for model in models:
+        for j, model in enumerate(models):
             pts = sorted((c for c in mine if c.method == method and c.model == model),
                          key=lambda c: c.size)
             if not pts:
                 continue
-            x = [c.size for c in pts]
+            shift = 10 ** (DODGE * (j - (len(models) - 1) / 2))
+            x = [c.size * shift for c in pts]
             y = [100 * c.mean[metric] for c in pts]
             err = [[100 * c.spread(metric, spread)[0] for c in pts],
                    [100 * c.spread(metric, spread)[1] for c in pts]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3,
+            marker, fill = MARKERS.get(model, ("^", "full"))
+            ax.errorbar(x, y, yerr=err, marker=marker, fillstyle=fill, markersize=7, capsize=3,
                         label=model.upper() if model in MODEL_ORDER else model)
         ax.set_xscale("log")
-        sizes = sorted({c.size for c in mine})
+        sizes = sorted({c.size for c in mine if c.method == method})
         ax.set_xticks(sizes, [size_label(v) for v in sizes])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.15)
         ax.set_title(method)
-        ax.set_xlabel("parameters")
+        ax.set_xlabel("parameters (own)")
         ax.grid(True, alpha=0.3)
+        if all_zero:
+            ax.text(0.5, 0.5, f"{label} = 0\nin every cell", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=11, color="0.3")
+    if all_zero:
+        axes[0].set_ylim(-1, 10)
     axes[0].set_ylabel(f"{label} (×100)")
     axes[0].legend()
     fig.suptitle(f"{task}: {label} vs model size "
-                 f"(error bars: {'std' if spread == 'std' else 'min–max'} over seeds)")
+                 f"(error bars: {'std' if spread == 'std' else 'min–max'} over seeds)"
+                 + (f" — {label} is 0 everywhere" if all_zero else ""))
     return fig
 
 
@@ -407,7 +426,9 @@ def read_score_rows(path: str) -> List[ScoreRow]:
         if share is not None and not 0 <= share <= 1:
             r.fail(f"field 'top_share' must be in [0, 1], got {share}")
         top = r.get("top_answer", str, optional=True)
+        decoder = r.get("decoder", float, optional=True)
         rows.append(ScoreRow(model=r.text("model"), size=size, method=r.text("method"),
                              seed=r.get("seed", int), scores=dict(scores),
-                             task=r.text("task"), top_answer=top, top_share=share))
+                             task=r.text("task"), top_answer=top, top_share=share,
+                             decoder=decoder))
     return rows

@@ -92,7 +92,10 @@ def test_figure_panels_lines_and_error_bars():
     bars = {c.get_label(): c for c in lora.containers}     # one ErrorbarContainer per model
     assert set(bars) == {"GPT", "RETRO"}
     gpt, retro = bars["GPT"].lines[0], bars["RETRO"].lines[0]
-    assert list(gpt.get_xdata()) == [1e6, 4e6]
+    # dodged sideways by 10^(∓0.02) so equal scores stay visible, with distinct markers
+    assert list(gpt.get_xdata()) == pytest.approx([1e6 / 10 ** 0.02, 4e6 / 10 ** 0.02])
+    assert list(retro.get_xdata()) == pytest.approx([1e6 * 10 ** 0.02, 4e6 * 10 ** 0.02])
+    assert (gpt.get_marker(), retro.get_marker()) == ("o", "s") and retro.get_fillstyle() == "none"
     assert list(gpt.get_ydata()) == pytest.approx([42.0, 47.0])
     assert list(retro.get_ydata()) == pytest.approx([54.0, 60.0])
     assert lora.get_xscale() == "log"
@@ -232,3 +235,27 @@ def test_score_rows_keep_top_answer(tmp_path):
                              "scores": {"f1": 0.5}, "top_share": 2}) + "\n")
     with pytest.raises(UserError, match="scores.jsonl:1: field 'top_share' must be in"):
         read_score_rows(str(p))
+
+
+def test_figure_own_sizes_pairing_by_decoder_and_all_zero_metric():
+    """RETRO on a 5.31M decoder has 7.97M parameters of its own: the x axis shows 7.97M, the
+    findings still pair it with the GPT of that decoder; an EM of 0 everywhere is written in
+    the panels instead of an empty plot."""
+    from matplotlib.text import Text
+
+    from megatron_retro.evaluation.tables import findings
+
+    rs = [ScoreRow(m, size, "zero-shot", s, {"em": 0.0, "f1": v}, decoder=5.31e6)
+          for m, size, vals in (("gpt", 5.31e6, (.1, .1, .1)), ("retro", 7.97e6, (.3, .3, .3)))
+          for s, v in enumerate(vals)]
+    cells = aggregate(rs)
+    (f,) = findings(cells, "f1")
+    assert f.verdict == "holds" and f.size == 5.31e6
+    fig = build_figure(cells, "bundled", "f1")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5.31M", "7.97M"]
+    assert not [t for t in ax.findobj(Text) if "in every cell" in t.get_text()]
+    em = build_figure(cells, "bundled", "em")
+    assert [t.get_text() for t in em.axes[0].findobj(Text) if "every cell" in t.get_text()] == \
+        ["EM = 0\nin every cell"]
+    assert "EM is 0 everywhere" in em._suptitle.get_text()
