@@ -303,8 +303,13 @@ class QAConfig:
     retrieval_dir: Optional[str] = cfg(None, "chunk store + index of the task corpus (None = built under "
                                              "<data.dir> for the bundled task)")
     eval_batch_size: int = cfg(32, "questions generated at once on each data-parallel rank")
+    passages: str = cfg("auto", "where the k passages come from: 'document' = the top-k chunks of the "
+                                "example's own document (NarrativeQA, QASPER, QuALITY, QMSum), 'index' = the "
+                                "task corpus's retrieval index, 'auto' = document when the task has one")
 
     def __post_init__(self) -> None:
+        _require(self.passages in ("auto", "document", "index"),
+                 f"qa.passages={self.passages!r}: auto, document or index")
         for name in ("num_passages", "passage_length", "chunk_length", "max_answer_tokens", "eval_batch_size"):
             _require(getattr(self, name) >= 1, f"qa.{name}={getattr(self, name)}: must be >= 1")
         _require(self.seq_length is None or self.seq_length >= 16, f"qa.seq_length={self.seq_length}: must be >= 16")

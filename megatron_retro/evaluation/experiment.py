@@ -80,7 +80,7 @@ def prepare_retrieval(exp: ExperimentConfig, cfg: RunConfig, progress: bool) -> 
     info = {"db_dir": qa.db_dir, "db_seconds": round(time.perf_counter() - t0, 1)}
     service = None
     try:
-        if exp.retrieval_shards and _is_writer():
+        if exp.retrieval_shards and not qa.own_document and _is_writer():  # own documents: no index
             from megatron_retro.retrieval.service.launcher import start_service
 
             index_dir = os.path.join(qa.db_dir, "index")

@@ -36,7 +36,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from megatron_retro.errors import UserError
 
 SPREADS = ("std", "minmax")
-METRIC_LABELS = {"em": "EM", "f1": "F1", "rougeL": "ROUGE-L"}
+METRIC_LABELS = {"em": "EM", "f1": "F1", "rougeL": "ROUGE-L", "choice": "Choice acc."}
 MODEL_ORDER = ("gpt", "retro")
 METHOD_ORDER = ("zero-shot", "none", "lora", "adapter", "ptuning")
 
