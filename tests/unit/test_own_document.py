@@ -80,3 +80,24 @@ def test_quality_options_in_prompt_and_choice_accuracy_worked_example():
     accuracy = np.mean([choose_option(p, options) == gold for p in preds])
     assert accuracy == pytest.approx(0.25)
     assert choose_option("cooking or reading", options) == 1   # tie 0.4 / 0.4: the first option
+
+
+def test_retro_reads_own_document_passages_as_neighbours():
+    """The same passages GPT reads inline are every chunk's neighbours in a RETRO sample."""
+    from megatron_retro.data.qa_prompts import QALayout
+    from megatron_retro.training.qa_data import QASamples, QASplit
+
+    examples = list(load_task("qmsum", "tests/fixtures/tasks/longdoc/qmsum.jsonl"))
+    tok = WordTokenizer()
+    passages, picked = OwnDocumentRetriever(tok, HashingEmbedder(64), k=2, chunk_length=8, passage_length=16,
+                                            pad=PAD).retrieve([e.question for e in examples],
+                                                              [e.context for e in examples])
+    split = QASplit(examples, passages, picked, None)
+    retro = QALayout(arch="retro", seq_length=0, answer_tokens=8, eod=1, pad=PAD, chunk_length=8)
+    gpt = QALayout(arch="gpt", seq_length=64, answer_tokens=8, eod=1, pad=PAD, chunk_length=8)
+    for i, item in enumerate(QASamples(retro, tok, split).items):
+        assert item["neighbours"].shape == (2, 2, 16)                      # [l, k, r]
+        assert (item["neighbours"] == passages[i]).all()
+    first = QASamples(gpt, tok, split).items[0]["tokens"]
+    body = [int(t) for t in passages[0].reshape(-1) if t != PAD]
+    assert set(body[:8]) <= set(first.tolist())                           # GPT reads them inline
