@@ -116,7 +116,6 @@ def _mkdir(path: str) -> str:
 
 def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str, str], progress: bool) -> str:
     """The model's base checkpoint: given, or pretrained here (resumed when interrupted)."""
-    from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.training.checkpointing import newest_checkpoint, read_state
 
     if model.checkpoint:
@@ -136,18 +135,23 @@ def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str
         _log(f"pretrain {model.name}: reusing {done}")
         return done
     _log(f"pretrain {model.name}: {model.pretrain_steps} steps ({cfg.model.arch})")
+    return run_pretrain(cfg, progress).checkpoint
+
+
+def run_pretrain(cfg: RunConfig, progress: bool):
+    """Pretrain (or resume) a GPT or RETRO as ``cfg`` says; the parallel state is torn down after."""
+    from megatron_retro.parallel.initialize import destroy_parallel
+
     try:
         if cfg.model.arch == "retro":
             from megatron_retro.training.retro_pretrain import pretrain_retro
 
-            result = pretrain_retro(cfg, progress=progress)
-        else:
-            from megatron_retro.training.pretrain import pretrain
+            return pretrain_retro(cfg, progress=progress)
+        from megatron_retro.training.pretrain import pretrain
 
-            result = pretrain(cfg, progress=progress)
+        return pretrain(cfg, progress=progress)
     finally:
         destroy_parallel()
-    return result.checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,7 +238,7 @@ def grid(exp: ExperimentConfig) -> List[tuple]:
     return cells
 
 
-def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
+def report(exp: ExperimentConfig, records: List[dict], perplexity: Optional[List[dict]] = None) -> List[str]:
     from megatron_retro.evaluation.tables import (Floor, ScoreRow, aggregate, findings, write_report,
                                                   write_score_rows)
 
@@ -249,7 +253,21 @@ def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
         _log(f"finding: {f.summary('f1', exp.spread)}")
     if found and all(f.verdict == "no signal" for f in found):
         _log("no signal: every compared cell is at the floor; these scores say nothing about the paper's findings")
-    return write_report(rows, exp.out_dir, spread=exp.spread, floor=floor)
+    paths = write_report(rows, exp.out_dir, spread=exp.spread, floor=floor)
+    if perplexity:
+        from megatron_retro.evaluation.perplexity_study import perplexity_findings, perplexity_markdown
+        from megatron_retro.evaluation.tables import write_text_atomic
+
+        write_text_atomic(os.path.join(exp.out_dir, "perplexity.jsonl"),
+                          "".join(json.dumps(r) + "\n" for r in perplexity))
+        found = perplexity_findings(perplexity, exp.spread)
+        for f in found:
+            _log(f"finding: RETRO perplexity < GPT [{f['pair']} {f['regime']}]: GPT {f['gpt'].mean['ppl']:.2f} vs "
+                 f"RETRO {f['retro'].mean['ppl']:.2f} -> {f['verdict']}")
+        with open(paths[0], encoding="utf-8") as fh:
+            text = fh.read()
+        write_text_atomic(paths[0], text + "\n" + perplexity_markdown(found))
+    return paths
 
 
 def plan_lines(exp: ExperimentConfig) -> List[str]:
@@ -270,11 +288,15 @@ def plan_lines(exp: ExperimentConfig) -> List[str]:
     cells = grid(exp)
     done = sum(os.path.isfile(os.path.join(cell_dir(exp, m.name, x, s), "result.json")) for m, x, s in cells)
     service = (f"{exp.retrieval_shards}-shard retrieval service" if exp.retrieval_shards else "in-process search")
+    ppl = ""
+    if exp.perplexity_pairs and exp.perplexity_seeds:
+        ppl = (f"; then held-out perplexity of {', '.join(exp.perplexity_pairs)} at equal steps "
+               f"({exp.perplexity_steps}) and equal compute x seeds {exp.perplexity_seeds}{eta('perplexity')}")
     lines = [f"plan of {exp.name} -> {exp.out_dir}",
              f"1. retrieval database of the task corpus + question retrieval ({service}){eta('retrieval')}",
              f"2. pretraining (resumed / reused when done): {'; '.join(bases)}{eta('pretrain')}",
              f"3. {len(cells)} cells ({len(exp.models)} models x {', '.join(exp.methods)} x seeds "
-             f"{exp.seeds}; {done} already done){eta('cells')}",
+             f"{exp.seeds}; {done} already done){eta('cells')}{ppl}",
              "4. report: results.md, scores.jsonl and plots"]
     if minutes:
         lines.append(f"expected total ~{sum(minutes.values()):g} min on an idle 2-core machine (from scratch)")
@@ -311,9 +333,14 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
              f"({records[-1]['seconds']:.0f} s)"
              + (f"  degenerate: {100 * share:.0f}% of answers are {records[-1]['top_answer']!r}"
                 if share >= exp.degenerate_share else ""))
+    perplexity = []
+    if exp.perplexity_pairs and exp.perplexity_seeds and not (max_cells is not None and ran >= max_cells):
+        from megatron_retro.evaluation.perplexity_study import run_perplexity
+
+        perplexity = run_perplexity(exp, _log)
     paths = []
     if _is_writer():
-        paths = report(exp, records)
+        paths = report(exp, records, perplexity)
     _barrier()
     return {"cells": len(records), "ran": ran, "total_cells": len(grid(exp)), "report": paths,
             "retrieval": retrieval, "seconds": round(time.perf_counter() - t0, 1)}

@@ -15,7 +15,7 @@ from megatron_retro.config import ConfigError, _require, build_item, cfg, load_d
 
 METHODS = ("zero-shot", "none", "lora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3",
            "qlora")
-PHASES = ("retrieval", "pretrain", "cells")
+PHASES = ("retrieval", "pretrain", "cells", "perplexity")
 
 
 @dataclass
@@ -64,6 +64,11 @@ class ExperimentConfig:
                                 "with both cells at the floor reads 'no signal'")
     expected_minutes: List[str] = cfg([], "phase=minutes measured on an idle 2-core machine (phases: retrieval, "
                                           "pretrain, cells), printed with the plan before the first long step")
+    perplexity_pairs: List[str] = cfg([], "gpt:retro model-name pairs whose held-out perplexity is compared at "
+                                          "equal steps and equal compute, pretrained from scratch per seed")
+    perplexity_steps: int = cfg(0, "N: pretraining steps of both models (equal steps); GPT's equal-compute run "
+                                   "gets the steps whose FLOPs equal RETRO's N")
+    perplexity_seeds: List[int] = cfg([], "seeds of the perplexity study (empty = no perplexity study)")
     degenerate_share: float = cfg(0.5, "a cell where some seed gives one answer to at least this share of the "
                                         "questions is degenerate (at the floor)")
 
@@ -81,6 +86,12 @@ class ExperimentConfig:
         for item in self.peft_configs:
             _require("=" in item, f"peft_configs: {item!r} is not method=path")
         self.phase_minutes()
+        for item in self.perplexity_pairs:
+            _require(str(item).count(":") == 1, f"perplexity_pairs: {item!r} is not gpt_name:retro_name")
+        _require(not (self.perplexity_pairs and self.perplexity_seeds) or self.perplexity_steps > 0,
+                 f"perplexity_steps={self.perplexity_steps}: must be > 0 with perplexity_pairs and seeds")
+        _require(len(set(self.perplexity_seeds)) == len(self.perplexity_seeds),
+                 f"perplexity_seeds={self.perplexity_seeds}: distinct")
 
     def phase_minutes(self) -> dict:
         """expected_minutes as {phase: minutes}."""
@@ -129,4 +140,9 @@ def load_experiment(path: str, overrides: Optional[list] = None) -> ExperimentCo
         if not os.path.isfile(exp.resolve(m.config)):
             raise ConfigError(f"{marks.get(('models', str(i), 'config'), where)}: models.config={m.config}: "
                               f"no such file ({exp.resolve(m.config)})")
+    for pair in exp.perplexity_pairs:
+        unknown = [n for n in pair.split(":") if n not in names]
+        if unknown:
+            raise ConfigError(f"{marks.get(('perplexity_pairs',), where)}: perplexity_pairs={pair!r}: {unknown} "
+                              f"not among the models {names}")
     return exp
