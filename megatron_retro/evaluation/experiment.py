@@ -180,7 +180,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
             params = base_params = result.info["params"]
         else:
             cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}", f"train.seed={seed}",
-                               *exp.finetune_overrides)
+                               *exp.finetune_overrides, *exp.overrides_of(method))
             peft_cfg = None if method == "none" else _peft_config(exp, method, seed)
             ft = finetune(cfg, peft_cfg, progress=progress, keep_engine=True)
             split = load_split(cfg, ft.qa, cfg.qa.eval_split, cfg.qa.eval_examples)

@@ -52,6 +52,9 @@ class ExperimentConfig:
     methods: List[str] = cfg(["zero-shot", "lora", "adapter", "ptuning"], "zero-shot and/or PEFT methods "
                              "('none' = full fine-tuning)")
     peft_configs: List[str] = cfg([], "method=path overrides of configs/peft/<method>.yaml")
+    method_overrides: List[str] = cfg([], "method:section.key=value overrides of one PEFT method's fine-tuning "
+                                          "runs, after finetune_overrides (e.g. a learning rate per method: "
+                                          "ptuning:train.lr=1e-2)")
     seeds: List[int] = cfg([1, 2, 3], "fine-tuning seeds (adapter init, dropout, data order)")
     common_overrides: List[str] = cfg([], "overrides of every run (data.*, qa.*)")
     pretrain_overrides: List[str] = cfg([], "overrides of pretraining runs")
@@ -86,6 +89,11 @@ class ExperimentConfig:
         for item in self.peft_configs:
             _require("=" in item, f"peft_configs: {item!r} is not method=path")
         self.phase_minutes()
+        for item in self.method_overrides:
+            method, _, override = str(item).partition(":")
+            _require(method in METHODS and "=" in override,
+                     f"method_overrides: {item!r} is not method:section.key=value with method one of "
+                     f"{', '.join(METHODS)}")
         for item in self.perplexity_pairs:
             _require(str(item).count(":") == 1, f"perplexity_pairs: {item!r} is not gpt_name:retro_name")
         _require(not (self.perplexity_pairs and self.perplexity_seeds) or self.perplexity_steps > 0,
@@ -106,6 +114,10 @@ class ExperimentConfig:
                                                        f"phase one of {', '.join(PHASES)} and minutes >= 0")
             out[phase] = minutes
         return out
+
+    def overrides_of(self, method: str) -> List[str]:
+        """The method_overrides of ``method`` (section.key=value), in file order."""
+        return [item.partition(":")[2] for item in self.method_overrides if item.partition(":")[0] == method]
 
     def peft_config_path(self, method: str) -> str:
         for item in self.peft_configs:
