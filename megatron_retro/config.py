@@ -143,12 +143,16 @@ class DataConfig:
     vocab_size: int = cfg(4096, "vocabulary of the tokenizer trained on the bundled corpus")
     seed: int = cfg(1234, "seed of the corpus generator and the sample shuffling")
     split: str = cfg("98,2,0", "train,valid,test weights of the document split")
+    reading_docs: int = cfg(0, "bundled source: up to this many reading-practice documents (facts of a train-split "
+                               "QA entity, then questions and answers on them) added to the training text; "
+                               "0 = none")
 
     def __post_init__(self) -> None:
         _require(self.source != "indexed" or bool(self.prefix),
                  "data.prefix: required when data.source=indexed")
         _require(self.num_entities >= 10, f"data.num_entities={self.num_entities}: must be >= 10")
         _require(self.vocab_size >= 64, f"data.vocab_size={self.vocab_size}: must be >= 64")
+        _require(self.reading_docs >= 0, f"data.reading_docs={self.reading_docs}: must be >= 0")
         parts = self.split.split(",")
         ok = len(parts) == 3 and all(p.strip().replace(".", "", 1).isdigit() for p in parts)
         _require(ok and sum(float(p) for p in parts) > 0,

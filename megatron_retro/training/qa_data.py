@@ -222,7 +222,9 @@ def prepare_qa(cfg: RunConfig, virtual_tokens: int = 0, num_shards: int = 1) -> 
     own = reads_own_document(cfg)
     if not cfg.qa.retrieval_dir and not own:
         qa = cfg.qa
-        _rank0_first(lambda: ensure_retrieval_db(data.prefix, tokenizer, range(len(open_indexed(data.prefix))),
+        # every article of the corpus; reading-practice documents (before first_article) left out
+        _rank0_first(lambda: ensure_retrieval_db(data.prefix, tokenizer,
+                                                 range(data.first_article, len(open_indexed(data.prefix))),
                                                  db_dir, qa.chunk_length, qa.passage_length, qa.embedder,
                                                  num_shards=num_shards))
     layout = qa_layout(cfg, tokenizer, virtual_tokens)
