@@ -5,8 +5,8 @@ Reads top to bottom:
    sharded retrieval service started on it; the top-k passages of every question of the train,
    valid and test splits are retrieved once through it and cached, so every cell reads the same
    retrieved set (GPT inline, RETRO as neighbours); the service is stopped afterwards;
-2. the base models: a given checkpoint, or pretraining here (resumed if interrupted; RETRO can
-   start from a GPT base of the grid: retro-fitting);
+2. the base models, each just before its first cell: a given checkpoint, or pretraining here
+   (resumed if interrupted; RETRO can start from a GPT base of the grid: retro-fitting);
 3. the cells, model x method x seed: zero-shot (once per model: greedy decoding is
    deterministic) or fine-tuning + evaluation.  A finished cell is a ``result.json`` written
    atomically in ``<out_dir>/cells/<model>/<method>/seed<seed>/``; a cell without one is run
@@ -294,7 +294,8 @@ def plan_lines(exp: ExperimentConfig) -> List[str]:
                f"({exp.perplexity_steps}) and equal compute x seeds {exp.perplexity_seeds}{eta('perplexity')}")
     lines = [f"plan of {exp.name} -> {exp.out_dir}",
              f"1. retrieval database of the task corpus + question retrieval ({service}){eta('retrieval')}",
-             f"2. pretraining (resumed / reused when done): {'; '.join(bases)}{eta('pretrain')}",
+             f"2. pretraining, each base just before its model's first cell (resumed / reused when done): "
+             f"{'; '.join(bases)}{eta('pretrain')}",
              f"3. {len(cells)} cells ({len(exp.models)} models x {', '.join(exp.methods)} x seeds "
              f"{exp.seeds}; {done} already done){eta('cells')}{ppl}",
              "4. report: results.md, scores.jsonl and plots"]
@@ -313,8 +314,16 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
     retrieval = prepare_retrieval(exp, first, progress)
     _log(f"retrieval: {json.dumps(retrieval['splits'])}")
     bases: Dict[str, str] = {}
-    for model in exp.models:
-        bases[model.name] = pretrain_base(exp, model, bases, progress)
+    by_name = {m.name: m for m in exp.models}
+
+    def base_of(model: ExperimentModel) -> str:
+        """Pretrained (or reused) just before the model's first cell, after the base it starts from."""
+        if model.name not in bases:
+            if model.init_from:
+                base_of(by_name[model.init_from])
+            bases[model.name] = pretrain_base(exp, model, bases, progress)
+        return bases[model.name]
+
     records, ran = [], 0
     for model, method, seed in grid(exp):
         done = os.path.join(cell_dir(exp, model.name, method, seed), "result.json")
@@ -325,7 +334,7 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
         if max_cells is not None and ran >= max_cells:
             break
         _log(f"cell {model.name} / {method} / seed {seed}")
-        records.append(run_cell(exp, model, bases[model.name], method, seed, progress))
+        records.append(run_cell(exp, model, base_of(model), method, seed, progress))
         ran += 1
         s = records[-1]["scores"]
         share = records[-1].get("top_share") or 0.0
