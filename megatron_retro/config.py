@@ -180,12 +180,16 @@ class DataConfig:
     vocab_size: int = cfg(4096, "vocabulary of the tokenizer trained on the bundled corpus")
     seed: int = cfg(1234, "seed of the corpus generator and the sample shuffling")
     split: str = cfg("98,2,0", "train,valid,test weights of the document split")
+    reading_docs: int = cfg(0, "bundled source: up to this many reading-practice documents (facts of a train-split "
+                               "QA entity, then questions and answers on them) added to the training text; "
+                               "0 = none")
 
     def __post_init__(self) -> None:
         _require(self.source != "indexed" or bool(self.prefix),
                  "data.prefix: required when data.source=indexed")
         _require(self.num_entities >= 10, f"data.num_entities={self.num_entities}: must be >= 10")
         _require(self.vocab_size >= 64, f"data.vocab_size={self.vocab_size}: must be >= 64")
+        _require(self.reading_docs >= 0, f"data.reading_docs={self.reading_docs}: must be >= 0")
         parts = self.split.split(",")
         ok = len(parts) == 3 and all(p.strip().replace(".", "", 1).isdigit() for p in parts)
         _require(ok and sum(float(p) for p in parts) > 0,
@@ -374,7 +378,13 @@ class QAConfig:
     refusal_fraction: float = cfg(0.0, "share of fine-tuning questions turned into negative-rejection samples: "
                                        "k distractor passages, answer 'not in the passages' (bundled task; 0 = off)")
 
+    passages: str = cfg("auto", "where the k passages come from: 'document' = the top-k chunks of the "
+                                "example's own document (NarrativeQA, QASPER, QuALITY, QMSum), 'index' = the "
+                                "task corpus's retrieval index, 'auto' = document when the task has one")
+
     def __post_init__(self) -> None:
+        _require(self.passages in ("auto", "document", "index"),
+                 f"qa.passages={self.passages!r}: auto, document or index")
         for name in ("num_passages", "passage_length", "chunk_length", "max_answer_tokens", "eval_batch_size"):
             _require(getattr(self, name) >= 1, f"qa.{name}={getattr(self, name)}: must be >= 1")
         _require(self.seq_length is None or self.seq_length >= 16, f"qa.seq_length={self.seq_length}: must be >= 16")

@@ -6,6 +6,13 @@ documents in which every fact appears in at least two documents with different w
 ``(num_entities, seed)`` always gives the same bytes; bump ``GENERATOR_VERSION`` whenever the
 output changes so that prepared data directories are regenerated.
 
+With ``reading > 0``, up to that many *reading-practice* documents come first (ids 0..R-1, all
+in the train range): each takes the sentences stating a few facts of one **train-split** QA
+entity, mixed with a distractor sentence of another train entity, followed by the questions on
+those facts and their answers (``Question: q Answer: a``).  Pretraining on them teaches a tiny
+model to read an answer out of a passage; no valid/test entity is ever asked about in them, and
+the QA retrieval database leaves them out (``first_article``).
+
 Documents are numbered after a seeded shuffle; the number is the document's index in the
 megatron indexed dataset. ``document_split(n, split)`` cuts those numbers into train / valid /
 test ranges exactly as megatron's ``BlendedMegatronDatasetBuilder`` does for a ``split`` string
@@ -74,6 +81,7 @@ class Encyclopedia:
     documents: List[Document]
     facts: Dict[str, Fact]
     qa: List[QAPair]
+    first_article: int = 0  # documents before it are reading-practice documents
 
 
 def parse_split(split: str) -> Tuple[float, float, float]:
@@ -99,8 +107,9 @@ def document_split(num_docs: int, split: str) -> List[Tuple[int, int]]:
             for i in range(3)]
 
 
-def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0") -> Encyclopedia:
-    """The whole encyclopedia for ``(num_entities, seed)``; ``split`` only labels documents."""
+def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0", reading: int = 0) -> Encyclopedia:
+    """The whole encyclopedia for ``(num_entities, seed)``; ``split`` only labels documents;
+    ``reading`` = the maximum number of reading-practice documents put first (0 = none)."""
     if num_entities < 10:
         raise UserError(f"num_entities={num_entities}: must be >= 10")
     world = build_world(num_entities, random.Random(f"{seed}:world"))
@@ -135,13 +144,54 @@ def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0") 
     qa_rng = random.Random(f"{seed}:qa")
     questions = make_questions(world, renderer.ref, qa_rng)
     entity_split = split_by_entity(list(world), qa_rng)
+    if reading:
+        documents = _with_reading(documents, facts, questions, entity_split, reading, split,
+                                  random.Random(f"{seed}:reading"))
     qa = []
     for k, q in enumerate(questions):
         if q["fact_id"] not in facts:  # a fact that no document states cannot be asked
             continue
         qa.append(QAPair(id=f"q{k:05d}", gold_doc_ids=sorted(facts[q["fact_id"]].doc_ids),
                          split=entity_split[q["entity"]], **q))
-    return Encyclopedia(world, documents, facts, qa)
+    return Encyclopedia(world, documents, facts, qa, first_article=len(documents) - len(drafts))
+
+
+READING_FACTS = 4   # facts (and questions) per reading-practice document
+
+
+def _with_reading(documents: List[Document], facts: Dict[str, Fact], questions: List[dict],
+                  entity_split: Dict[str, str], limit: int, split: str, rng: random.Random) -> List[Document]:
+    """Reading-practice documents (train-split entities only) first, the articles renumbered after
+    them (facts' doc ids shifted), and every document's split label recomputed."""
+    by_entity: Dict[str, List[dict]] = {}
+    for q in questions:
+        if entity_split[q["entity"]] == "train" and q["fact_id"] in facts:
+            by_entity.setdefault(q["entity"], []).append(q)
+    entities = sorted(by_entity)
+    rng.shuffle(entities)
+    reading = []
+    for e in entities[:limit]:
+        asked = by_entity[e][:READING_FACTS]
+        other = by_entity[entities[rng.randrange(len(entities))]][0]
+        sentences = [facts[q["fact_id"]].sentences[0] for q in asked]
+        if other["entity"] != e:
+            sentences.append(facts[other["fact_id"]].sentences[0])
+        rng.shuffle(sentences)
+        rng.shuffle(asked)
+        text = " ".join(sentences) + "\n" + "\n".join(f"Question: {q['question']} Answer: {q['answers'][0]}"
+                                                       for q in asked)
+        reading.append(Document(len(reading), f"reading:{e}", f"Reading practice: {e}", "reading", e, "train",
+                                text, [q["fact_id"] for q in asked]))
+    shift = len(reading)
+    for d in documents:
+        d.id += shift
+    for f in facts.values():
+        f.doc_ids = [i + shift for i in f.doc_ids]
+    out = reading + documents
+    ranges = document_split(len(out), split)
+    for d in out:
+        d.split = next(SPLITS[i] for i, (b, e) in enumerate(ranges) if b <= d.id < e)
+    return out
 
 
 # -- files -------------------------------------------------------------------------------

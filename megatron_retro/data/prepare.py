@@ -62,6 +62,11 @@ class BundledData:
     stats: Dict[str, object] = field(default_factory=dict)
     reused: bool = False
 
+    @property
+    def first_article(self) -> int:
+        """Documents before this id are reading-practice documents (kept out of QA retrieval)."""
+        return int(self.stats.get("reading_documents", 0))
+
 
 def _paths(d: str, manifest: dict, reused: bool) -> BundledData:
     d = os.path.abspath(d)
@@ -82,9 +87,12 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _params(num_entities: int, vocab_size: int, seed: int, split: str) -> dict:
-    return {"num_entities": int(num_entities), "vocab_size": int(vocab_size), "seed": int(seed),
-            "split": ",".join(p.strip() for p in str(split).split(","))}
+def _params(num_entities: int, vocab_size: int, seed: int, split: str, reading: int = 0) -> dict:
+    out = {"num_entities": int(num_entities), "vocab_size": int(vocab_size), "seed": int(seed),
+           "split": ",".join(p.strip() for p in str(split).split(","))}
+    if reading:  # absent when 0: data prepared before the option existed stays valid
+        out["reading"] = int(reading)
+    return out
 
 
 def read_manifest(d: str) -> Optional[dict]:
@@ -166,14 +174,16 @@ def _check_replaceable(d: str, manifest: Optional[dict] = None, params: Optional
 
 def prepare_bundled_data(d: str, num_entities: int = 1500, vocab_size: int = 4096,
                          seed: int = 1234, split: str = "98,2,0",
-                         progress: bool = True) -> BundledData:
+                         progress: bool = True, reading: int = 0) -> BundledData:
     """Generate (or reuse) the bundled data in ``d``; see the module docstring."""
     parse_split(split)
     if num_entities < 10:
         raise UserError(f"num_entities={num_entities}: must be >= 10")
     if vocab_size < 64:
         raise UserError(f"vocab_size={vocab_size}: must be >= 64")
-    params = _params(num_entities, vocab_size, seed, split)
+    if reading < 0:
+        raise UserError(f"reading={reading}: must be >= 0")
+    params = _params(num_entities, vocab_size, seed, split, reading)
     d = os.path.abspath(d)
     try:
         os.makedirs(os.path.dirname(d), exist_ok=True)
@@ -233,7 +243,7 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
 
     times = {}
     t_start = t0 = time.time()
-    enc = generate(params["num_entities"], params["seed"], params["split"])
+    enc = generate(params["num_entities"], params["seed"], params["split"], params.get("reading", 0))
     write_documents(enc.documents, os.path.join(tmp, "documents.jsonl"))
     write_facts(enc.facts, os.path.join(tmp, "facts.jsonl"))
     os.makedirs(os.path.join(tmp, "qa"))
@@ -258,6 +268,7 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
     valid_ids = heldout_stream(os.path.join(tmp, PREFIX), params["split"], "valid")
     stats = {
         "documents": n_docs, "tokens": n_tokens, "characters": sum(len(t) for t in texts),
+        "reading_documents": enc.first_article,
         "entities": len(enc.entities), "facts": len(enc.facts),
         "documents_per_split": {s: e - b for s, (b, e) in zip(SPLITS, ranges)},
         "tokens_per_split": split_tokens,
@@ -322,7 +333,7 @@ def resolve_data(cfg) -> BundledData:
     object (fields source, dir, prefix, tokenizer, num_entities, vocab_size, seed, split)."""
     if cfg.source == "bundled":
         data = prepare_bundled_data(cfg.dir, cfg.num_entities, cfg.vocab_size, cfg.seed,
-                                    cfg.split, progress=False)
+                                    cfg.split, progress=False, reading=getattr(cfg, "reading_docs", 0))
         if cfg.tokenizer:
             data.tokenizer = os.path.abspath(cfg.tokenizer)
             data.prefix = retokenized_prefix(data)

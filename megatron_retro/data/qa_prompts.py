@@ -121,6 +121,18 @@ class QALayout:
         return np.ascontiguousarray(np.broadcast_to(passages, (l,) + passages.shape))
 
 
+OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def prompt_question(example) -> str:
+    """The question as the prompt shows it: multiple-choice options (QuALITY) follow it as
+    ``Options: (A) ... (B) ...``, so the model can answer with the text of one of them."""
+    options = getattr(example, "options", None)
+    if not options:
+        return example.question
+    return example.question + " Options: " + " ".join(f"({OPTION_LETTERS[i]}) {o}" for i, o in enumerate(options))
+
+
 def encode_question(tokenizer, question: str) -> List[int]:
     return tokenizer.encode(PROMPT_TEMPLATE.format(question=" ".join(question.split())))
 

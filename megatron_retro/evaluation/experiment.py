@@ -5,8 +5,8 @@ Reads top to bottom:
    sharded retrieval service started on it; the top-k passages of every question of the train,
    valid and test splits are retrieved once through it and cached, so every cell reads the same
    retrieved set (GPT inline, RETRO as neighbours); the service is stopped afterwards;
-2. the base models: a given checkpoint, or pretraining here (resumed if interrupted; RETRO can
-   start from a GPT base of the grid: retro-fitting);
+2. the base models, each just before its first cell: a given checkpoint, or pretraining here
+   (resumed if interrupted; RETRO can start from a GPT base of the grid: retro-fitting);
 3. the cells, model x method x seed: zero-shot (once per model: greedy decoding is
    deterministic) or fine-tuning + evaluation.  A finished cell is a ``result.json`` written
    atomically in ``<out_dir>/cells/<model>/<method>/seed<seed>/``; a cell without one is run
@@ -56,7 +56,8 @@ def model_config(exp: ExperimentConfig, model: ExperimentModel, *extra: str) -> 
 
 def size_key(cfg: RunConfig, vocab_size: int) -> float:
     """Parameters of the GPT decoder the model is built on (RETRO's encoder and cross-attention not
-    counted), so a GPT and the RETRO built on the same decoder share a size in tables and plots."""
+    counted): the findings pair a GPT with the RETRO built on the same decoder (the tables and
+    plots show each model's own parameter count)."""
     from megatron_retro.models.gpt import padded_vocab_size
     from megatron_retro.planning.param_count import closed_form_gpt_params
 
@@ -79,7 +80,7 @@ def prepare_retrieval(exp: ExperimentConfig, cfg: RunConfig, progress: bool) -> 
     info = {"db_dir": qa.db_dir, "db_seconds": round(time.perf_counter() - t0, 1)}
     service = None
     try:
-        if exp.retrieval_shards and _is_writer():
+        if exp.retrieval_shards and not qa.own_document and _is_writer():  # own documents: no index
             from megatron_retro.retrieval.service.launcher import start_service
 
             index_dir = os.path.join(qa.db_dir, "index")
@@ -115,7 +116,6 @@ def _mkdir(path: str) -> str:
 
 def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str, str], progress: bool) -> str:
     """The model's base checkpoint: given, or pretrained here (resumed when interrupted)."""
-    from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.training.checkpointing import newest_checkpoint, read_state
 
     if model.checkpoint:
@@ -135,18 +135,23 @@ def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str
         _log(f"pretrain {model.name}: reusing {done}")
         return done
     _log(f"pretrain {model.name}: {model.pretrain_steps} steps ({cfg.model.arch})")
+    return run_pretrain(cfg, progress).checkpoint
+
+
+def run_pretrain(cfg: RunConfig, progress: bool):
+    """Pretrain (or resume) a GPT or RETRO as ``cfg`` says; the parallel state is torn down after."""
+    from megatron_retro.parallel.initialize import destroy_parallel
+
     try:
         if cfg.model.arch == "retro":
             from megatron_retro.training.retro_pretrain import pretrain_retro
 
-            result = pretrain_retro(cfg, progress=progress)
-        else:
-            from megatron_retro.training.pretrain import pretrain
+            return pretrain_retro(cfg, progress=progress)
+        from megatron_retro.training.pretrain import pretrain
 
-            result = pretrain(cfg, progress=progress)
+        return pretrain(cfg, progress=progress)
     finally:
         destroy_parallel()
-    return result.checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,19 +178,20 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
         if method == "zero-shot":
             cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}")
             result = evaluate(cfg, base, progress=progress, write=False)
-            params = result.info["params"]
+            params = base_params = result.info["params"]
             if "rag" in exp.suites:
                 from megatron_retro.evaluation.rag_suite import evaluate_rag
 
                 rag = evaluate_rag(cfg, base, examples=exp.suite_examples, progress=progress, write=False)
         else:
             cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}", f"train.seed={seed}",
-                               *exp.finetune_overrides)
+                               *exp.finetune_overrides, *exp.overrides_of(method))
             peft_cfg = None if method == "none" else _peft_config(exp, method, seed)
             ft = finetune(cfg, peft_cfg, progress=progress, keep_engine=True)
             split = load_split(cfg, ft.qa, cfg.qa.eval_split, cfg.qa.eval_examples)
             result = evaluate_model(cfg, ft.engine.chunks, ft.qa, split, progress=progress)
             params = ft.total_params
+            base_params = params if method == "none" else params - ft.trainable_params  # PEFT: frozen base
             if "rag" in exp.suites:
                 from megatron_retro.evaluation.rag_suite import run_suite
 
@@ -197,9 +203,10 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
         destroy_parallel()
     if rag is not None:
         record["rag"] = rag["splits"]
-    record.update(arch=cfg.model.arch, task=cfg.qa.task, size=size_key(cfg, result.info["vocab_size"]),
-                  params=params, scores=result.scores, count=result.count,
+    record.update(arch=cfg.model.arch, task=cfg.qa.task, size=base_params,
+                  decoder=size_key(cfg, result.info["vocab_size"]), params=params, scores=result.scores, count=result.count,
                   gold_passage_retrieved=result.info.get("gold_passage_retrieved"),
+                  top_answer=result.info.get("top_answer"), top_share=result.info.get("top_share"),
                   seconds=round(time.perf_counter() - t0, 1))
     if _is_writer():
         write_eval(out, result)
@@ -244,13 +251,35 @@ def grid(exp: ExperimentConfig) -> List[tuple]:
     return cells
 
 
-def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
-    from megatron_retro.evaluation.tables import ScoreRow, write_report, write_score_rows
+def report(exp: ExperimentConfig, records: List[dict], perplexity: Optional[List[dict]] = None) -> List[str]:
+    from megatron_retro.evaluation.tables import (Floor, ScoreRow, aggregate, findings, write_report,
+                                                  write_score_rows)
 
     rows = [ScoreRow(model=r["arch"], size=r["size"], method=r["method"], seed=r["seed"], scores=r["scores"],
-                     task=r["task"]) for r in records]
+                     task=r["task"], top_answer=r.get("top_answer"), top_share=r.get("top_share"),
+                     decoder=r.get("decoder"))
+            for r in records]
     write_score_rows(rows, os.path.join(exp.out_dir, "scores.jsonl"))
-    paths = write_report(rows, exp.out_dir, spread=exp.spread)
+    floor = Floor(exp.floor_f1, exp.degenerate_share)
+    found = findings(aggregate(rows), "f1", exp.spread, floor=floor)
+    for f in found:  # the console says what results.md says
+        _log(f"finding: {f.summary('f1', exp.spread)}")
+    if found and all(f.verdict == "no signal" for f in found):
+        _log("no signal: every compared cell is at the floor; these scores say nothing about the paper's findings")
+    paths = write_report(rows, exp.out_dir, spread=exp.spread, floor=floor)
+    if perplexity:
+        from megatron_retro.evaluation.perplexity_study import perplexity_findings, perplexity_markdown
+        from megatron_retro.evaluation.tables import write_text_atomic
+
+        write_text_atomic(os.path.join(exp.out_dir, "perplexity.jsonl"),
+                          "".join(json.dumps(r) + "\n" for r in perplexity))
+        found = perplexity_findings(perplexity, exp.spread)
+        for f in found:
+            _log(f"finding: RETRO perplexity < GPT [{f['pair']} {f['regime']}]: GPT {f['gpt'].mean['ppl']:.2f} vs "
+                 f"RETRO {f['retro'].mean['ppl']:.2f} -> {f['verdict']}")
+        with open(paths[0], encoding="utf-8") as fh:
+            text = fh.read()
+        write_text_atomic(paths[0], text + "\n" + perplexity_markdown(found))
     if any("rag" in r for r in records):
         from megatron_retro.evaluation.rag_report import write_suite_report
 
@@ -258,16 +287,60 @@ def report(exp: ExperimentConfig, records: List[dict]) -> List[str]:
     return paths
 
 
+def plan_lines(exp: ExperimentConfig) -> List[str]:
+    """What the run is about to do, phase by phase, with the expected minutes when configured."""
+    minutes = exp.phase_minutes()
+
+    def eta(phase: str) -> str:
+        return f" (~{minutes[phase]:g} min)" if phase in minutes else ""
+
+    bases = []
+    for m in exp.models:
+        if m.checkpoint:
+            bases.append(f"{m.name}: given checkpoint")
+        else:
+            start = (f" from {m.init_from}" + (f" step {m.init_from_step}" if m.init_from_step is not None else "")
+                     if m.init_from else "")
+            bases.append(f"{m.name}: {m.pretrain_steps} steps{start}")
+    cells = grid(exp)
+    done = sum(os.path.isfile(os.path.join(cell_dir(exp, m.name, x, s), "result.json")) for m, x, s in cells)
+    service = (f"{exp.retrieval_shards}-shard retrieval service" if exp.retrieval_shards else "in-process search")
+    ppl = ""
+    if exp.perplexity_pairs and exp.perplexity_seeds:
+        ppl = (f"; then held-out perplexity of {', '.join(exp.perplexity_pairs)} at equal steps "
+               f"({exp.perplexity_steps}) and equal compute x seeds {exp.perplexity_seeds}{eta('perplexity')}")
+    lines = [f"plan of {exp.name} -> {exp.out_dir}",
+             f"1. retrieval database of the task corpus + question retrieval ({service}){eta('retrieval')}",
+             f"2. pretraining, each base just before its model's first cell (resumed / reused when done): "
+             f"{'; '.join(bases)}{eta('pretrain')}",
+             f"3. {len(cells)} cells ({len(exp.models)} models x {', '.join(exp.methods)} x seeds "
+             f"{exp.seeds}; {done} already done){eta('cells')}{ppl}",
+             "4. report: results.md, scores.jsonl and plots"]
+    if minutes:
+        lines.append(f"expected total ~{sum(minutes.values()):g} min on an idle 2-core machine (from scratch)")
+    return lines
+
+
 def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Optional[int] = None) -> dict:
     """Collective: run (or resume) the grid and write the report; returns a summary."""
     t0 = time.perf_counter()
     os.makedirs(exp.out_dir, exist_ok=True)
+    for line in plan_lines(exp):
+        _log(line)
     first = model_config(exp, exp.models[0])
     retrieval = prepare_retrieval(exp, first, progress)
     _log(f"retrieval: {json.dumps(retrieval['splits'])}")
     bases: Dict[str, str] = {}
-    for model in exp.models:
-        bases[model.name] = pretrain_base(exp, model, bases, progress)
+    by_name = {m.name: m for m in exp.models}
+
+    def base_of(model: ExperimentModel) -> str:
+        """Pretrained (or reused) just before the model's first cell, after the base it starts from."""
+        if model.name not in bases:
+            if model.init_from:
+                base_of(by_name[model.init_from])
+            bases[model.name] = pretrain_base(exp, model, bases, progress)
+        return bases[model.name]
+
     records, ran = [], 0
     for model, method, seed in grid(exp):
         done = os.path.join(cell_dir(exp, model.name, method, seed), "result.json")
@@ -278,14 +351,22 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
         if max_cells is not None and ran >= max_cells:
             break
         _log(f"cell {model.name} / {method} / seed {seed}")
-        records.append(run_cell(exp, model, bases[model.name], method, seed, progress))
+        records.append(run_cell(exp, model, base_of(model), method, seed, progress))
         ran += 1
         s = records[-1]["scores"]
+        share = records[-1].get("top_share") or 0.0
         _log(f"  EM {100 * s['em']:.1f}  F1 {100 * s['f1']:.1f}  ROUGE-L {100 * s['rougeL']:.1f}  "
-             f"({records[-1]['seconds']:.0f} s)")
+             f"({records[-1]['seconds']:.0f} s)"
+             + (f"  degenerate: {100 * share:.0f}% of answers are {records[-1]['top_answer']!r}"
+                if share >= exp.degenerate_share else ""))
+    perplexity = []
+    if exp.perplexity_pairs and exp.perplexity_seeds and not (max_cells is not None and ran >= max_cells):
+        from megatron_retro.evaluation.perplexity_study import run_perplexity
+
+        perplexity = run_perplexity(exp, _log)
     paths = []
     if _is_writer():
-        paths = report(exp, records)
+        paths = report(exp, records, perplexity)
     _barrier()
     return {"cells": len(records), "ran": ran, "total_cells": len(grid(exp)), "report": paths,
             "retrieval": retrieval, "seconds": round(time.perf_counter() - t0, 1)}

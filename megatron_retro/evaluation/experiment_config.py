@@ -17,6 +17,8 @@ METHODS = ("zero-shot", "none", "lora", "adapter", "parallel_adapter", "ptuning"
            "qlora")
 SUITES = ("rag",)
 
+PHASES = ("retrieval", "pretrain", "cells", "perplexity")
+
 
 @dataclass
 class ExperimentModel:
@@ -52,6 +54,9 @@ class ExperimentConfig:
     methods: List[str] = cfg(["zero-shot", "lora", "adapter", "ptuning"], "zero-shot and/or PEFT methods "
                              "('none' = full fine-tuning)")
     peft_configs: List[str] = cfg([], "method=path overrides of configs/peft/<method>.yaml")
+    method_overrides: List[str] = cfg([], "method:section.key=value overrides of one PEFT method's fine-tuning "
+                                          "runs, after finetune_overrides (e.g. a learning rate per method: "
+                                          "ptuning:train.lr=1e-2)")
     seeds: List[int] = cfg([1, 2, 3], "fine-tuning seeds (adapter init, dropout, data order)")
     common_overrides: List[str] = cfg([], "overrides of every run (data.*, qa.*)")
     pretrain_overrides: List[str] = cfg([], "overrides of pretraining runs")
@@ -63,6 +68,18 @@ class ExperimentConfig:
     suites: List[str] = cfg([], "extra evaluation suites of every cell: rag (context relevance, faithfulness, "
                                 "answer relevance; noise, negative rejection, two-hop and counterfactual splits)")
     suite_examples: int = cfg(50, "rag suite: base questions per split")
+
+    floor_f1: float = cfg(0.05, "a cell whose mean F1 (a fraction) is below this is at the floor; a finding "
+                                "with both cells at the floor reads 'no signal'")
+    expected_minutes: List[str] = cfg([], "phase=minutes measured on an idle 2-core machine (phases: retrieval, "
+                                          "pretrain, cells), printed with the plan before the first long step")
+    perplexity_pairs: List[str] = cfg([], "gpt:retro model-name pairs whose held-out perplexity is compared at "
+                                          "equal steps and equal compute, pretrained from scratch per seed")
+    perplexity_steps: int = cfg(0, "N: pretraining steps of both models (equal steps); GPT's equal-compute run "
+                                   "gets the steps whose FLOPs equal RETRO's N")
+    perplexity_seeds: List[int] = cfg([], "seeds of the perplexity study (empty = no perplexity study)")
+    degenerate_share: float = cfg(0.5, "a cell where some seed gives one answer to at least this share of the "
+                                        "questions is degenerate (at the floor)")
 
     def __post_init__(self) -> None:
         _require(bool(self.methods), "methods: name at least one")
@@ -76,8 +93,41 @@ class ExperimentConfig:
         for suite in self.suites:
             _require(suite in SUITES, f"suites: {suite!r} is not one of {', '.join(SUITES)}")
         _require(self.suite_examples >= 1, f"suite_examples={self.suite_examples}: must be >= 1")
+
+        _require(0 <= self.floor_f1 <= 1, f"floor_f1={self.floor_f1}: a fraction in [0, 1]")
+        _require(0 < self.degenerate_share <= 1, f"degenerate_share={self.degenerate_share}: in (0, 1]")
         for item in self.peft_configs:
             _require("=" in item, f"peft_configs: {item!r} is not method=path")
+        self.phase_minutes()
+        for item in self.method_overrides:
+            method, _, override = str(item).partition(":")
+            _require(method in METHODS and "=" in override,
+                     f"method_overrides: {item!r} is not method:section.key=value with method one of "
+                     f"{', '.join(METHODS)}")
+        for item in self.perplexity_pairs:
+            _require(str(item).count(":") == 1, f"perplexity_pairs: {item!r} is not gpt_name:retro_name")
+        _require(not (self.perplexity_pairs and self.perplexity_seeds) or self.perplexity_steps > 0,
+                 f"perplexity_steps={self.perplexity_steps}: must be > 0 with perplexity_pairs and seeds")
+        _require(len(set(self.perplexity_seeds)) == len(self.perplexity_seeds),
+                 f"perplexity_seeds={self.perplexity_seeds}: distinct")
+
+    def phase_minutes(self) -> dict:
+        """expected_minutes as {phase: minutes}."""
+        out = {}
+        for item in self.expected_minutes:
+            phase, _, value = str(item).partition("=")
+            try:
+                minutes = float(value)
+            except ValueError:
+                minutes = -1.0
+            _require(phase in PHASES and minutes >= 0, f"expected_minutes: {item!r} is not phase=minutes with "
+                                                       f"phase one of {', '.join(PHASES)} and minutes >= 0")
+            out[phase] = minutes
+        return out
+
+    def overrides_of(self, method: str) -> List[str]:
+        """The method_overrides of ``method`` (section.key=value), in file order."""
+        return [item.partition(":")[2] for item in self.method_overrides if item.partition(":")[0] == method]
 
     def peft_config_path(self, method: str) -> str:
         for item in self.peft_configs:
@@ -112,4 +162,9 @@ def load_experiment(path: str, overrides: Optional[list] = None) -> ExperimentCo
         if not os.path.isfile(exp.resolve(m.config)):
             raise ConfigError(f"{marks.get(('models', str(i), 'config'), where)}: models.config={m.config}: "
                               f"no such file ({exp.resolve(m.config)})")
+    for pair in exp.perplexity_pairs:
+        unknown = [n for n in pair.split(":") if n not in names]
+        if unknown:
+            raise ConfigError(f"{marks.get(('perplexity_pairs',), where)}: perplexity_pairs={pair!r}: {unknown} "
+                              f"not among the models {names}")
     return exp

@@ -56,6 +56,33 @@ def rouge_l(prediction: str, gold: str) -> float:
     return _rouge_scorer().score(gold, prediction)["rougeL"].fmeasure
 
 
+def answer_concentration(predictions: Iterable[str]) -> tuple:
+    """(most common normalised answer, the share of predictions giving it): 1.0 for a model
+    that answers every question the same way (an empty answer counts as one answer too)."""
+    counts = Counter(normalize_answer(p) for p in predictions)
+    if not counts:
+        raise UserError("no predictions to measure")
+    answer, n = counts.most_common(1)[0]
+    return answer, n / sum(counts.values())
+
+
+_LETTER = re.compile(r"^\W*\(?([A-Za-z])\)?\W*$")
+
+
+def choose_option(prediction: str, options: Sequence[str]) -> int:
+    """The option a free-text answer picks: a bare letter ("B", "(b)") names it; otherwise the
+    option with the highest token F1 against the prediction (ties: the first); -1 when the
+    prediction shares no word with any option (no choice: counted wrong)."""
+    letter = _LETTER.match(prediction)
+    if letter:
+        i = ord(letter.group(1).upper()) - ord("A")
+        if i < len(options):
+            return i
+    f1 = [token_f1(prediction, o) for o in options]
+    best = max(range(len(options)), key=lambda i: (f1[i], -i)) if options else -1
+    return best if best >= 0 and f1[best] > 0 else -1
+
+
 def _check_golds(golds: Sequence[str]) -> None:
     if isinstance(golds, str) or not golds:
         raise UserError(f"gold answers must be a non-empty list of strings, got {golds!r}")

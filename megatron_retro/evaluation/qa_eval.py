@@ -69,8 +69,8 @@ def evaluate_model(cfg: RunConfig, chunks: list, qa, split, progress: bool = Tru
     from megatron.core import parallel_state
     from tqdm import tqdm
 
-    from megatron_retro.data.qa_prompts import encode_question
-    from megatron_retro.evaluation.metrics import score_one
+    from megatron_retro.data.qa_prompts import encode_question, prompt_question
+    from megatron_retro.evaluation.metrics import answer_concentration, choose_option, score_one
 
     for c in chunks:
         c.eval()
@@ -86,7 +86,7 @@ def evaluate_model(cfg: RunConfig, chunks: list, qa, split, progress: bool = Tru
                dynamic_ncols=True)
     for b in range(num_batches):
         idx = list(range(lo + b * bs, min(lo + (b + 1) * bs, hi))) or [lo if lo < n else 0]  # keep in step
-        questions = [encode_question(qa.tokenizer, split.examples[i].question) for i in idx]
+        questions = [encode_question(qa.tokenizer, prompt_question(split.examples[i])) for i in idx]
         with torch.no_grad():
             answers = answer_batch(chunks, qa.layout, qa.tokenizer, questions, split.passages[idx], qa.vocab_size)
         if lo + b * bs < hi:
@@ -99,16 +99,23 @@ def evaluate_model(cfg: RunConfig, chunks: list, qa, split, progress: bool = Tru
         dist.all_gather_object(gathered, mine, group=parallel_state.get_data_parallel_group())
     predicted = dict(pair for part in gathered for pair in part)
     rows, totals = [], {"em": 0.0, "f1": 0.0, "rougeL": 0.0}
+    multiple_choice = all(ex.options for ex in split.examples)   # QuALITY: choice accuracy too
+    if multiple_choice:
+        totals["choice"] = 0.0
     for i, ex in enumerate(split.examples):
         s = score_one(predicted[i], ex.answers)
+        if multiple_choice:
+            picked = choose_option(predicted[i], ex.options)
+            s["choice"] = float(picked >= 0 and ex.options[picked] in ex.answers)
         for key in totals:
             totals[key] += s[key]
         rows.append({"id": ex.id, "question": ex.question, "prediction": predicted[i], "answers": ex.answers,
                      **{k: round(v, 4) for k, v in s.items()}})
     scores = {k: v / n for k, v in totals.items()}
+    top_answer, top_share = answer_concentration(predicted[i] for i in range(n))
     return EvalResult(scores=scores, predictions=rows, count=n,
                       info={"gold_passage_retrieved": split.gold_hit, "truncation": qa.layout.truncation.as_dict(),
-                            "vocab_size": qa.vocab_size})
+                            "vocab_size": qa.vocab_size, "top_answer": top_answer, "top_share": top_share})
 
 
 def write_eval(out_dir: str, result: EvalResult, extra: Optional[dict] = None) -> str:

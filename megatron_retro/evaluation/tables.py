@@ -7,9 +7,11 @@ with the mean and the spread over seeds; then
 - `markdown_table(cells, spread)`: one row per cell, scores x100 as ``mean ± std`` (sample
   standard deviation, ddof=1) or ``mean (min–max)``; the header line says which and how many
   seeds; a cell with one seed shows its mean only;
-- `findings(cells, metric, spread)`: the paper's claims (RETRO > GPT zero-shot; GPT+PEFT >
-  RETRO+PEFT; LoRA and Adapter > P-tuning) checked per (task, size): "holds"/"reversed" only
-  when the two mean ± spread bands do not overlap, else "inconclusive";
+- `findings(cells, metric, spread, floor)`: the paper's claims (RETRO > GPT zero-shot; GPT+PEFT >
+  RETRO+PEFT; LoRA and Adapter > P-tuning) checked per (task, size): "no signal" when both
+  cells are at the floor (`Floor`: mean score below a stated threshold, or a degenerate model
+  that gives one answer to most questions), else "holds"/"reversed" only when the two
+  mean ± spread bands do not overlap, else "inconclusive";
 - `build_figure(cells, task, metric, spread)`: score vs model size (log x axis), one panel per
   PEFT method, GPT and RETRO as two lines with error bars of the chosen spread;
 - `write_report(rows, out_dir, ...)`: ``results.md`` plus ``<task>_<metric>_vs_size.png``
@@ -18,7 +20,9 @@ with the mean and the spread over seeds; then
 
 Score rows are kept as JSON lines (`write_score_rows` / `read_score_rows`), one object per
 run: ``{"task": "bundled", "model": "retro", "size": 12500000, "method": "lora",
-"seed": 1, "scores": {"em": 0.31, "f1": 0.42, "rougeL": 0.44}}``.
+"seed": 1, "scores": {"em": 0.31, "f1": 0.42, "rougeL": 0.44}, "top_answer": "1717",
+"top_share": 0.12}`` (the most common normalised prediction and the share of questions given it;
+both optional).
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from megatron_retro.errors import UserError
 
 SPREADS = ("std", "minmax")
-METRIC_LABELS = {"em": "EM", "f1": "F1", "rougeL": "ROUGE-L"}
+METRIC_LABELS = {"em": "EM", "f1": "F1", "rougeL": "ROUGE-L", "choice": "Choice acc."}
 MODEL_ORDER = ("gpt", "retro")
 METHOD_ORDER = ("zero-shot", "none", "lora", "adapter", "ptuning")
 
@@ -42,11 +46,15 @@ class ScoreRow:
     """The scores (metric -> value in [0, 1]) of one finished run of the grid."""
 
     model: str
-    size: float          # number of parameters: the x axis of the plots
+    size: float          # the model's own number of parameters: the x axis of the plots
     method: str          # PEFT method; "zero-shot" for no fine-tuning
     seed: int
     scores: Dict[str, float]
     task: str = "bundled"
+    top_answer: Optional[str] = None   # the most common (normalised) prediction of the run
+    top_share: Optional[float] = None  # share of the questions answered with it, in [0, 1]
+    decoder: Optional[float] = None    # parameters of the GPT decoder the model is built on: pairs
+                                       # a GPT with the RETRO on the same decoder (None = size)
 
 
 @dataclass
@@ -62,6 +70,9 @@ class Cell:
     std: Dict[str, float]                       # sample std (ddof=1); 0.0 for one seed
     low: Dict[str, float] = field(default_factory=dict)    # min over seeds
     high: Dict[str, float] = field(default_factory=dict)   # max over seeds
+    top_answer: Optional[str] = None    # the most concentrated seed's most common answer
+    top_share: Optional[float] = None   # its share of the questions (max over seeds)
+    decoder: float = 0.0                # pairing size of the findings (ScoreRow.decoder)
 
     def spread(self, metric: str, kind: str) -> Tuple[float, float]:
         """(distance below, distance above) the mean for error bars."""
@@ -107,7 +118,11 @@ def aggregate(rows: Iterable[ScoreRow]) -> List[Cell]:
             std[m] = (math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
                       if len(vals) > 1 else 0.0)
             low[m], high[m] = min(vals), max(vals)
-        cells.append(Cell(task, model, size, method, sorted(seeds), mean, std, low, high))
+        shares = [r for r in rs if r.top_share is not None]
+        top = max(shares, key=lambda r: r.top_share) if shares else None
+        cells.append(Cell(task, model, size, method, sorted(seeds), mean, std, low, high,
+                          top.top_answer if top else None, top.top_share if top else None,
+                          rs[0].decoder or size))
     cells.sort(key=lambda c: (c.task, _order(c.model, MODEL_ORDER), c.size,
                               _order(c.method, METHOD_ORDER)))
     return cells
@@ -159,16 +174,56 @@ def markdown_table(cells: Sequence[Cell], spread: str = "std",
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Floor:
+    """When a cell carries no signal: its mean ``metric`` is below ``score`` (a fraction), or
+    some seed gave one answer to at least ``share`` of the questions (a degenerate model)."""
+
+    score: float = 0.05
+    share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.score <= 1 or not 0 < self.share <= 1:
+            raise UserError(f"floor score={self.score}, share={self.share}: score in [0, 1], "
+                            f"share in (0, 1]")
+
+    def reason(self, cell: Cell, metric: str) -> Optional[str]:
+        """Why ``cell`` is at the floor on ``metric``, or None when it is above it."""
+        label = METRIC_LABELS.get(metric, metric)
+        if cell.top_share is not None and cell.top_share >= self.share:
+            return (f"degenerate: {100 * cell.top_share:.0f}% of answers are "
+                    f"{cell.top_answer!r}")
+        if cell.mean[metric] < self.score:
+            return f"{label} {100 * cell.mean[metric]:.1f} < {100 * self.score:g}"
+        return None
+
+    def describe(self, metric: str) -> str:
+        label = METRIC_LABELS.get(metric, metric)
+        return (f"mean {label} below {100 * self.score:g}, or one answer to at least "
+                f"{100 * self.share:g}% of the questions")
+
+
 @dataclass
 class Finding:
-    """One of the paper's claims "a > b" checked on one (task, size) of the grid."""
+    """One of the paper's claims "a > b" checked on one (task, decoder size) of the grid."""
 
     claim: str
     task: str
-    size: float
+    size: float    # the decoder size both cells are built on
     a: Cell
     b: Cell
-    verdict: str   # "holds", "reversed" or "inconclusive"
+    verdict: str   # "holds", "reversed", "inconclusive" or "no signal"
+    floor_a: Optional[str] = None   # why a is at the floor (None: above it)
+    floor_b: Optional[str] = None
+
+    def summary(self, metric: str = "f1", spread: str = "std") -> str:
+        """One console line: claim, where, both scores, verdict (and why there is no signal)."""
+        line = (f"{self.claim} [{self.task} {size_label(self.size)}]: "
+                f"{format_value(self.a, metric, spread)} vs {format_value(self.b, metric, spread)}"
+                f" -> {self.verdict}")
+        if self.verdict == "no signal":
+            line += f" (both at the floor: {self.floor_a}; {self.floor_b})"
+        return line
 
 
 def _verdict(a: Cell, b: Cell, metric: str, spread: str) -> str:
@@ -198,38 +253,55 @@ PAPER_CLAIMS = (
 
 
 def findings(cells: Sequence[Cell], metric: str = "f1", spread: str = "std",
-             claims=PAPER_CLAIMS) -> List[Finding]:
+             claims=PAPER_CLAIMS, floor: Optional[Floor] = None) -> List[Finding]:
     """Check each claim ``(text, (model, method), (model, method))`` at every (task, size)
-    where both cells have ``metric``; claims whose cells are absent are skipped."""
+    where both cells have ``metric``; claims whose cells are absent are skipped.  Both cells
+    at the ``floor`` (default `Floor()`): "no signal", whatever the bands say."""
     _check_spread(spread)
-    index = {(c.task, c.size, c.model, c.method): c for c in cells if metric in c.mean}
+    floor = floor or Floor()
+    index = {(c.task, c.decoder, c.model, c.method): c for c in cells if metric in c.mean}
     out = []
-    for task, size in sorted({(c.task, c.size) for c in cells}):
+    for task, size in sorted({(c.task, c.decoder) for c in cells}):
         for text, (ma, pa), (mb, pb) in claims:
             a, b = index.get((task, size, ma, pa)), index.get((task, size, mb, pb))
             if a is not None and b is not None:
-                out.append(Finding(text, task, size, a, b, _verdict(a, b, metric, spread)))
+                fa, fb = floor.reason(a, metric), floor.reason(b, metric)
+                verdict = "no signal" if fa and fb else _verdict(a, b, metric, spread)
+                out.append(Finding(text, task, size, a, b, verdict, fa, fb))
     return out
 
 
 def findings_markdown(found: Sequence[Finding], metric: str = "f1",
-                      spread: str = "std") -> str:
+                      spread: str = "std", floor: Optional[Floor] = None) -> str:
     label = METRIC_LABELS.get(metric, metric)
     band = "mean ± std" if spread == "std" else "min–max"
-    lines = [f"Paper's findings on {label} (×100): 'holds' / 'reversed' when the two "
+    floor = floor or Floor()
+    lines = [f"Paper's findings on {label} (×100): 'no signal' when both sides are at the "
+             f"floor ({floor.describe(metric)}); else 'holds' / 'reversed' when the two "
              f"{band} bands over seeds do not overlap, else 'inconclusive' (also with one "
              f"seed).", "",
-             "| Task | Size | Claim | A | B | Verdict |", "|---|---|---|---|---|---|"]
+             "| Task | Decoder | Claim | A | B | Verdict | At the floor |",
+             "|---|---|---|---|---|---|---|"]
     for f in found:
+        why = "; ".join(f"{side}: {r}" for side, r in (("A", f.floor_a), ("B", f.floor_b)) if r)
         lines.append(f"| {f.task} | {size_label(f.size)} | {f.claim} | "
                      f"{format_value(f.a, metric, spread)} | "
-                     f"{format_value(f.b, metric, spread)} | {f.verdict} |")
+                     f"{format_value(f.b, metric, spread)} | {f.verdict} | {why or '–'} |")
+    if found and all(f.verdict == "no signal" for f in found):
+        lines += ["", "**No signal**: every compared cell is at the floor, so these scores "
+                      "say nothing about the paper's findings."]
     return "\n".join(lines) + "\n"
 
 
+MARKERS = {"gpt": ("o", "full"), "retro": ("s", "none")}   # shape, fill: equal scores stay visible
+DODGE = 0.04      # log10 x offset between the models of one panel (~10% of a size)
+
+
 def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "std"):
-    """Figure (matplotlib, no pyplot state): score vs size, a panel per method, a line per
-    model with error bars of ``spread``."""
+    """Figure (matplotlib, no pyplot state): score vs each model's own parameter count, a panel
+    per method, a line per model with error bars of ``spread``; the models are dodged
+    sideways and drawn with distinct markers so equal scores do not hide each other; a metric
+    that is zero in every cell says so in each panel instead of drawing an empty one."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
@@ -242,30 +314,39 @@ def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "s
     fig = Figure(figsize=(3.2 * len(methods), 3.2), constrained_layout=True)
     axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
     label = METRIC_LABELS.get(metric, metric)
+    all_zero = all(c.high.get(metric, c.mean[metric]) == 0 for c in mine)
     for ax, method in zip(axes, methods):
-        for model in models:
+        for j, model in enumerate(models):
             pts = sorted((c for c in mine if c.method == method and c.model == model),
                          key=lambda c: c.size)
             if not pts:
                 continue
-            x = [c.size for c in pts]
+            shift = 10 ** (DODGE * (j - (len(models) - 1) / 2))
+            x = [c.size * shift for c in pts]
             y = [100 * c.mean[metric] for c in pts]
             err = [[100 * c.spread(metric, spread)[0] for c in pts],
                    [100 * c.spread(metric, spread)[1] for c in pts]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3,
+            marker, fill = MARKERS.get(model, ("^", "full"))
+            ax.errorbar(x, y, yerr=err, marker=marker, fillstyle=fill, markersize=7, capsize=3,
                         label=model.upper() if model in MODEL_ORDER else model)
         ax.set_xscale("log")
-        sizes = sorted({c.size for c in mine})
+        sizes = sorted({c.size for c in mine if c.method == method})
         ax.set_xticks(sizes, [size_label(v) for v in sizes])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.15)
         ax.set_title(method)
-        ax.set_xlabel("parameters")
+        ax.set_xlabel("parameters (own)")
         ax.grid(True, alpha=0.3)
+        if all_zero:
+            ax.text(0.5, 0.5, f"{label} = 0\nin every cell", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=11, color="0.3")
+    if all_zero:
+        axes[0].set_ylim(-1, 10)
     axes[0].set_ylabel(f"{label} (×100)")
     axes[0].legend()
     fig.suptitle(f"{task}: {label} vs model size "
-                 f"(error bars: {'std' if spread == 'std' else 'min–max'} over seeds)")
+                 f"(error bars: {'std' if spread == 'std' else 'min–max'} over seeds)"
+                 + (f" — {label} is 0 everywhere" if all_zero else ""))
     return fig
 
 
@@ -303,15 +384,15 @@ def save_figure_atomic(fig, path: str, dpi: int = 120) -> str:
 
 def write_report(rows: Iterable[ScoreRow], out_dir: str, spread: str = "std",
                  metrics: Optional[Sequence[str]] = None,
-                 findings_metric: str = "f1") -> List[str]:
+                 findings_metric: str = "f1", floor: Optional[Floor] = None) -> List[str]:
     """results.md (the table, then the paper's claims checked on ``findings_metric``) and
     one PNG per (task, metric) in ``out_dir``; returns the paths."""
     cells = aggregate(rows)
     metrics = list(metrics or _metrics_of(cells))
     text = markdown_table(cells, spread, metrics)
-    found = findings(cells, findings_metric, spread) if findings_metric in metrics else []
+    found = findings(cells, findings_metric, spread, floor=floor) if findings_metric in metrics else []
     if found:
-        text += "\n" + findings_markdown(found, findings_metric, spread)
+        text += "\n" + findings_markdown(found, findings_metric, spread, floor)
     paths = [write_text_atomic(os.path.join(out_dir, "results.md"), text)]
     for task in sorted({c.task for c in cells}):
         for m in metrics:
@@ -341,7 +422,13 @@ def read_score_rows(path: str) -> List[ScoreRow]:
         size = r.get("size", float)
         if size <= 0:
             r.fail(f"field 'size' must be > 0, got {size}")
+        share = r.get("top_share", float, optional=True)
+        if share is not None and not 0 <= share <= 1:
+            r.fail(f"field 'top_share' must be in [0, 1], got {share}")
+        top = r.get("top_answer", str, optional=True)
+        decoder = r.get("decoder", float, optional=True)
         rows.append(ScoreRow(model=r.text("model"), size=size, method=r.text("method"),
                              seed=r.get("seed", int), scores=dict(scores),
-                             task=r.text("task")))
+                             task=r.text("task"), top_answer=top, top_share=share,
+                             decoder=decoder))
     return rows

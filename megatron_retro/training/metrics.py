@@ -32,8 +32,10 @@ def read_metrics(path: str) -> list[dict]:
 class MetricsWriter:
     """Writes only on the logging rank (``enabled``); a no-op elsewhere."""
 
-    def __init__(self, out_dir: str, enabled: bool, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(self, out_dir: str, enabled: bool, resume_step: int = 0, tensorboard: bool = True,
+                 init_step: int = 0, init_from: str = ""):
         self.enabled = enabled
+        self.init_step, self.init_from = init_step, init_from   # the loss curve starts there
         self.path = os.path.join(out_dir, METRICS_FILE)
         self.out_dir = out_dir
         self._tb = None
@@ -67,32 +69,43 @@ class MetricsWriter:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
-        return plot_loss_curve(self.path, os.path.join(self.out_dir, "loss_curve.png")) if plot else None
+        return plot_loss_curve(self.path, os.path.join(self.out_dir, "loss_curve.png"), self.init_step,
+                               self.init_from) if plot else None
 
 
-def plot_loss_curve(metrics_path: str, png_path: str) -> Optional[str]:
-    """Training loss per step and held-out loss where measured; returns the PNG path."""
-    import matplotlib
+def loss_curve_figure(rows: list[dict], init_step: int = 0, init_from: str = ""):
+    """Figure (no pyplot state) of the training loss per step and the held-out loss where
+    measured, or None without a training loss.  A run initialised from another model's step
+    ``init_step`` (retro-fitting from a GPT) is drawn on that model's step axis: its step s at
+    ``init_step + s``, the axis starting at ``init_step``."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(metrics_path)
-    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
-    valid = [(r["step"], r["valid_loss"]) for r in rows if r.get("valid_loss") is not None]
+    train = [(init_step + r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    valid = [(init_step + r["step"], r["valid_loss"]) for r in rows if r.get("valid_loss") is not None]
     if not train:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100, tight_layout=True)
+    ax = fig.subplots()
     ax.plot(*zip(*train), label="train loss", lw=1)
     if valid:
         ax.plot(*zip(*valid), "o-", label="held-out loss")
-    ax.set_xlabel("step")
+    if init_step:
+        ax.set_xlim(left=init_step)
+        ax.set_xlabel(f"step (initialised from {init_from or 'a checkpoint'} at step {init_step})")
+    else:
+        ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curve(metrics_path: str, png_path: str, init_step: int = 0, init_from: str = "") -> Optional[str]:
+    """`loss_curve_figure` of a metrics.jsonl as a PNG; returns its path (None: nothing to plot)."""
+    fig = loss_curve_figure(read_metrics(metrics_path), init_step, init_from)
+    if fig is None:
+        return None
     tmp = png_path + ".tmp.png"
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, png_path)
     return png_path

@@ -51,11 +51,13 @@ def model_record(cfg: RunConfig, vocab_size: int) -> dict:
 
 def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: Optional[Callable] = None,
              forward_step: Optional[Callable] = None, progress: bool = True,
-             make_data: Optional[Callable] = None, make_engine: Optional[Callable] = None) -> PretrainResult:
+             make_data: Optional[Callable] = None, make_engine: Optional[Callable] = None,
+             init_step: int = 0, init_from: str = "") -> PretrainResult:
     """Run (or resume) pretraining as configured. Collective: every rank of the job calls it.
 
     ``make_data(cfg, dp=...)`` and ``make_engine(cfg, chunks, forward_step)`` replace the GPT data
-    and Engine (RETRO: training/retro_pretrain.py)."""
+    and Engine (RETRO: training/retro_pretrain.py); ``init_step`` / ``init_from``: the step and name
+    of the model this run was initialised from (retro-fitting), where the loss curve's axis starts."""
     from tqdm import tqdm
 
     from megatron_retro.models.gpt import build_gpt_model
@@ -87,7 +89,8 @@ def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: O
     elif cfg.checkpoint.load:
         load_checkpoint(cfg.checkpoint.load, engine, record, with_optimizer=False)
 
-    metrics = MetricsWriter(cfg.out_dir, enabled=ctx.is_logging_rank, resume_step=start_step)
+    metrics = MetricsWriter(cfg.out_dir, enabled=ctx.is_logging_rank, resume_step=start_step,
+                            init_step=init_step, init_from=init_from)
     bar = tqdm(total=train.steps, initial=start_step, desc="pretrain", unit="step",
                disable=not (progress and ctx.is_logging_rank), dynamic_ncols=True)
     tokens_per_step = global_batch * cfg.model.seq_length

@@ -4,8 +4,10 @@ Reads top to bottom: the corpus and tokenizer (``data:``), the task's examples (
 ``qa.path``; the bundled benchmark by default), the retrieval database of the task corpus (the
 bundled task: every document, built once under the data directory; other tasks: ``qa.retrieval_dir``
 built with ``megatron-retro index build``), the top-k passages of every question — searched
-through the sharded retrieval service when ``retrieval.mode=service``, else in-process — cached per
-split so every run of an experiment reads the same retrieved set, and the GPT or RETRO samples.
+through the sharded retrieval service when ``retrieval.mode=service``, else in-process; for the
+long-document tasks (``qa.passages``: NarrativeQA, QASPER, QuALITY, QMSum) the top-k chunks of the
+example's own document (``retrieval/own_document.py``), no index — cached per split so every run
+of an experiment reads the same retrieved set, and the GPT or RETRO samples.
 
 Retrieval is split over data-parallel ranks: the first rank of each model-parallel group asks for
 its DP rank's contiguous share of the questions (one client per DP rank), and the shares are
@@ -24,7 +26,7 @@ from typing import List, Optional
 import numpy as np
 
 from megatron_retro.config import RunConfig
-from megatron_retro.data.qa_prompts import QALayout, encode_answer, encode_question
+from megatron_retro.data.qa_prompts import QALayout, encode_answer, encode_question, prompt_question
 from megatron_retro.data.tasks.example import QAExample
 from megatron_retro.errors import UserError
 
@@ -44,8 +46,9 @@ class QAData:
     layout: QALayout
     tokenizer: object
     vocab_size: int
-    db_dir: str
+    db_dir: str                    # the corpus index's directory, or own-document passages' cache
     data: object                   # the prepared data directory (data.prepare.BundledData)
+    own_document: bool = False     # passages from each example's own document (no index)
 
 
 class QASamples:
@@ -55,7 +58,7 @@ class QASamples:
         order = np.arange(len(split.examples))
         if shuffle_seed is not None:  # task files are grouped (e.g. by entity): shuffle for SGD
             order = np.random.default_rng(shuffle_seed).permutation(order)
-        self.items = [layout.sample(encode_question(tokenizer, split.examples[i].question),
+        self.items = [layout.sample(encode_question(tokenizer, prompt_question(split.examples[i])),
                                     encode_answer(tokenizer, split.examples[i].answers[0]), split.passages[i])
                       for i in order]
 
@@ -81,8 +84,18 @@ def qa_layout(cfg: RunConfig, tokenizer, virtual_tokens: int = 0) -> QALayout:
                     chunk_length=qa.chunk_length, bos=tokenizer.bos if getattr(tokenizer, "add_bos", False) else -1)
 
 
+def reads_own_document(cfg: RunConfig) -> bool:
+    """Whether the passages come from each example's own document (``qa.passages``)."""
+    from megatron_retro.data.tasks.registry import has_documents
+
+    return cfg.qa.passages == "document" or (cfg.qa.passages == "auto" and has_documents(cfg.qa.task))
+
+
 def _db_dir(cfg: RunConfig, data_dir: str) -> str:
     qa = cfg.qa
+    if reads_own_document(cfg):
+        return os.path.join(data_dir, f"doc_passages-m{qa.chunk_length}-r{qa.passage_length}-"
+                                      f"{qa.embedder.replace(':', '')}")
     if qa.retrieval_dir:
         return qa.retrieval_dir
     if qa.task != "bundled":
@@ -186,6 +199,31 @@ def _search_shared(cfg: RunConfig, store, index_dir: str, questions: List[str], 
     return out
 
 
+def own_document_split(cfg: RunConfig, examples: List[QAExample], cache_dir: str, tokenizer) -> QASplit:
+    """Passages of every example from its own document (cached like the index's)."""
+    from megatron_retro.retrieval.embedder import build_embedder
+    from megatron_retro.retrieval.own_document import OwnDocumentRetriever
+
+    qa = cfg.qa
+    for ex in examples:
+        if not ex.context:
+            raise UserError(f"qa.passages=document: example {ex.id} of task {qa.task} has no document to read "
+                            f"(set qa.passages=index and qa.retrieval_dir)")
+    cache = os.path.join(cache_dir, f"{qa.task}-{_cache_key(examples, qa.num_passages, cache_dir)}.npz")
+    if os.path.isfile(cache):
+        with np.load(cache) as f:
+            passages, picked = f["passages"], f["chunk_ids"]
+    else:
+        retriever = OwnDocumentRetriever(tokenizer, build_embedder(qa.embedder), qa.num_passages, qa.chunk_length,
+                                         qa.passage_length, tokenizer.pad)
+        passages, picked = retriever.retrieve([ex.question for ex in examples], [ex.context for ex in examples])
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{cache}.tmp-{os.getpid()}.npz"
+        np.savez(tmp, passages=passages, chunk_ids=picked)
+        os.replace(tmp, cache)
+    return QASplit(examples=examples, passages=passages, chunk_ids=picked, gold_hit=None)
+
+
 def retrieve_split(cfg: RunConfig, examples: List[QAExample], db_dir: str,
                    full: Optional[List[QAExample]] = None) -> QASplit:
     """Collective: passages of every example, from a cache or retrieved (split over DP ranks) and cached.
@@ -234,19 +272,27 @@ def prepare_qa(cfg: RunConfig, virtual_tokens: int = 0, num_shards: int = 1) -> 
     data = _rank0_first(lambda: resolve_data(cfg.data))
     tokenizer = load_tokenizer(data.tokenizer)
     db_dir = _db_dir(cfg, os.path.dirname(data.prefix))  # data.dir, or its tok-* dir for a model's own tokenizer
-    if not cfg.qa.retrieval_dir:
+    own = reads_own_document(cfg)
+    if not cfg.qa.retrieval_dir and not own:
         qa = cfg.qa
-        _rank0_first(lambda: ensure_retrieval_db(data.prefix, tokenizer, range(len(open_indexed(data.prefix))),
+        # every article of the corpus; reading-practice documents (before first_article) left out
+        _rank0_first(lambda: ensure_retrieval_db(data.prefix, tokenizer,
+                                                 range(data.first_article, len(open_indexed(data.prefix))),
                                                  db_dir, qa.chunk_length, qa.passage_length, qa.embedder,
                                                  num_shards=num_shards))
     layout = qa_layout(cfg, tokenizer, virtual_tokens)
-    return QAData(layout=layout, tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, db_dir=db_dir, data=data)
+    return QAData(layout=layout, tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, db_dir=db_dir, data=data,
+                  own_document=own)
 
 
 def load_split(cfg: RunConfig, qa_data: QAData, split: str, limit: int) -> QASplit:
     """Collective: the first ``limit`` (0 = all) examples of one split and their passages."""
     full = load_examples(cfg, split, 0, qa_data.data)
     examples = full[:limit] if limit else full
+    if qa_data.own_document:
+        from megatron_retro.training.data_setup import _rank0_first
+
+        return _rank0_first(lambda: own_document_split(cfg, examples, qa_data.db_dir, qa_data.tokenizer))
     return retrieve_split(cfg, examples, qa_data.db_dir, full=full)
 
 

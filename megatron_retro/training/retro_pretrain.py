@@ -28,7 +28,11 @@ def pretrain_retro(cfg: RunConfig, progress: bool = True, data=None):
 
     make_engine = RetroEngine
     gpt_start = cfg.checkpoint.load
+    init_step = 0
     if gpt_start and is_gpt_checkpoint(gpt_start):
+        from megatron_retro.training.checkpointing import read_state
+
+        init_step = int(read_state(gpt_start).get("step", 0))  # the loss curve continues the GPT's axis
         # decoder from the GPT, encoder + cross-attention new; a resumed run overwrites all of it
         import dataclasses
 
@@ -40,4 +44,5 @@ def pretrain_retro(cfg: RunConfig, progress: bool = True, data=None):
             return engine
 
     return pretrain(cfg, data=data, build_model=retro_model_builder(cfg), forward_step=retro_forward_step,
-                    progress=progress, make_data=make_data, make_engine=make_engine)
+                    progress=progress, make_data=make_data, make_engine=make_engine,
+                    init_step=init_step, init_from="GPT" if init_step else "")

@@ -69,7 +69,8 @@ def test_demo_quick_killed_then_resumed(tmp_path):
     assert len(rows) == CELLS
     assert {(r["model"], r["method"]) for r in rows} == {(m, x) for m in ("gpt", "retro")
                                                          for x in ("zero-shot", "lora", "adapter", "ptuning")}
-    assert len({r["size"] for r in rows}) == 1                       # GPT and RETRO paired on one decoder
+    assert len({r["decoder"] for r in rows}) == 1                    # GPT and RETRO paired on one decoder
+    assert len({(r["model"], r["size"]) for r in rows}) == 2         # each at its own parameter count
     results = open(os.path.join(out, "results.md")).read()
     assert "| bundled | RETRO |" in results and "RETRO > GPT zero-shot" in results
     assert "| bundled | GPT |" in proc.stdout                          # the table is printed

@@ -223,3 +223,26 @@ def test_dates_are_consistent(enc):
             assert year(a["headquarters"], "founded_year") <= int(a["founded_year"])
             if "leader" in a:
                 assert int(a["leader_since"]) >= int(a["founded_year"])
+
+
+def test_reading_practice_documents_first_train_entities_only():
+    from megatron_retro.data.encyclopedia import generate
+
+    plain, enc = generate(60, seed=3, split="90,10,0"), generate(60, seed=3, split="90,10,0", reading=20)
+    r = enc.first_article
+    assert 0 < r <= 20 and len(enc.documents) == len(plain.documents) + r
+    split_of = {q.entity: q.split for q in enc.qa}
+    for d in enc.documents[:r]:
+        assert d.kind == "reading" and d.split == "train" and split_of[d.entity] == "train"
+        passage, qa_lines = d.text.split("\n", 1)
+        for line in qa_lines.split("\n"):
+            q, a = line[len("Question: "):].split(" Answer: ")
+            pair = next(p for p in enc.qa if p.question == q)
+            assert pair.split == "train" and a == pair.answers[0] and a in passage   # answerable by reading
+    # the articles are the same, renumbered after the reading documents; gold ids follow them
+    assert [d.text for d in enc.documents[r:]] == [d.text for d in plain.documents]
+    assert [d.id for d in enc.documents] == list(range(len(enc.documents)))
+    by_id = {q.id: q for q in plain.qa}
+    for q in enc.qa:
+        assert q.gold_doc_ids == [i + r for i in by_id[q.id].gold_doc_ids]
+        assert all(i >= r for i in q.gold_doc_ids)

@@ -92,7 +92,10 @@ def test_figure_panels_lines_and_error_bars():
     bars = {c.get_label(): c for c in lora.containers}     # one ErrorbarContainer per model
     assert set(bars) == {"GPT", "RETRO"}
     gpt, retro = bars["GPT"].lines[0], bars["RETRO"].lines[0]
-    assert list(gpt.get_xdata()) == [1e6, 4e6]
+    # dodged sideways by 10^(∓0.02) so equal scores stay visible, with distinct markers
+    assert list(gpt.get_xdata()) == pytest.approx([1e6 / 10 ** 0.02, 4e6 / 10 ** 0.02])
+    assert list(retro.get_xdata()) == pytest.approx([1e6 * 10 ** 0.02, 4e6 * 10 ** 0.02])
+    assert (gpt.get_marker(), retro.get_marker()) == ("o", "s") and retro.get_fillstyle() == "none"
     assert list(gpt.get_ydata()) == pytest.approx([42.0, 47.0])
     assert list(retro.get_ydata()) == pytest.approx([54.0, 60.0])
     assert lora.get_xscale() == "log"
@@ -187,3 +190,72 @@ def test_findings_verdicts():
     md = findings_markdown(findings(cells, "f1", "minmax"), "f1", "minmax")
     assert "| bundled | 1M | RETRO > GPT zero-shot | 30.0 (20.0–40.0) | 10.0 (10.0–10.0) | " \
            "holds |" in md
+
+
+def test_floor_degenerate_predictions_read_no_signal():
+    """The demo's failure: LoRA collapses to one answer ("1717", F1 0.0 on every seed) and
+    P-tuning scores chance overlap (F1 ~1); the bands do not overlap, so without the floor
+    the claim would read 'reversed'."""
+    from megatron_retro.evaluation.metrics import answer_concentration
+    from megatron_retro.evaluation.tables import Floor, findings, findings_markdown
+
+    golds = ["Ossel River", "412", "Mara Venn", "1801", "Tarn"]
+    collapsed = ["1717", "1717.", "The 1717", "1717", "Venn"]          # normalises to 4 x "1717"
+    top, share = answer_concentration(collapsed)
+    assert (top, share) == ("1717", 0.8)
+    assert answer_concentration(golds)[1] == 0.2
+    rows_ = []
+    for seed, (f1_lora, f1_pt) in enumerate([(0.0, 0.010), (0.0, 0.011), (0.0, 0.009)]):
+        rows_.append(ScoreRow("gpt", 1e6, "lora", seed, {"f1": f1_lora}, top_answer=top, top_share=share))
+        rows_.append(ScoreRow("gpt", 1e6, "ptuning", seed, {"f1": f1_pt}, top_answer="in", top_share=0.3))
+    (f,) = findings(aggregate(rows_), "f1")
+    assert f.claim == "GPT: LoRA > P-tuning" and f.verdict == "no signal"
+    assert f.floor_a == "degenerate: 80% of answers are '1717'" and f.floor_b == "F1 1.0 < 5"
+    assert "-> no signal (both at the floor" in f.summary()
+    md = findings_markdown([f])
+    assert "| no signal | A: degenerate: 80% of answers are '1717'; B: F1 1.0 < 5 |" in md
+    assert "**No signal**" in md
+    # without the floor the same bands read "reversed": the floor is what prevents it
+    (raw,) = findings(aggregate(rows_), "f1", floor=Floor(score=0.0, share=1.0))
+    assert raw.verdict == "reversed"
+    # a degenerate model above the F1 floor is still at the floor; one side above it: a verdict
+    high = [ScoreRow("gpt", 1e6, "ptuning", s, {"f1": v}, top_share=0.1) for s, v in
+            enumerate([0.40, 0.41, 0.42])]
+    lora = [r for r in rows_ if r.method == "lora"]
+    (g,) = findings(aggregate(lora + high), "f1")
+    assert g.verdict == "reversed" and g.floor_b is None
+
+
+def test_score_rows_keep_top_answer(tmp_path):
+    p = tmp_path / "scores.jsonl"
+    one = [ScoreRow("gpt", 1e6, "lora", 1, {"f1": 0.0}, top_answer="1717", top_share=0.9)]
+    write_score_rows(one, str(p))
+    assert read_score_rows(str(p)) == one
+    p.write_text(json.dumps({"task": "t", "model": "gpt", "size": 1e6, "method": "lora", "seed": 0,
+                             "scores": {"f1": 0.5}, "top_share": 2}) + "\n")
+    with pytest.raises(UserError, match="scores.jsonl:1: field 'top_share' must be in"):
+        read_score_rows(str(p))
+
+
+def test_figure_own_sizes_pairing_by_decoder_and_all_zero_metric():
+    """RETRO on a 5.31M decoder has 7.97M parameters of its own: the x axis shows 7.97M, the
+    findings still pair it with the GPT of that decoder; an EM of 0 everywhere is written in
+    the panels instead of an empty plot."""
+    from matplotlib.text import Text
+
+    from megatron_retro.evaluation.tables import findings
+
+    rs = [ScoreRow(m, size, "zero-shot", s, {"em": 0.0, "f1": v}, decoder=5.31e6)
+          for m, size, vals in (("gpt", 5.31e6, (.1, .1, .1)), ("retro", 7.97e6, (.3, .3, .3)))
+          for s, v in enumerate(vals)]
+    cells = aggregate(rs)
+    (f,) = findings(cells, "f1")
+    assert f.verdict == "holds" and f.size == 5.31e6
+    fig = build_figure(cells, "bundled", "f1")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5.31M", "7.97M"]
+    assert not [t for t in ax.findobj(Text) if "in every cell" in t.get_text()]
+    em = build_figure(cells, "bundled", "em")
+    assert [t.get_text() for t in em.axes[0].findobj(Text) if "every cell" in t.get_text()] == \
+        ["EM = 0\nin every cell"]
+    assert "EM is 0 everywhere" in em._suptitle.get_text()

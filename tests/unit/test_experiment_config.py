@@ -42,7 +42,37 @@ GOOD_MODEL = f"  - name: g\n    config: {os.path.abspath(os.path.join(ROOT, 'con
     ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\nseeds: [1, 1]\n", r"exp.yaml:\d+: .*seeds=\[1, 1\]: distinct"),
     ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\n    steps: 3\n", r"exp.yaml:5: models.0.steps: unknown key"),
     ("models: []\n", r"models: name at least one base model"),
+    ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\nexpected_minutes: [train=3]\n",
+     r"exp.yaml:\d+: .*expected_minutes: 'train=3' is not phase=minutes"),
+    ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\nmethod_overrides: [lora=train.lr=1]\n",
+     r"exp.yaml:\d+: .*method_overrides: 'lora=train.lr=1' is not method:section.key=value"),
+    ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\nfloor_f1: 5\n", r"exp.yaml:\d+: .*floor_f1=5.0: a fraction"),
 ])
 def test_bad_experiment_files_name_file_line_and_field(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_experiment(write(tmp_path, text))
+
+
+def test_demo_plan_names_phases_and_minutes():
+    from megatron_retro.evaluation.experiment import plan_lines
+
+    exp = load_experiment(os.path.join(ROOT, "configs", "experiments", "demo.yaml"), ["out_dir=/nonexistent"])
+    lines = plan_lines(exp)
+    assert lines[1].startswith("1. retrieval database") and "2-shard retrieval service" in lines[1]
+    assert "retro-tiny: 50 steps from gpt-tiny step 250" in lines[2]
+    assert lines[3].startswith(f"3. {len(grid(exp))} cells") and "0 already done" in lines[3]
+    minutes = exp.phase_minutes()
+    assert set(minutes) == {"retrieval", "pretrain", "cells"} and all(f"(~{minutes[p]:g} min)" in
+                                                                      "".join(lines) for p in minutes)
+    assert lines[-1].startswith(f"expected total ~{sum(minutes.values()):g} min")
+
+
+def test_method_overrides_reach_that_method_only(tmp_path):
+    from megatron_retro.evaluation.experiment import model_config
+
+    exp = load_experiment(write(tmp_path, "models:\n" + GOOD_MODEL + "    pretrain_steps: 2\n"
+                                "finetune_overrides: [train.lr=1.0e-3]\n"
+                                "method_overrides: ['ptuning:train.lr=2.0e-2', 'ptuning:train.steps=70']\n"))
+    assert exp.overrides_of("ptuning") == ["train.lr=2.0e-2", "train.steps=70"] and exp.overrides_of("lora") == []
+    cfg = model_config(exp, exp.models[0], *exp.finetune_overrides, *exp.overrides_of("ptuning"))
+    assert (cfg.train.lr, cfg.train.steps) == (2.0e-2, 70)

@@ -36,6 +36,7 @@ class TaskSpec:
     split_inside: bool = False     # one file holds every split; ``split`` filters rows
     options: Tuple[str, ...] = ()  # keyword options the loader accepts
     layout: str = ""               # one-line description of the file layout
+    documents: bool = False        # every example carries its own document (``context``)
 
 
 TASKS: Dict[str, TaskSpec] = {
@@ -48,15 +49,15 @@ TASKS: Dict[str, TaskSpec] = {
         '{"Data": [{Question, QuestionId, Answer{Value, Aliases}}]} JSON, or JSONL of those '
         "records / HF rows / {question, answers}")),
     "narrativeqa": TaskSpec(load_narrativeqa, (".jsonl", ".csv"), split_inside=True,
-                            options=("context",), layout=(
+                            options=("context",), documents=True, layout=(
         "HF JSONL {document{id, summary{text}, text}, question{text}, answers[{text}]}, or "
         "qaps.csv + summaries.csv")),
-    "qasper": TaskSpec(load_qasper, (".json", ".jsonl"), layout=(
+    "qasper": TaskSpec(load_qasper, (".json", ".jsonl"), documents=True, layout=(
         "{paper_id: {title, abstract, full_text[{section_name, paragraphs}], qas[...]}} JSON")),
-    "quality": TaskSpec(load_quality, (".jsonl", ".train", ".dev", ".test"), layout=(
+    "quality": TaskSpec(load_quality, (".jsonl", ".train", ".dev", ".test"), documents=True, layout=(
         "JSONL, one article per line: article_id, article, questions[{question, options, "
         "gold_label}]")),
-    "qmsum": TaskSpec(load_qmsum, (".jsonl",), layout=(
+    "qmsum": TaskSpec(load_qmsum, (".jsonl",), documents=True, layout=(
         "JSONL, one meeting per line: meeting_transcripts, general_query_list, "
         "specific_query_list")),
 }
@@ -66,6 +67,11 @@ ALIASES = {"nq": "nq_open", "nq-open": "nq_open", "trivia_qa": "triviaqa",
 
 def task_names() -> List[str]:
     return sorted(TASKS)
+
+
+def has_documents(name: str) -> bool:
+    """Whether every example of task ``name`` carries its own document to read (``context``)."""
+    return _spec(name)[1].documents
 
 
 def _spec(name: str) -> Tuple[str, TaskSpec]:
