@@ -118,13 +118,14 @@ class RetroModel(GPTModel):
 
 
 def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size: int, pre_process: bool,
-                      post_process: bool, vp_stage: Optional[int] = None) -> RetroModel:
+                      post_process: bool, vp_stage: Optional[int] = None, backend=None) -> RetroModel:
     """One RetroModel holding this stage's layers (embedding on the first, output on the last)."""
     from megatron_retro.models.retro.spec import get_retro_decoder_block_spec
 
     return RetroModel(
         config=config,
-        transformer_layer_spec=get_retro_decoder_block_spec(model, retro, config, vp_stage=vp_stage),
+        transformer_layer_spec=get_retro_decoder_block_spec(model, retro, config, vp_stage=vp_stage,
+                                                            backend=backend),
         vocab_size=vocab_size, max_sequence_length=model.seq_length, pre_process=pre_process,
         post_process=post_process, parallel_output=True,
         share_embeddings_and_output_weights=not model.untie_embeddings,
@@ -140,7 +141,7 @@ def retro_chunk_builder(retro: RetroConfig):
 
 
 def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: ParallelConfig, vocab_size: int,
-                      precision: str = "auto", recompute: bool = False) -> list:
+                      precision: str = "auto", recompute: bool = False, backend=None) -> list:
     """This rank's RETRO model chunks (one per virtual pipeline stage), like ``build_gpt_model``."""
     from megatron.core.enums import ModelType
 
@@ -160,7 +161,7 @@ def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: Parallel
             model, retro, config, padded,
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
-            vp_stage=stage)
+            vp_stage=stage, backend=backend)
         if torch.cuda.is_available():
             chunk.cuda(torch.cuda.current_device())
         chunk.model_type = ModelType.encoder_or_decoder
