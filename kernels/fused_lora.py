@@ -51,6 +51,7 @@ from ._dispatch import (
     Dispatch,
     choose_path,
     device_check,
+    dropout_seed,
     dot_precision,
     dtype_name,
     empty,
@@ -561,8 +562,7 @@ def fused_lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout_p=0.0
     path = fused_lora_dispatch(x, weight, lora_a, lora_b, bias, dropout_p, backend)
     if not path.use_triton:
         return fused_lora_reference(x, weight, lora_a, lora_b, scale, bias, dropout_p)
-    seed = 0
-    if dropout_p > 0.0:  # drawn from torch's generator so torch.manual_seed reproduces masks
-        seed = int(torch.randint(0, 2**31 - 1, (1,), device="cpu").item())
+    # from x's device generator: the caller's RNG-tracker fork decides it (_dispatch.dropout_seed)
+    seed = dropout_seed(x.device) if dropout_p > 0.0 else 0
     return FusedLoRALinearFunction.apply(x, weight, lora_a, lora_b, bias, float(scale),
                                          float(dropout_p), seed)
