@@ -36,7 +36,7 @@ def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bo
 
 
 def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int, precision: str = "auto",
-                    recompute: bool = False, backend=None) -> list:
+                    recompute: "bool | str" = False, backend=None) -> list:
     """This rank's model chunks (a list of length vpp, or 1), on the current device.
 
     ``backend``: a ``gpt_spec.LayerBackend`` (finetune passes PEFT's); None = the no-PEFT rule.

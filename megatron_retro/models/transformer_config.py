@@ -15,7 +15,7 @@ def resolve_precision(precision: str) -> str:
 
 
 def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precision: str = "auto",
-                            recompute: bool = False, **extra):
+                            recompute: "bool | str" = False, **extra):
     """A TransformerConfig for the GPT decoder (RETRO adds its fields through ``extra``)."""
     from megatron.core.activations import squared_relu
     from megatron.core.transformer.transformer_config import TransformerConfig
@@ -60,7 +60,9 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
         batch_p2p_comm=on_gpu,  # gloo: batched isend/irecv pairs mismatch in the interleaved schedule
         deallocate_pipeline_outputs=True,
     )
-    if recompute:
+    if recompute == "selective":   # megatron re-runs each core attention in backward
+        kwargs.update(recompute_granularity="selective")
+    elif recompute:                # "full" / True: every layer keeps only its input
         kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     kwargs.update(extra)
     return TransformerConfig(**kwargs)

@@ -106,11 +106,18 @@ class RetroModel(GPTModel):
             else contextlib.nullcontext()
         if hasattr(hidden, "unwrap"):  # megatron wraps the embedding output in inference mode
             hidden = hidden.unwrap()
+        full_recompute = self.config.recompute_granularity == "full" and self.training \
+            and inference_context is None
         with rng:
             for layer in self.decoder.layers:
-                hidden, context = layer(hidden_states=hidden, attention_mask=attention_mask, context=context,
-                                        rotary_pos_emb=rotary_pos_emb, inference_context=inference_context,
-                                        sequence_len_offset=sequence_len_offset)
+                def run(hidden, context, layer=layer):
+                    return layer(hidden_states=hidden, attention_mask=attention_mask, context=context,
+                                 rotary_pos_emb=rotary_pos_emb, inference_context=inference_context,
+                                 sequence_len_offset=sequence_len_offset)
+                if full_recompute:   # keep each layer's inputs (hidden, context); redo it in backward
+                    hidden, context = tensor_parallel.checkpoint(run, False, hidden, context)
+                else:
+                    hidden, context = run(hidden, context)
         if self.decoder.final_layernorm is not None:
             hidden = self.decoder.final_layernorm(hidden)
         hidden = make_viewless_tensor(inp=hidden, requires_grad=True, keep_graph=True)
@@ -141,18 +148,14 @@ def retro_chunk_builder(retro: RetroConfig):
 
 
 def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: ParallelConfig, vocab_size: int,
-                      precision: str = "auto", recompute: bool = False, backend=None) -> list:
+                      precision: str = "auto", recompute: "bool | str" = False, backend=None) -> list:
     """This rank's RETRO model chunks (one per virtual pipeline stage), like ``build_gpt_model``."""
     from megatron.core.enums import ModelType
 
-    from megatron_retro.errors import UserError
     from megatron_retro.models.gpt import padded_vocab_size
     from megatron_retro.models.transformer_config import make_transformer_config
 
-    if recompute:
-        raise UserError("train.recompute=true: not supported with model.arch=retro (the decoder loop "
-                        "threads the neighbour context through the layers)")
-    config = make_transformer_config(model, parallel, precision, recompute=False)
+    config = make_transformer_config(model, parallel, precision, recompute=recompute)
     padded = padded_vocab_size(vocab_size, model.make_vocab_size_divisible_by, parallel.tp)
     chunks = []
     for vp_stage in range(parallel.vpp or 1):
