@@ -38,7 +38,15 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd (log: /var/log/dockerd.log)"
-  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  # dockerd outlives this script: close every inherited descriptor above 2 first (a caller's lock
+  # file, e.g. the flock of a job queue, would otherwise stay held by dockerd for good)
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null
+  ) &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { log "dockerd did not start:"; tail -20 /var/log/dockerd.log >&2; exit 1; }
 fi
