@@ -2,7 +2,7 @@
 # The one install script of both images: docker/Dockerfile (GPU, NGC PyTorch base) and
 # docker/Dockerfile.cpu (CPU, a locally bootstrapped Debian).  Run from the source folder:
 #   docker/install.sh gpu|cpu deps      pinned dependencies (setup.py's list, docker/requirements.py)
-#   docker/install.sh gpu|cpu project   megatron_retro itself (--no-deps), then a smoke check
+#   docker/install.sh gpu|cpu project   megatron_retro itself (--no-deps, from the copied sources), then a smoke check
 # gpu: the base image's torch / Triton / Transformer Engine stay as they are (frozen as constraints).
 # cpu: torch is the CPU wheel in docker/build-extra/wheels (PyPI's torch is the multi-GB CUDA build).
 # PIP_CERT (optional): a CA bundle pip trusts, for a TLS-intercepting proxy; it is a build argument
@@ -33,7 +33,8 @@ case "$mode:$step" in
     pip install "${pip_args[@]}" -c "$constraints" -c /tmp/lock.txt -r /tmp/requirements.txt
     ;;
   gpu:project|cpu:project)
-    pip install "${pip_args[@]}" --no-deps -e .
+    # a regular install from this folder: no build isolation (no index access), no setup.py develop
+    pip install "${pip_args[@]}" --no-deps --no-build-isolation .
     python -c "import torch, faiss, megatron.core, megatron_retro.kernels; print('torch', torch.__version__, '| faiss', faiss.__version__)"
     megatron-retro --help > /dev/null
     ;;

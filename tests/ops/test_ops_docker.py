@@ -61,7 +61,7 @@ def test_both_images_share_one_install_script_and_setup_pins():
     script = open(os.path.join(DOCKER, "install.sh")).read()
     # Transformer Engine and Triton come from the GPU base image and are frozen as constraints.
     assert "transformer[-_]engine" in script and "-c \"$constraints\"" in script
-    assert "--no-deps -e ." in script and '--cert "$PIP_CERT"' in script
+    assert "--no-deps --no-build-isolation ." in script and '--cert "$PIP_CERT"' in script
     setup_pins = requirements.install_requires(os.path.join(REPO, "setup.py"))
     gpu_reqs, cpu_reqs = requirements.for_image(setup_pins, "gpu"), requirements.for_image(setup_pins, "cpu")
     assert cpu_reqs == setup_pins
