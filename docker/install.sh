@@ -35,8 +35,9 @@ case "$mode:$step" in
   gpu:project|cpu:project)
     # a regular install from this folder: no build isolation (no index access), no setup.py develop
     pip install "${pip_args[@]}" --no-deps --no-build-isolation .
-    python -c "import torch, faiss, megatron.core, megatron_retro.kernels; print('torch', torch.__version__, '| faiss', faiss.__version__)"
-    megatron-retro --help > /dev/null
+    # from / : here the source folder megatron_retro/ (without kernels/) would shadow the install
+    (cd / && python -c "import torch, faiss, megatron.core, megatron_retro.kernels; print('torch', torch.__version__, '| faiss', faiss.__version__)" \
+       && megatron-retro --help > /dev/null)
     ;;
   *) echo "install.sh: unknown mode/step '$mode $step'" >&2; exit 2 ;;
 esac
