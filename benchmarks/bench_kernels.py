@@ -11,7 +11,8 @@ it also times, with triton.testing.do_bench (median ms), forward and forward+bac
   - fused LoRA (Triton) vs the cuBLAS chain x·Wᵀ, x·Aᵀ, ·Bᵀ, add (the torch reference),
   - chunked cross-attention (Triton) vs megatron's pad/permute formulation with an unfused
     softmax (materialised scores) and with torch SDPA,
-and reports the speed-up ratios side by side.  Without CUDA, timings are skipped (they need a
+and reports the speed-up ratios side by side, then refits the fused-LoRA dispatch rule
+(kernels/lora_floor.py: the efficiency of the Triton kernels relative to the cuBLAS chain).  Without CUDA, timings are skipped (they need a
 GPU: Triton's CPU interpreter measures nothing useful).
 """
 from __future__ import annotations
@@ -23,65 +24,11 @@ from dataclasses import dataclass
 import torch
 
 from megatron_retro.kernels import fused_lora as fl
+from megatron_retro.kernels.lora_floor import PEAK_BW, PEAK_FLOPS, LoraShape
 
 cca = importlib.import_module("megatron_retro.kernels.chunked_cross_attention")
 
-PEAK_FLOPS = {torch.bfloat16: 312e12, torch.float16: 312e12, torch.float32: 19.5e12}
-PEAK_BW = 2.0e12
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class LoraShape:
-    """One LoRA linear call: M tokens, K in, N out, rank R (adapters fp32, no dropout)."""
-
-    name: str
-    M: int
-    K: int
-    N: int
-    R: int = 32
-
-    def flops(self, backward: bool) -> float:
-        M, K, N, R = self.M, self.K, self.N, self.R
-        fwd = 2 * M * K * N + 2 * M * K * R + 2 * M * R * N
-        # dX = dY·W + (dY·B)·A ; dA = dHᵀ·Xd ; dB = dYᵀ·H   (no dW: W frozen)
-        bwd = 2 * M * N * K + 2 * M * N * R + 2 * M * R * K + 2 * M * R * K + 2 * M * N * R
-        return fwd + (bwd if backward else 0)
-
-    def kernel_flops(self, dtype, backward: bool) -> float:
-        """FLOPs the Triton kernels execute: H = Xd·Aᵀ is computed once per program, i.e. per
-        group of G output column tiles (forward), and dH = dY·B once per group of dX tiles."""
-        M, K, N, R = self.M, self.K, self.N, self.R
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        redo = []
-        for kind, cols, blk in (("fwd", N, "BLOCK_N"), ("dx", K, "BLOCK_K")):
-            cfg = fl._blocks(M, N, K, R, dtype, kind)
-            rows, tiles = -(-M // cfg["BLOCK_M"]), -(-cols // cfg[blk])
-            redo.append(-(-tiles // fl.column_group(rows, tiles, dev)))  # programs per row
-        fwd = 2 * M * K * N + 2 * M * K * R * redo[0] + 2 * M * R * N
-        bwd = 2 * M * N * K + 2 * M * N * R * redo[1] + 2 * M * R * K \
-            + 2 * M * R * K + 2 * M * N * R
-        return fwd + (bwd if backward else 0)
-
-    def bytes_fused(self, e: int, backward: bool) -> float:
-        M, K, N, R = self.M, self.K, self.N, self.R
-        fwd = e * (M * K + N * K + M * N) + 4 * (R * K + N * R) + 4 * M * R  # + H saved
-        # dx kernel: read dY, W, write dX, dH; dA: read X, dH; dB: read dY, H
-        bwd = e * (M * N + N * K + M * K) + 4 * M * R + e * M * K + 4 * M * R + e * M * N \
-            + 4 * M * R + 4 * (R * K + N * R)
-        return fwd + (bwd if backward else 0)
-
-    def bytes_unfused(self, e: int, backward: bool) -> float:
-        M, K, N, R = self.M, self.K, self.N, self.R
-        # Y0 = X·Wᵀ (read X, W, write Y0); H = X·Aᵀ (read X again); T = H·Bᵀ (write T [M, N]);
-        # Y = Y0 + s·T (read Y0, T, write Y); adapters cast to the activation dtype first
-        fwd = e * (M * K + N * K + M * N) + e * (M * K + M * R) + e * (M * R + M * N) \
-            + 3 * e * M * N + (4 + e) * (R * K + N * R)
-        # autograd: dT = s·dY (read, write M·N), dH = dT·B, dB = dTᵀ·H, dX = dY·W + dH·A (+ add)
-        bwd = 2 * e * M * N + e * (M * N + M * R) + e * (M * N + M * R) \
-            + e * (M * N + N * K + M * K) + e * (M * R + M * K) + 3 * e * M * K \
-            + e * (M * R + M * K)
-        return fwd + (bwd if backward else 0)
 
 
 @dataclass
@@ -248,6 +195,21 @@ def main(argv=None) -> None:
                       f"{torch_ms / ms['triton']:.2f}x",
                       f"{100 * r['floor_us_fused'] / 1e3 / ms['triton']:.0f}%"]
         print(("| " + " | ".join(cells) + " |") if args.markdown else sep.join(cells))
+    if gpu:
+        print(fit_efficiency(rows))
+
+
+def fit_efficiency(rows: list[dict]) -> str:
+    """The fused-LoRA dispatch refit (kernels/lora_floor.py): median over the timed LoRA rows of
+    (floor_triton / t_triton) / (floor_chain / t_chain), printed as the setting that applies it."""
+    import statistics
+
+    ratios = [(r["floor_us_fused"] / r["ms"]["triton"]) / (r["floor_us_unfused"] / r["ms"]["cublas_chain"])
+              for r in rows if r["op"] == "fused_lora"]
+    x = statistics.median(ratios)
+    return (f"fused-LoRA dispatch refit from {len(ratios)} timed rows: efficiency {x:.3f} "
+            f"(per row {', '.join(f'{v:.2f}' for v in ratios)})\n"
+            f"  export MEGATRON_RETRO_FUSED_LORA_EFFICIENCY={x:.3f}   # or EFFICIENCY in kernels/lora_floor.py")
 
 
 if __name__ == "__main__":

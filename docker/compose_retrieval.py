@@ -13,6 +13,10 @@ their plain-TCP port is reachable only on the compose network and on HOST_BIND (
 you change it; put TLS in front before publishing it off the machine). The endpoints file lists the published
 host:port of each replica per shard, the format of launch/retrieval_service.py that
 ``retrieval.endpoints`` reads.
+
+``--cpu`` renders the CPU image's variant (docker/Dockerfile.cpu): no GPU reservation, ``--gpu no``.
+``--internal-endpoints`` writes the endpoints as seen from a container on the compose network
+(``shard-<i>-r<j>:50051``), for a client running in a container beside the shards.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ HEADER = """\
 """
 
 
-def render(shards: int, replicas: int, base_port: int, image: str) -> str:
+def render(shards: int, replicas: int, base_port: int, image: str, cpu: bool = False) -> str:
     lines = [HEADER.format(shards=shards, replicas=replicas, base=base_port).rstrip("\n"),
              "x-shard: &shard",
              f"  image: ${{IMAGE:-{image}}}",
@@ -43,23 +47,24 @@ def render(shards: int, replicas: int, base_port: int, image: str) -> str:
              "    test: [\"CMD\", \"python\", \"-c\", \"import socket; socket.create_connection(('127.0.0.1', 50051), 2)\"]",
              "    interval: 10s",
              "    timeout: 5s",
-             "    retries: 30",
-             "  deploy:",
-             "    resources:",
-             "      reservations:",
-             "        devices:",
-             "          - driver: nvidia",
-             "            count: ${GPUS_PER_SHARD:-1}",
-             "            capabilities: [gpu]",
-             "",
-             "services:"]
+             "    retries: 30"]
+    if not cpu:
+        lines += ["  deploy:",
+                  "    resources:",
+                  "      reservations:",
+                  "        devices:",
+                  "          - driver: nvidia",
+                  "            count: ${GPUS_PER_SHARD:-1}",
+                  "            capabilities: [gpu]"]
+    gpu = "no" if cpu else "${RETRIEVAL_GPU:-auto}"
+    lines += ["", "services:"]
     for i in range(shards):
         for j in range(replicas):
             port = base_port + i * replicas + j
             lines += [f"  shard-{i}-r{j}:",
                       "    <<: *shard",
                       f"    command: [\"megatron-retro\", \"serve\", \"--shard\", \"{i}/{shards}\", \"--index-dir\", \"/index\","
-                      " \"--host\", \"0.0.0.0\", \"--port\", \"50051\", \"--insecure\", \"--gpu\", \"${RETRIEVAL_GPU:-auto}\"]",
+                      f" \"--host\", \"0.0.0.0\", \"--port\", \"50051\", \"--insecure\", \"--gpu\", \"{gpu}\"]",
                       "    ports:",
                       f"      - \"${{HOST_BIND:-127.0.0.1}}:{port}:50051\""]
     return "\n".join(lines) + "\n"
@@ -67,6 +72,11 @@ def render(shards: int, replicas: int, base_port: int, image: str) -> str:
 
 def endpoints(shards: int, replicas: int, base_port: int, host: str) -> dict:
     return {"shards": [[f"{host}:{base_port + i * replicas + j}" for j in range(replicas)] for i in range(shards)]}
+
+
+def internal_endpoints(shards: int, replicas: int) -> dict:
+    """Endpoints by service name and container port: for clients on the compose network."""
+    return {"shards": [[f"shard-{i}-r{j}:50051" for j in range(replicas)] for i in range(shards)]}
 
 
 def main(argv=None) -> int:
@@ -78,6 +88,8 @@ def main(argv=None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="host name clients use in endpoints.json")
     p.add_argument("--out", help="compose file to write (default: stdout)")
     p.add_argument("--endpoints", help="endpoints.json to write")
+    p.add_argument("--internal-endpoints", help="endpoints.json for clients inside the compose network")
+    p.add_argument("--cpu", action="store_true", help="CPU image: no GPU reservation, serve --gpu no")
     args = p.parse_args(argv)
     if args.shards < 1 or args.replicas < 1:
         print("compose_retrieval: error: --shards and --replicas must be >= 1", file=sys.stderr)
@@ -85,7 +97,7 @@ def main(argv=None) -> int:
     if not (1024 <= args.base_port and args.base_port + args.shards * args.replicas - 1 <= 65535):
         print(f"compose_retrieval: error: --base-port {args.base_port}: ports must fit in 1024..65535", file=sys.stderr)
         return 2
-    text = render(args.shards, args.replicas, args.base_port, args.image)
+    text = render(args.shards, args.replicas, args.base_port, args.image, cpu=args.cpu)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
@@ -94,6 +106,9 @@ def main(argv=None) -> int:
     if args.endpoints:
         with open(args.endpoints, "w") as f:
             json.dump(endpoints(args.shards, args.replicas, args.base_port, args.host), f, indent=1)
+    if args.internal_endpoints:
+        with open(args.internal_endpoints, "w") as f:
+            json.dump(internal_endpoints(args.shards, args.replicas), f, indent=1)
     return 0
 
 

@@ -87,6 +87,33 @@ def choose_path(backend: str, device: torch.device, check: Dispatch, op: str) ->
     return Dispatch(True, check.reason)
 
 
+SEED_RANGE = 2**31 - 1
+
+
+def dropout_seed(device: torch.device) -> int:
+    """The Philox seed of one dropout call, drawn from ``device``'s default generator.
+
+    megatron's ``get_cuda_rng_tracker().fork()`` swaps exactly that generator's state (the CUDA
+    generator on a GPU; megatron_retro.parallel.cpu_compat routes it to the CPU generator on CPU),
+    so a call made inside ``fork()`` draws from the model-parallel stream: a different seed per TP
+    rank (the tracker is seeded with seed + 2718 + tp_rank), per call (every draw advances the
+    state: per layer, per micro-batch), the same on a rerun with the same seed, and the same again
+    when activation recompute replays the forward (it restores the tracker states).
+    """
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return philox_seed(torch.cuda.default_generators[index])
+    return int(torch.randint(0, SEED_RANGE, (1,), device="cpu").item())
+
+
+def philox_seed(gen) -> int:
+    """A seed from a Philox generator's (seed, offset), read on the host with no device sync; the
+    offset advances by 4, as one draw of 4 values would, so the next call gets a new seed."""
+    offset = gen.get_offset()
+    gen.set_offset(offset + 4)
+    return (gen.initial_seed() * 2654435761 + offset // 4) % SEED_RANGE
+
+
 def triton_launch(kernel, grid, *args, **kwargs) -> None:
     """Launch `kernel[grid](*args, **kwargs)` (one place to hook launches, e.g. for profiling)."""
     kernel[grid](*args, **kwargs)

@@ -57,6 +57,7 @@ from ._dispatch import (
     Dispatch,
     choose_path,
     device_check,
+    dropout_seed,
     dot_precision,
     dtype_name,
     empty,
@@ -442,8 +443,7 @@ def chunked_cross_attention(q, k, v, chunk_length=64, softmax_scale=None, dropou
     scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
     if not path.use_triton:
         return chunked_cross_attention_reference(q, k, v, chunk_length, scale, dropout_p)
-    seed = 0
-    if dropout_p > 0.0:
-        seed = int(torch.randint(0, 2**31 - 1, (1,), device="cpu").item())
+    # from q's device generator: the caller's RNG-tracker fork decides it (_dispatch.dropout_seed)
+    seed = dropout_seed(q.device) if dropout_p > 0.0 else 0
     return ChunkedCrossAttentionFunction.apply(q, k, v, int(chunk_length), scale,
                                                float(dropout_p), seed)

@@ -51,6 +51,7 @@ from ._dispatch import (
     Dispatch,
     choose_path,
     device_check,
+    dropout_seed,
     dot_precision,
     dtype_name,
     empty,
@@ -326,12 +327,12 @@ def _dropout_mask_kernel(MASK, M, K, p_drop, seed, BLOCK: tl.constexpr):
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _blocks(M: int, N: int, K: int, R: int, dtype: torch.dtype, kernel: str) -> dict:
+def _blocks(M: int, N: int, K: int, R: int, dtype: torch.dtype, kernel: str, gpu: bool = False) -> dict:
     """Tile sizes of `kernel` ("fwd", "dx", "da", "db").  Large tiles under the interpreter (its
-    cost is per tile); on GPUs, choices checked with gpu_compile_check (sm_80, r = 32): no
-    register spills, shared memory well under 99 KiB."""
+    cost is per tile) unless ``gpu``; on GPUs, choices checked with gpu_compile_check (sm_80/90,
+    every rank class and dtype): no register spills, shared memory well under 99 KiB."""
     br = next_pow2(R)
-    if interpreter_active():
+    if interpreter_active() and not gpu:
         return dict(BLOCK_M=min(next_pow2(M), 64), BLOCK_N=min(next_pow2(N), 128),
                     BLOCK_K=min(next_pow2(K), 128), BLOCK_R=br, num_warps=4)
     fp32 = dtype == torch.float32
@@ -347,13 +348,14 @@ def _blocks(M: int, N: int, K: int, R: int, dtype: torch.dtype, kernel: str) -> 
     return cfg
 
 
-def column_group(row_tiles: int, col_tiles: int, device, group: int | None = None) -> int:
+def column_group(row_tiles: int, col_tiles: int, device, group: int | None = None, gpu: bool = False) -> int:
     """Column tiles per program in the forward and dX kernels.  The LoRA rank product (H or dH)
     is computed once per program and reused for its GROUP tiles, so larger groups waste fewer
-    FLOPs (R/(BLOCK·GROUP) of the base GEMM) but give fewer programs: aim for ~4 per SM."""
+    FLOPs (R/(BLOCK·GROUP) of the base GEMM) but give fewer programs: aim for ~4 per SM.
+    ``gpu``: as on a GPU even under the interpreter (the floor model; 108 SMs without CUDA)."""
     if group is not None:
         return max(1, min(int(group), col_tiles))
-    if interpreter_active():  # two groups: exercises both the peeled tile and the reuse loop
+    if interpreter_active() and not gpu:  # two groups: exercises the peeled tile and the reuse loop
         return max(1, triton.cdiv(col_tiles, 2))
     sms = 108
     if device.type == "cuda":
@@ -547,7 +549,18 @@ def fused_lora_dispatch(x, weight, lora_a, lora_b, bias=None, dropout_p=0.0,
     """The path `fused_lora_linear` takes for these arguments and why (raises on bad shapes)."""
     _validate(x, weight, lora_a, lora_b, bias, dropout_p)
     check = fused_lora_can_use_triton(x, weight, lora_a, lora_b, bias, dropout_p)
-    return choose_path(backend, x.device, check, "fused_lora_linear")
+    if backend == "auto":
+        from .lora_floor import env_backend
+
+        backend = env_backend()   # MEGATRON_RETRO_FUSED_LORA: a process-wide override of "auto"
+    path = choose_path(backend, x.device, check, "fused_lora_linear")
+    if backend == "auto" and path.use_triton:   # supported on CUDA: the floor model decides
+        from .lora_floor import shape_rule
+
+        training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, lora_a, lora_b))
+        return shape_rule(x.numel() // x.shape[-1], x.shape[-1], weight.shape[0], lora_a.shape[0],
+                          x.dtype, training, x.device)
+    return path
 
 
 def fused_lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout_p=0.0,
@@ -564,8 +577,7 @@ def fused_lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout_p=0.0
         if dropout_p == 0.0:   # same maths, no [M, N] intermediates (lora_torch.py)
             return lora_linear_torch(x, weight, lora_a, lora_b, scale, bias)
         return fused_lora_reference(x, weight, lora_a, lora_b, scale, bias, dropout_p)
-    seed = 0
-    if dropout_p > 0.0:  # drawn from torch's generator so torch.manual_seed reproduces masks
-        seed = int(torch.randint(0, 2**31 - 1, (1,), device="cpu").item())
+    # from x's device generator: the caller's RNG-tracker fork decides it (_dispatch.dropout_seed)
+    seed = dropout_seed(x.device) if dropout_p > 0.0 else 0
     return FusedLoRALinearFunction.apply(x, weight, lora_a, lora_b, bias, float(scale),
                                          float(dropout_p), seed)

@@ -94,34 +94,62 @@ def resource_usage(cubin: bytes) -> dict:
     return dict(regs=int(found.group(1)), stack_bytes=int(found.group(2)))
 
 
-def _workloads(dtype: torch.dtype):
-    """Representative launches: LoRA r=32 with dropout, CCA with hd=64, m=64, k·r=256, NF4."""
-    x = torch.randn(256, 512, dtype=dtype)
+def _workloads(dtype: torch.dtype, all_variants: bool = False):
+    """Representative launches: LoRA r=32 with dropout, CCA with hd=64, m=64, k·r=256, NF4.
+
+    ``all_variants``: every variant ``backend="auto"`` can launch on CUDA for ``dtype``: LoRA with
+    and without bias and dropout, both rank classes of the tile table (r <= 64 and up to
+    MAX_RANK), both gradient sets; CCA with and without dropout (identical launches are compiled
+    once, see compile_all)."""
     w = torch.randn(384, 512, dtype=dtype)
-    a, b = torch.randn(32, 512), torch.randn(384, 32)  # fp32 adapters
-    bias = torch.randn(384, dtype=dtype)
-    y, h = fl.fused_lora_forward(x, w, a, b, 2.0, bias, 0.1, 1234)
-    fl.fused_lora_backward(torch.randn_like(y), x, w, a, b, h, 2.0, 0.1, 1234, True, True)
+    ranks = (32, fl.MAX_RANK) if all_variants else (32,)
+    flags = ((True, 0.1), (False, 0.0), (True, 0.0), (False, 0.1)) if all_variants else ((True, 0.1),)
+    for r in ranks:
+        for has_bias, p in flags:
+            x = torch.randn(256, 512, dtype=dtype)
+            a, b = torch.randn(r, 512), torch.randn(384, r)  # fp32 adapters
+            bias = torch.randn(384, dtype=dtype) if has_bias else None
+            y, h = fl.fused_lora_forward(x, w, a, b, 2.0, bias, p, 1234)
+            fl.fused_lora_backward(torch.randn_like(y), x, w, a, b, h, 2.0, p, 1234, True, True)
     q = torch.randn(128, 2, 4, 64, dtype=dtype)
     k = torch.randn(2, 2, 256, 4, 64, dtype=dtype)
-    out, lse = cca.cca_forward(q, k, k, 64, 0.125, 0.1, 1234)
-    cca.cca_backward(torch.randn_like(out), q, k, k, out, lse, 64, 0.125, 0.1, 1234)
+    for p in ((0.1, 0.0) if all_variants else (0.1,)):
+        out, lse = cca.cca_forward(q, k, k, 64, 0.125, p, 1234)
+        cca.cca_backward(torch.randn_like(out), q, k, k, out, lse, 64, 0.125, p, 1234)
     packed, absmax = nf4.nf4_quantize(w)
     nf4.nf4_dequantize_triton(packed, absmax, w.shape, dtype, 64)
 
 
-def compile_all(dtype: torch.dtype = torch.bfloat16, capability: int = 80) -> list[dict]:
-    """Compile each kernel as launched for `dtype`; returns one row per kernel."""
+def _launch_key(kernel, args, kwargs) -> tuple:
+    """What the compiler sees of a launch: argument types (ints by width) and constexprs."""
+    def kind(v):
+        if isinstance(v, torch.Tensor):
+            return str(v.dtype)
+        if isinstance(v, bool):
+            return "i1"
+        if isinstance(v, int):
+            return "i64" if abs(v) >= 2**31 else "i32"
+        return type(v).__name__
+    return (kernel.__name__, tuple(kind(v) for v in args), tuple(sorted(kwargs.items())))
+
+
+def compile_all(dtype: torch.dtype = torch.bfloat16, capability: int = 80, all_variants: bool = False) -> list[dict]:
+    """Compile each kernel as launched for `dtype`; returns one row per distinct launch."""
     if interpreter_active():
         raise RuntimeError("unset TRITON_INTERPRET: the interpreter replaces the compiler")
     calls: list = []
     with _recording(calls):
-        _workloads(dtype)
-    rows = []
+        _workloads(dtype, all_variants)
+    rows, seen = [], set()
     for kernel, _grid, args, kwargs in calls:
+        key = _launch_key(kernel, args, kwargs)
+        if key in seen:
+            continue
+        seen.add(key)
         t0 = time.perf_counter()
         compiled = _compile(kernel, args, dict(kwargs), capability)
-        rows.append(dict(kernel=kernel.__name__, dtype=str(dtype).replace("torch.", ""),
+        rows.append(dict(kernel=kernel.__name__, dtype=str(dtype).replace("torch.", ""), capability=capability,
+                         constexprs={k: v for k, v in kwargs.items() if k.isupper()},
                          seconds=round(time.perf_counter() - t0, 2),
                          num_warps=compiled.metadata.num_warps,
                          shared_bytes=compiled.metadata.shared,
@@ -133,9 +161,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--capability", type=int, default=80, help="sm_XX target, e.g. 80, 90")
     parser.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--all-variants", action="store_true",
+                        help="every launch variant backend='auto' can pick (bias, dropout, rank class)")
     args = parser.parse_args(argv)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    for row in compile_all(dtype, args.capability):
+    for row in compile_all(dtype, args.capability, args.all_variants):
         print(row)
 
 

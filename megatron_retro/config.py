@@ -218,6 +218,13 @@ class TrainConfig:
     eval_interval: int = cfg(50, "steps between held-out evaluations (0 = only at the end)")
     eval_iters: int = cfg(4, "micro-batches per held-out evaluation")
     recompute: bool = cfg(False, "recompute activations of every layer in backward")
+    recompute_granularity: Literal["full", "selective"] = cfg(
+        "full", "with train.recompute: 'full' = each layer keeps only its input, 'selective' = only core attention")
+
+    @property
+    def recompute_mode(self):
+        """False, "full" or "selective": what the model builders take as ``recompute``."""
+        return self.recompute and self.recompute_granularity
 
     def __post_init__(self) -> None:
         for name in ("steps", "micro_batch_size", "log_interval", "eval_iters"):

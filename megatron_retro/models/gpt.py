@@ -13,14 +13,14 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
 
 
 def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bool, post_process: bool,
-                    vp_stage: Optional[int] = None):
+                    vp_stage: Optional[int] = None, backend=None):
     """One GPTModel holding this stage's layers (embedding on the first, output on the last)."""
     from megatron_retro.models.fused_loss import FusedLossGPTModel
     from megatron_retro.models.gpt_spec import get_gpt_block_spec
 
     chunk = FusedLossGPTModel(
         config=config,
-        transformer_layer_spec=get_gpt_block_spec(model, config, vp_stage=vp_stage),
+        transformer_layer_spec=get_gpt_block_spec(model, config, vp_stage=vp_stage, backend=backend),
         vocab_size=vocab_size,
         max_sequence_length=model.seq_length,
         pre_process=pre_process,
@@ -47,8 +47,10 @@ def check_vocab_size(model: ModelConfig, vocab_size: int) -> None:
 
 
 def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int, precision: str = "auto",
-                    recompute: bool = False) -> list:
+                    recompute: "bool | str" = False, backend=None) -> list:
     """This rank's model chunks (a list of length vpp, or 1), on the current device.
+
+    ``backend``: a ``gpt_spec.LayerBackend`` (finetune passes PEFT's); None = the no-PEFT rule.
 
     ``vocab_size`` is the tokenizer's; it is padded here for TP.  Requires parallel_state to be
     initialised (world size 1 is fine).
@@ -68,7 +70,7 @@ def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: in
             model, config, padded,
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
-            vp_stage=stage,
+            vp_stage=stage, backend=backend,
         )
         if model.family == "gemma3":
             from megatron_retro.models.gemma3_spec import scale_embeddings

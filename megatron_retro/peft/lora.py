@@ -15,6 +15,7 @@ reference; :func:`lora_dispatch` says which and why.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 from dataclasses import dataclass, field
@@ -86,16 +87,21 @@ def _column_forward(self, input_, weight=None, runtime_gather_output=None):
 
     from megatron_retro.kernels import fused_lora_linear
 
+    from megatron_retro.peft.sp_saved import save_sequence_shard
+
     w = _base_weight(self) if weight is None else weight
+    saving = contextlib.nullcontext()
     if self.sequence_parallel:   # [s/tp, b, K] -> [s, b, K]; backward reduce-scatters dX
         x = gather_from_sequence_parallel_region(input_, tensor_parallel_output_grad=True, group=self.tp_group)
+        saving = save_sequence_shard(input_, x, self.tp_group)   # keep [s/tp, b, K], re-gather in backward
     elif self.allreduce_dgrad:   # identity; backward all-reduces dX (base path + LoRA path)
         x = copy_to_tensor_model_parallel_region(input_, group=self.tp_group)
     else:
         x = input_
     a, b, scale, p = _lora_term_args(self)
     bias = self.bias if not self.skip_bias_add else None
-    y = fused_lora_linear(x, w, a, b, scale, bias=bias, dropout_p=p)  # [s, b, N/tp]
+    with saving:
+        y = fused_lora_linear(x, w, a, b, scale, bias=bias, dropout_p=p)  # [s, b, N/tp]
     gather = self.gather_output if runtime_gather_output is None else runtime_gather_output
     if gather:
         y = gather_from_tensor_model_parallel_region(y, group=self.tp_group)

@@ -52,18 +52,22 @@ def _count(chunks) -> tuple[int, int]:
     return int(counts[0]), int(counts[1])
 
 
-def build_model(cfg: RunConfig, vocab_size: int, precision: Optional[str] = None) -> list:
-    """This rank's GPT or RETRO chunks (``model.arch``), random weights."""
+def build_model(cfg: RunConfig, vocab_size: int, precision: Optional[str] = None,
+                peft_method: Optional[str] = None) -> list:
+    """This rank's GPT or RETRO chunks (``model.arch``), random weights, with the layer backend
+    PEFT ``peft_method`` can wrap (peft/reach.py: local linears where TE would be in its way)."""
     from megatron_retro.models.gpt import build_gpt_model
+    from megatron_retro.peft.reach import peft_layer_backend
 
     precision = precision or cfg.train.precision
+    backend = peft_layer_backend(cfg.model.attention_backend, peft_method)
     if cfg.model.arch == "retro":
         from megatron_retro.models.retro import build_retro_model
 
         return build_retro_model(cfg.model, cfg.retro, cfg.parallel, vocab_size=vocab_size, precision=precision,
-                                 recompute=cfg.train.recompute)
+                                 recompute=cfg.train.recompute_mode, backend=backend)
     return build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab_size, precision=precision,
-                           recompute=cfg.train.recompute)
+                           recompute=cfg.train.recompute_mode, backend=backend)
 
 
 def make_engine(cfg: RunConfig, chunks: list):
@@ -84,7 +88,8 @@ def load_model(cfg: RunConfig, vocab_size: int, base: Optional[str], adapter: Op
     ``adapter`` or a fresh ``peft_cfg`` method applied (the base frozen).  ``tokenizer`` (the run's)
     must have the base's vocabulary: a mismatch is one line naming both."""
     from megatron_retro.peft import apply_peft
-    from megatron_retro.peft.checkpoint import load_adapter
+    from megatron_retro.peft.api import method_of
+    from megatron_retro.peft.checkpoint import load_adapter, read_adapter_config
     from megatron_retro.training.checkpointing import STATE_FILE, load_checkpoint, read_state
     from megatron_retro.training.pretrain import model_record
 
@@ -95,7 +100,9 @@ def load_model(cfg: RunConfig, vocab_size: int, base: Optional[str], adapter: Op
         if saved:
             check_vocab(tokenizer, int(saved), base)
 
-    chunks = build_model(cfg, vocab_size)
+    method = read_adapter_config(adapter)["peft"].get("method") if adapter else \
+        (method_of(peft_cfg) if peft_cfg is not None else None)
+    chunks = build_model(cfg, vocab_size, peft_method=method)
     record = model_record(cfg, vocab_size)
     base_state = {}
     if base:
@@ -232,7 +239,6 @@ def export_hf_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) 
     import torch.distributed as dist
 
     from megatron_retro.errors import UserError
-    from megatron_retro.models.gpt import build_gpt_model
     from megatron_retro.parallel.initialize import initialize_parallel
     from megatron_retro.peft import peft_state_dict
     from megatron_retro.peft.checkpoint import load_adapter
@@ -246,7 +252,7 @@ def export_hf_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) 
     if not vocab:
         raise UserError(f"{base}: checkpoint state names no model.vocab_size")
     initialize_parallel(cfg.parallel, seed=cfg.train.seed)
-    chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab, precision="fp32")
+    chunks = build_model(cfg, vocab, precision="fp32", peft_method="lora")
     record = model_record(cfg, vocab)
     loaded = load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
     lora_cfg = load_adapter(adapter, chunks, apply=True, model_record=record,

@@ -31,5 +31,35 @@ def _switch_to_interpreter() -> None:
         delattr(mod, "kernels")
 
 
+def _round_bf16_to_nearest_in_interpreter() -> None:
+    """Triton's interpreter casts fp32 -> bf16 by truncating the mantissa (triton 3.9: ~50% of
+    values differ from round-to-nearest-even, mean relative bias -0.28% per cast; its own "rtne"
+    path drops the carry).  A GPU rounds to nearest even, and the kernel tests bound errors by the
+    dtype's unit roundoff, so here that one cast goes through torch's correct rounding."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder, "_bf16_rne_patched", False):
+        return
+
+    def to_bf16(src):
+        data = np.asarray(src.data, dtype=np.float32)
+        bits = torch.from_numpy(data.reshape(-1).copy()).to(torch.bfloat16).view(torch.int16).numpy()
+        return interpreter.TensorHandle(bits.view(np.uint16).reshape(data.shape), tl.bfloat16)
+
+    def wrap(original):
+        def method(self, src, dst_type, *args):
+            if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+                return to_bf16(src)
+            return original(self, src, dst_type, *args)
+        return method
+    builder.cast_impl = wrap(builder.cast_impl)
+    builder.create_fp_to_fp = wrap(builder.create_fp_to_fp)
+    builder._bf16_rne_patched = True
+
+
 if not torch.cuda.is_available():
     _switch_to_interpreter()
+    _round_bf16_to_nearest_in_interpreter()

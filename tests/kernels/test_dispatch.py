@@ -124,3 +124,52 @@ def test_cca_and_nf4_auto_on_cpu_use_reference():
     assert cca.chunked_cross_attention_can_use_triton(q, k, k, 16).use_triton  # interpreter
     packed, absmax = nf4.nf4_quantize(torch.randn(2, 64))
     assert not nf4.nf4_dispatch(packed, absmax, (2, 64)).use_triton
+
+
+# -- the shape rule of backend="auto" on CUDA (kernels/lora_floor.py) -------------------------------
+def _cuda_like(monkeypatch):
+    """choose_path as on CUDA for supported inputs (no GPU here): the shape rule then decides."""
+    from megatron_retro.kernels._dispatch import Dispatch
+
+    real = fl.choose_path
+    monkeypatch.setattr(fl, "choose_path", lambda backend, device, check, op:
+                        Dispatch(True, "CUDA tensors") if backend == "auto" else real(backend, device, check, op))
+
+
+def test_floor_rule_prefers_the_cublas_chain_where_compute_bound_and_triton_where_bytes_dominate():
+    from megatron_retro.kernels.lora_floor import LoraShape, shape_rule
+
+    # the BENCHMARKS shapes (4k tokens): Triton's floor is above the chain's -> cuBLAS chain
+    for M, K, N in ((4096, 1024, 3072), (4096, 4096, 12288), (4096, 8192, 3072), (512, 1024, 3072)):
+        d = shape_rule(M, K, N, 32, torch.bfloat16, backward=True)
+        fused, chain = LoraShape("s", M, K, N, 32).floors_us(torch.bfloat16, True)
+        assert not d.use_triton and fused >= chain and "cuBLAS chain" in d.reason
+    # few tokens, wide layer: memory-bound, the chain's extra [M, N] passes cost more -> Triton
+    d = shape_rule(64, 1024, 8192, 8, torch.bfloat16, backward=False)
+    assert d.use_triton and "Triton fused kernels" in d.reason
+
+
+def test_auto_dispatch_follows_the_rule_and_the_overrides(monkeypatch):
+    _cuda_like(monkeypatch)
+    big = (torch.randn(4096, 1024, dtype=torch.bfloat16), torch.randn(3072, 1024, dtype=torch.bfloat16),
+           torch.randn(32, 1024), torch.randn(3072, 32))
+    small = (torch.randn(64, 1024, dtype=torch.bfloat16), torch.randn(8192, 1024, dtype=torch.bfloat16),
+             torch.randn(8, 1024), torch.randn(8192, 8))
+    assert not fl.fused_lora_dispatch(*big).use_triton
+    assert fl.fused_lora_dispatch(*small).use_triton
+    # a refit efficiency moves the boundary
+    monkeypatch.setenv("MEGATRON_RETRO_FUSED_LORA_EFFICIENCY", "2.0")
+    assert fl.fused_lora_dispatch(*big).use_triton
+    monkeypatch.setenv("MEGATRON_RETRO_FUSED_LORA_EFFICIENCY", "0")
+    with pytest.raises(ValueError, match="MEGATRON_RETRO_FUSED_LORA_EFFICIENCY"):
+        fl.fused_lora_dispatch(*big)
+    monkeypatch.delenv("MEGATRON_RETRO_FUSED_LORA_EFFICIENCY")
+    # the env override of "auto", and per-call backends beat both
+    monkeypatch.setenv("MEGATRON_RETRO_FUSED_LORA", "torch")
+    assert not fl.fused_lora_dispatch(*small).use_triton
+    assert fl.fused_lora_dispatch(*big, backend="triton").use_triton
+    monkeypatch.setenv("MEGATRON_RETRO_FUSED_LORA", "triton")
+    assert fl.fused_lora_dispatch(*big).use_triton
+    monkeypatch.setenv("MEGATRON_RETRO_FUSED_LORA", "fast")
+    with pytest.raises(ValueError, match="MEGATRON_RETRO_FUSED_LORA='fast'"):
+        fl.fused_lora_dispatch(*big)

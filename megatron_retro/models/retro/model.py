@@ -114,11 +114,18 @@ class RetroModel(FusedOutputLossMixin, GPTModel):
             else contextlib.nullcontext()
         if hasattr(hidden, "unwrap"):  # megatron wraps the embedding output in inference mode
             hidden = hidden.unwrap()
+        full_recompute = self.config.recompute_granularity == "full" and self.training \
+            and inference_context is None
         with rng:
             for layer in self.decoder.layers:
-                hidden, context = layer(hidden_states=hidden, attention_mask=attention_mask, context=context,
-                                        rotary_pos_emb=rotary_pos_emb, inference_context=inference_context,
-                                        sequence_len_offset=sequence_len_offset)
+                def run(hidden, context, layer=layer):
+                    return layer(hidden_states=hidden, attention_mask=attention_mask, context=context,
+                                 rotary_pos_emb=rotary_pos_emb, inference_context=inference_context,
+                                 sequence_len_offset=sequence_len_offset)
+                if full_recompute:   # keep each layer's inputs (hidden, context); redo it in backward
+                    hidden, context = tensor_parallel.checkpoint(run, False, hidden, context)
+                else:
+                    hidden, context = run(hidden, context)
         if self.decoder.final_layernorm is not None:
             hidden = self.decoder.final_layernorm(hidden)
         hidden = make_viewless_tensor(inp=hidden, requires_grad=True, keep_graph=True)
@@ -126,7 +133,7 @@ class RetroModel(FusedOutputLossMixin, GPTModel):
 
 
 def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size: int, pre_process: bool,
-                      post_process: bool, vp_stage: Optional[int] = None) -> RetroModel:
+                      post_process: bool, vp_stage: Optional[int] = None, backend=None) -> RetroModel:
     """One RetroModel holding this stage's layers (embedding on the first, output on the last)."""
     from megatron_retro.models.retro.spec import get_retro_decoder_block_spec
 
@@ -137,7 +144,8 @@ def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size
 
     chunk = RetroModel(
         config=config,
-        transformer_layer_spec=get_retro_decoder_block_spec(model, retro, config, vp_stage=vp_stage),
+        transformer_layer_spec=get_retro_decoder_block_spec(model, retro, config, vp_stage=vp_stage,
+                                                            backend=backend),
         vocab_size=vocab_size, max_sequence_length=model.seq_length, pre_process=pre_process,
         post_process=post_process, parallel_output=True,
         share_embeddings_and_output_weights=not model.untie_embeddings,
@@ -155,18 +163,14 @@ def retro_chunk_builder(retro: RetroConfig):
 
 
 def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: ParallelConfig, vocab_size: int,
-                      precision: str = "auto", recompute: bool = False) -> list:
+                      precision: str = "auto", recompute: "bool | str" = False, backend=None) -> list:
     """This rank's RETRO model chunks (one per virtual pipeline stage), like ``build_gpt_model``."""
     from megatron.core.enums import ModelType
 
-    from megatron_retro.errors import UserError
     from megatron_retro.models.gpt import check_vocab_size, padded_vocab_size
     from megatron_retro.models.transformer_config import make_transformer_config
 
-    if recompute:
-        raise UserError("train.recompute=true: not supported with model.arch=retro (the decoder loop "
-                        "threads the neighbour context through the layers)")
-    config = make_transformer_config(model, parallel, precision, recompute=False)
+    config = make_transformer_config(model, parallel, precision, recompute=recompute)
     check_vocab_size(model, vocab_size)
     padded = padded_vocab_size(vocab_size, model.make_vocab_size_divisible_by, parallel.tp)
     chunks = []
@@ -176,7 +180,7 @@ def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: Parallel
             model, retro, config, padded,
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
-            vp_stage=stage)
+            vp_stage=stage, backend=backend)
         if model.family == "gemma3":  # sqrt(d)-scaled embeddings: decoder tokens and neighbours alike
             from megatron_retro.models.gemma3_spec import scale_embeddings
 

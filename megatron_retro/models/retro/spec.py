@@ -61,7 +61,7 @@ def get_retro_encoder_block_spec(model: ModelConfig, retro: RetroConfig):
                                       layer_norm=SequenceParallelNorm)
 
 
-def get_retro_layer_spec(model: ModelConfig, retro: RetroConfig, config, with_encoder: bool):
+def get_retro_layer_spec(model: ModelConfig, retro: RetroConfig, config, with_encoder: bool, backend=None):
     """One retrieval layer: the GPT layer with chunked cross-attention (and the encoder if first)."""
     from megatron.core.transformer.spec_utils import ModuleSpec
 
@@ -77,7 +77,7 @@ def get_retro_layer_spec(model: ModelConfig, retro: RetroConfig, config, with_en
         params["encoder_config"] = encoder_transformer_config(config, retro)
         if model.position_embedding == "rope":
             params["rotary"] = {"rotary_percent": model.rotary_percent, "rotary_base": model.rotary_base}
-    gpt = get_gpt_layer_spec(model)
+    gpt = get_gpt_layer_spec(model, backend)
     submodules = dataclasses.replace(
         gpt.submodules,
         cross_attention=ModuleSpec(module=RetroChunkedCrossAttention, params=params, submodules=_projections()),
@@ -85,14 +85,14 @@ def get_retro_layer_spec(model: ModelConfig, retro: RetroConfig, config, with_en
     return dataclasses.replace(gpt, submodules=submodules)
 
 
-def get_retro_decoder_block_spec(model: ModelConfig, retro: RetroConfig, config, vp_stage=None):
+def get_retro_decoder_block_spec(model: ModelConfig, retro: RetroConfig, config, vp_stage=None, backend=None):
     """This (virtual) pipeline stage's decoder layers: GPT layers, retrieval layers where configured."""
     from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
     from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 
     from megatron_retro.models.gpt_spec import get_gpt_block_spec, get_gpt_layer_spec
 
-    gpt_block = get_gpt_block_spec(model, config, vp_stage=vp_stage)
+    gpt_block = get_gpt_block_spec(model, config, vp_stage=vp_stage, backend=backend)
     retrieval = retro.layer_numbers(model.num_layers)
     first = retrieval[0]
     offset = get_transformer_layer_offset(config, vp_stage=vp_stage)
@@ -100,7 +100,7 @@ def get_retro_decoder_block_spec(model: ModelConfig, retro: RetroConfig, config,
     for i in range(get_num_layers_to_build(config, vp_stage=vp_stage)):
         number = offset + i + 1
         if number in retrieval:
-            specs.append(get_retro_layer_spec(model, retro, config, with_encoder=number == first))
+            specs.append(get_retro_layer_spec(model, retro, config, with_encoder=number == first, backend=backend))
         else:
-            specs.append(get_gpt_layer_spec(model))
+            specs.append(get_gpt_layer_spec(model, backend))
     return TransformerBlockSubmodules(layer_specs=specs, layer_norm=gpt_block.layer_norm)
