@@ -217,14 +217,8 @@ class TrainConfig:
     log_interval: int = cfg(1, "steps between progress-bar / metrics updates")
     eval_interval: int = cfg(50, "steps between held-out evaluations (0 = only at the end)")
     eval_iters: int = cfg(4, "micro-batches per held-out evaluation")
-    recompute: bool = cfg(False, "recompute activations of every layer in backward")
-    recompute_granularity: Literal["full", "selective"] = cfg(
-        "full", "with train.recompute: 'full' = each layer keeps only its input, 'selective' = only core attention")
-
-    @property
-    def recompute_mode(self):
-        """False, "full" or "selective": what the model builders take as ``recompute``."""
-        return self.recompute and self.recompute_granularity
+    recompute: bool = cfg(False, "recompute activations of every layer in backward (each layer keeps only "
+                                 "its input; selective recompute: model.recompute_modules)")
 
     def __post_init__(self) -> None:
         for name in ("steps", "micro_batch_size", "log_interval", "eval_iters"):

@@ -1,7 +1,9 @@
 """One place that silences the warnings megatron-core and torch print on every CPU run although
 they mean nothing on this path (no Apex / Transformer Engine on CPU, a deprecated
 ``cuda_graph_scope`` default, ShardedTensor and DCP ``load_state_dict`` FutureWarnings from
-dist_checkpointing; transformers' own deprecated call inside ``save_pretrained`` on HF export).
+dist_checkpointing; transformers' own deprecated call inside ``save_pretrained`` on HF export;
+megatron's hint that TE's fused core attention needs no ``core_attn`` recompute, shown with local
+attention too).
 
 Only these exact messages are filtered; anything else still shows.  Called once by the CLI
 before any command runs; library users may call it too.
@@ -20,6 +22,8 @@ KNOWN_NOISE = (
     (r".*torch\.distributed\._shard", FutureWarning, r""),
     (r"`load_state_dict` is deprecated", FutureWarning, r"megatron\."),  # dist_checkpointing's DCP call
     (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\."),  # inside save_pretrained
+    # model.recompute_modules=[core_attn] with our local/SDPA attention: the TE-fused hint does not apply
+    (r"If you are using transformer_engine as the transformer implementation", UserWarning, r"megatron\."),
 )
 
 

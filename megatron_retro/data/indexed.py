@@ -54,11 +54,16 @@ def open_indexed(prefix: str):
     """megatron ``IndexedDataset`` at ``prefix``; UserError naming a missing or bad file."""
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+    class _Opened(IndexedDataset):
+        def __del__(self) -> None:  # megatron's __del__ raises on an object whose __init__ failed
+            self.__dict__.pop("bin_reader", None)
+            self.__dict__.pop("index", None)
+
     for ext in (".idx", ".bin"):
         if not os.path.isfile(prefix + ext):
             raise UserError(f"{prefix}{ext}: indexed dataset file not found")
     try:
-        ds = IndexedDataset(prefix, mmap=True)
+        ds = _Opened(prefix, mmap=True)
     except (AssertionError, ValueError, OSError) as e:
         raise UserError(f"{prefix}.idx: not a valid megatron indexed dataset ({e})") from None
     expected = int(ds.sequence_lengths.astype(np.int64).sum()) * ds.index.dtype_size

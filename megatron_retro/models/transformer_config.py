@@ -35,7 +35,7 @@ def local_attention_fields(model: ModelConfig) -> dict:
 
 
 def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precision: str = "auto",
-                            recompute: "bool | str" = False, **extra):
+                            recompute: bool = False, **extra):
     """A TransformerConfig for the GPT decoder (RETRO adds its fields through ``extra``)."""
     from megatron.core.activations import squared_relu
     from megatron.core.transformer.transformer_config import TransformerConfig
@@ -91,9 +91,7 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
 
         raise UserError(f"train.recompute=true with model.recompute_modules={model.recompute_modules}: "
                         "choose whole-layer or selective recompute")
-    if recompute == "selective":   # megatron re-runs each core attention in backward
-        kwargs.update(recompute_granularity="selective")
-    elif recompute:                # "full" / True: every layer keeps only its input
+    if recompute:                   # full: every layer keeps only its input
         kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     elif model.recompute_modules:   # selective: these parts' activations are recomputed in backward
         kwargs.update(recompute_granularity="selective", recompute_modules=list(model.recompute_modules))

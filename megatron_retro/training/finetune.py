@@ -65,9 +65,9 @@ def build_model(cfg: RunConfig, vocab_size: int, precision: Optional[str] = None
         from megatron_retro.models.retro import build_retro_model
 
         return build_retro_model(cfg.model, cfg.retro, cfg.parallel, vocab_size=vocab_size, precision=precision,
-                                 recompute=cfg.train.recompute_mode, backend=backend)
+                                 recompute=cfg.train.recompute, backend=backend)
     return build_gpt_model(cfg.model, cfg.parallel, vocab_size=vocab_size, precision=precision,
-                           recompute=cfg.train.recompute_mode, backend=backend)
+                           recompute=cfg.train.recompute, backend=backend)
 
 
 def make_engine(cfg: RunConfig, chunks: list):

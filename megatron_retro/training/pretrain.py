@@ -78,7 +78,7 @@ def pretrain(cfg: RunConfig, data: Optional[PretrainData] = None, build_model: O
     global_batch = num_micro * train.micro_batch_size * ctx.dp
     build_model = build_model or build_gpt_model
     chunks = build_model(cfg.model, cfg.parallel, vocab_size=data.vocab_size, precision=train.precision,
-                         recompute=train.recompute_mode)
+                         recompute=train.recompute)
     engine = (make_engine or Engine)(cfg, chunks, forward_step or gpt_forward_step)
     record = model_record(cfg, data.vocab_size)
 

@@ -19,6 +19,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import run_cli
 from gemma3_cases import gguf_path, relative_error
 
 pytestmark = pytest.mark.slow
@@ -197,7 +198,6 @@ def test_lora_finetune_on_an_imported_gemma_with_its_tokenizer(imported, small_d
     """The user path: `hf import --hf-dir` (a 2-layer Gemma 3 carrying the real tokenizer) ->
     `finetune --peft lora` on the bundled QA task re-tokenized with Gemma's tokenizer; a run with
     a tokenizer of another vocabulary stops in one line naming both."""
-    from conftest import run_cli
     from gemma3_cases import make_hf_gemma3
 
     hf_dir = tmp_path / "hf"

@@ -1,4 +1,4 @@
-"""RETRO with activation recompute (train.recompute, full and selective): same per-token losses and
+"""RETRO with activation recompute (train.recompute = full, model.recompute_modules = selective): same per-token losses and
 gradients as without it, with dropout on (the recomputed forward must replay the RNG), and full
 recompute keeps fewer activations."""
 import pytest
@@ -22,7 +22,8 @@ def run(mode):
     from megatron_retro.parallel.initialize import initialize_parallel
     from megatron_retro.training.finetune import build_model
 
-    overrides = BASE + (["train.recompute=true", f"train.recompute_granularity={mode}"] if mode else [])
+    overrides = BASE + {None: [], "full": ["train.recompute=true"],
+                        "selective": ["model.recompute_modules=[core_attn]"]}[mode]
     cfg = load_config(None, overrides)
     initialize_parallel(cfg.parallel, seed=3)
     (chunk,) = build_model(cfg, VOCAB, precision="fp32")

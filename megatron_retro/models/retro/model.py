@@ -163,7 +163,7 @@ def retro_chunk_builder(retro: RetroConfig):
 
 
 def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: ParallelConfig, vocab_size: int,
-                      precision: str = "auto", recompute: "bool | str" = False, backend=None) -> list:
+                      precision: str = "auto", recompute: bool = False, backend=None) -> list:
     """This rank's RETRO model chunks (one per virtual pipeline stage), like ``build_gpt_model``."""
     from megatron.core.enums import ModelType
 
