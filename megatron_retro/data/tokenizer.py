@@ -60,21 +60,26 @@ def train_tokenizer(texts: Iterable[str], model_path: str, vocab_size: int = 409
     return Tokenizer(model_path)
 
 
+def _load_sentencepiece(path: str):
+    """(absolute path, loaded SentencePieceProcessor); UserError naming a missing or bad file."""
+    import sentencepiece as spm
+
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: tokenizer file not found")
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.Load(os.path.abspath(path))
+    except (RuntimeError, OSError) as e:
+        raise UserError(f"{path}: not a valid SentencePiece model "
+                        f"({str(e).splitlines()[0][:120]})") from None
+    return os.path.abspath(path), sp
+
+
 class Tokenizer:
     """Encode/decode with the bundled SentencePiece model; ids as documented above."""
 
     def __init__(self, path: str) -> None:
-        import sentencepiece as spm
-
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: tokenizer file not found")
-        self.path = os.path.abspath(path)
-        self.sp = spm.SentencePieceProcessor()
-        try:
-            self.sp.Load(self.path)
-        except (RuntimeError, OSError) as e:
-            raise UserError(f"{path}: not a valid SentencePiece model "
-                            f"({str(e).splitlines()[0][:120]})") from None
+        self.path, self.sp = _load_sentencepiece(path)
         for name, want, got in (("pad", PAD, self.sp.pad_id()), ("unk", UNK, self.sp.unk_id()),
                                 ("bos", BOS, self.sp.bos_id()), ("eos", EOS, self.sp.eos_id())):
             if got != want:
@@ -141,17 +146,7 @@ class SentencePieceTokenizer(Tokenizer):
     """Any SentencePiece model, with the special ids it declares (absent pad -> eos)."""
 
     def __init__(self, path: str, add_bos: bool = False) -> None:  # noqa: D107 (no strict id check)
-        import sentencepiece as spm
-
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: tokenizer file not found")
-        self.path = os.path.abspath(path)
-        self.sp = spm.SentencePieceProcessor()
-        try:
-            self.sp.Load(self.path)
-        except (RuntimeError, OSError) as e:
-            raise UserError(f"{path}: not a valid SentencePiece model "
-                            f"({str(e).splitlines()[0][:120]})") from None
+        self.path, self.sp = _load_sentencepiece(path)
         if self.sp.eos_id() < 0:
             raise UserError(f"{path}: the SentencePiece model has no eos token (needed as end of document)")
         self.add_bos = add_bos

@@ -22,7 +22,8 @@ import torch
 
 from megatron_retro.config import ConfigError, ModelConfig
 from megatron_retro.errors import UserError
-from megatron_retro.models.hf_llama import EMBEDDING, FINAL_NORM, Rule, _find, _groups, from_hf, to_hf, vocab_divisor
+from megatron_retro.models.hf_llama import (EMBEDDING, FINAL_NORM, Rule, _find, _groups, base_to_hf, from_hf, to_hf,
+                                             vocab_divisor)
 
 LAYER_RULES = (
     Rule(("input_layernorm.weight", "self_attention.linear_qkv.layer_norm_weight"),
@@ -62,15 +63,7 @@ def hf_shapes(model_cfg: ModelConfig, vocab: int) -> dict[str, tuple[int, ...]]:
 
 def base_to_gemma3(state: dict, model_cfg: ModelConfig, vocab_size: int) -> dict[str, torch.Tensor]:
     """Our global-name full state -> Gemma3ForCausalLM state dict."""
-    out = {}
-    for rule in GLOBAL_RULES:
-        out.update(zip(rule.hf, to_hf(rule, _find(state, rule.ours), model_cfg, vocab_size)))
-    for i in range(model_cfg.num_layers):
-        src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
-        for rule in LAYER_RULES:
-            parts = to_hf(rule, _find(state, rule.ours, src), model_cfg, vocab_size)
-            out.update({dst + name: t for name, t in zip(rule.hf, parts)})
-    return {k: v.contiguous() for k, v in out.items()}
+    return base_to_hf(state, model_cfg, vocab_size, GLOBAL_RULES, LAYER_RULES)
 
 
 def gemma3_tensor_for(name: str, get: Callable[[str], torch.Tensor], model_cfg: ModelConfig,

@@ -130,17 +130,23 @@ def _find(state: dict, names: tuple[str, ...], prefix: str = "") -> torch.Tensor
     raise UserError(f"hf export: the base has no {prefix}{names[0]}")
 
 
-def base_to_llama(state: dict, model_cfg: ModelConfig, vocab_size: int) -> dict[str, torch.Tensor]:
-    """Our global-name full state -> LlamaForCausalLM state dict."""
+def base_to_hf(state: dict, model_cfg: ModelConfig, vocab_size: int, model_rules: tuple[Rule, ...],
+               layer_rules: tuple[Rule, ...]) -> dict[str, torch.Tensor]:
+    """Our global-name full state -> an HF decoder's state dict, by the architecture's rule tables."""
     out = {}
-    for rule in global_rules(model_cfg):
+    for rule in model_rules:
         out.update(zip(rule.hf, to_hf(rule, _find(state, rule.ours), model_cfg, vocab_size)))
     for i in range(model_cfg.num_layers):
         src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
-        for rule in LAYER_RULES:
+        for rule in layer_rules:
             parts = to_hf(rule, _find(state, rule.ours, src), model_cfg, vocab_size)
             out.update({dst + name: t for name, t in zip(rule.hf, parts)})
     return {k: v.contiguous() for k, v in out.items()}
+
+
+def base_to_llama(state: dict, model_cfg: ModelConfig, vocab_size: int) -> dict[str, torch.Tensor]:
+    """Our global-name full state -> LlamaForCausalLM state dict."""
+    return base_to_hf(state, model_cfg, vocab_size, global_rules(model_cfg), LAYER_RULES)
 
 
 _LAYER_PREFIX = "decoder.layers."
