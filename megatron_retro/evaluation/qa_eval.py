@@ -138,11 +138,13 @@ def load_for_eval(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = 
     returns (qa data, model chunks, parameter count)."""
     from megatron_retro.errors import UserError
     from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.training.checkpointing import read_state
     from megatron_retro.training.finetune import _count, load_model
     from megatron_retro.training.qa_data import prepare_qa
 
     if not load:
         raise UserError("checkpoint.load: evaluate needs a model checkpoint (--load or checkpoint.load)")
+    read_state(load)  # a missing or incomplete checkpoint is refused before any data/retrieval work
     initialize_parallel(cfg.parallel, seed=cfg.train.seed)
     virtual = 0
     if adapter:

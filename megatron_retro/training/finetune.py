@@ -133,6 +133,9 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
     from megatron_retro.training.qa_data import QASamples, describe, load_split, prepare_qa
 
     t_start = time.perf_counter()
+    if not cfg.checkpoint.load:
+        raise UserError("checkpoint.load: fine-tuning needs a pretrained base checkpoint (--base or checkpoint.load)")
+    read_state(cfg.checkpoint.load)  # a missing or incomplete base is refused before any data/retrieval work
     ctx = initialize_parallel(cfg.parallel, seed=cfg.train.seed)
     virtual = getattr(peft_cfg, "num_virtual_tokens", 0)
     qa = prepare_qa(cfg, virtual_tokens=virtual)
@@ -149,8 +152,6 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
     train_ds = QASamples(qa.layout, qa.tokenizer, train_split, shuffle_seed=train.seed)
     valid_ds = QASamples(qa.layout, qa.tokenizer, valid_split)
 
-    if not cfg.checkpoint.load:
-        raise UserError("checkpoint.load: fine-tuning needs a pretrained base checkpoint (--base or checkpoint.load)")
     chunks, record, peft_cfg = load_model(cfg, qa.vocab_size, cfg.checkpoint.load, peft_cfg=peft_cfg,
                                           tokenizer=qa.tokenizer)
     trainable, total = _count(chunks)

@@ -413,3 +413,12 @@ def test_every_run_config_field_is_read(world):
     assert not stale, f"NOT_REACHED lists fields the runs do read (remove them from the list): {stale}"
     unread = sorted(f for f in fields - world.reads - set(NOT_REACHED))
     assert not unread, f"RunConfig fields nothing read in data prepare/pretrain/finetune/evaluate/RETRO/plan: {unread}"
+
+
+@pytest.mark.parametrize("command", [["finetune", "--peft", "lora", "--base"], ["evaluate", "--load"]])
+def test_missing_checkpoint_is_refused_before_any_data_work(tmp_path, capsys, command):
+    """A missing base is named before the data directory is generated or the task corpus embedded."""
+    fresh = tmp_path / "fresh-data"
+    got, lines = run([*command, tmp_path / "none", "--out", tmp_path / "o", *TINY, f"data.dir={fresh}", *QA], capsys)
+    assert got == 2 and re.search(r"/none: not a complete checkpoint \(no state\.json\)$", lines[-1]), lines
+    assert not fresh.exists(), "data was prepared before the checkpoint was checked"

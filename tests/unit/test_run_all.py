@@ -37,3 +37,12 @@ def test_busy_machine_is_not_a_figure(load, others, banner):
     assert "| ours-lora | 1.200 | 1707 | 1.25x | 1900 | 0.83x |" in body
     assert "| ours-lora / ours-full step (FLOP floor 0.70) | 0.75 | <= 0.75 | yes |" in body
     assert "| ours-qlora / ours-lora step | 1.17 | <= 1.1 | no |" in body
+
+
+@pytest.mark.parametrize("later_load,later_others,banner", [(1.9, 0.01, False), (1.9, 0.5, True)])
+def test_later_runs_judged_by_others_cpu_not_their_own_load(later_load, later_others, banner):
+    """Run 2's load average holds run 1's own threads: only other processes' CPU can make it busy."""
+    loads = [{"load_before": 0.5, "load_after": 1.8, "others_cores": 0.01, "wall_s": 1.0},
+             {"load_before": later_load, "load_after": 1.9, "others_cores": later_others, "wall_s": 1.0}]
+    body = "\n".join(run_all.section("peft", run_all.BENCHES["peft"], [PEFT_RUN, PEFT_RUN], loads, 1.0, 0.15, "abc"))
+    assert ("NOT A FIGURE" in body) == banner
