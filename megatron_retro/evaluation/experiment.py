@@ -4,9 +4,12 @@ Reads top to bottom:
 1. the task corpus's retrieval database (built once) and, with ``retrieval_shards > 0``, the
    sharded retrieval service started on it; the top-k passages of every question of the train,
    valid and test splits are retrieved once through it and cached, so every cell reads the same
-   retrieved set (GPT inline, RETRO as neighbours); the service is stopped afterwards;
+   retrieved set (GPT inline, RETRO as neighbours); the service stays up until the run ends
+   (stopped also on failure);
 2. the base models, each just before its first cell: a given checkpoint, or pretraining here
-   (resumed if interrupted; RETRO can start from a GPT base of the grid: retro-fitting);
+   (resumed if interrupted; RETRO can start from a GPT base of the grid: retro-fitting); a RETRO
+   whose ``retro.retrieval_dir`` is served fetches its neighbours through that service
+   (``retrieval.mode=service``), and the log shows its queries per DP rank and wait share;
 3. the cells, model x method x seed: zero-shot (once per model: greedy decoding is
    deterministic) or fine-tuning + evaluation.  A finished cell is a ``result.json`` written
    atomically in ``<out_dir>/cells/<model>/<method>/seed<seed>/``; a cell without one is run
@@ -66,35 +69,103 @@ def size_key(cfg: RunConfig, vocab_size: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-def prepare_retrieval(exp: ExperimentConfig, cfg: RunConfig, progress: bool) -> dict:
-    """Build the task corpus's DB, retrieve (through the service) and cache every split's passages."""
+@dataclasses.dataclass
+class Services:
+    """The experiment's retrieval services, up from question retrieval to the end of the run.
+
+    One service per retrieval database a phase reads: the task corpus's (questions) and, when a
+    RETRO model pretrained here reads another database that is already built, that one too (a
+    RETRO run that reads the task corpus's database — both demos — shares its service).
+    ``endpoints`` is known on every rank; rank 0 runs the servers (``running``).
+    """
+
+    token_file: str = ""
+    endpoints: Dict[str, str] = dataclasses.field(default_factory=dict)  # realpath(db dir) -> endpoints.json
+    running: list = dataclasses.field(default_factory=list)
+
+    def apply(self, cfg: RunConfig, db_dir: str) -> RunConfig:
+        """``cfg`` reading ``db_dir`` through its service (unchanged if none serves it)."""
+        endpoints = self.endpoints.get(os.path.realpath(db_dir))
+        if endpoints is None:
+            return cfg
+        return dataclasses.replace(cfg, retrieval=dataclasses.replace(
+            cfg.retrieval, mode="service", endpoints=endpoints, token_file=self.token_file))
+
+    def stop(self) -> None:
+        while self.running:
+            self.running.pop().stop()
+
+
+def _retro_dbs(exp: ExperimentConfig) -> List[str]:
+    """Retrieval databases of the RETRO models pretrained here (those that name theirs)."""
+    out = []
+    for model in exp.models:
+        if model.checkpoint:
+            continue
+        cfg = model_config(exp, model)
+        if cfg.model.arch == "retro" and cfg.retro.retrieval_dir:
+            out.append(cfg.retro.retrieval_dir)
+    return out
+
+
+def _start_services(exp: ExperimentConfig, qa_db: str, services: Services) -> None:
+    """Collective (parallel state up): rank 0 starts a service per database; all ranks learn the endpoints."""
     import secrets
 
-    from megatron_retro.parallel.initialize import destroy_parallel, initialize_parallel
     from megatron_retro.retrieval.sharding import load_manifest
+
+    root = _mkdir(os.path.join(exp.out_dir, "retrieval"))
+    services.token_file = os.path.join(root, "token")
+    dbs = [qa_db] + [d for d in _retro_dbs(exp)  # a database not built yet is searched in-process
+                     if os.path.isfile(os.path.join(d, "index", "manifest.json"))]
+    if _is_writer():
+        token = secrets.token_hex(16)
+        fd = os.open(services.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        os.environ["MEGATRON_RETRO_RETRIEVAL_TOKEN"] = token
+    for db in dbs:
+        key = os.path.realpath(db)
+        if key in services.endpoints:
+            continue
+        name = "" if not services.endpoints else "-" + os.path.basename(key)
+        endpoints = os.path.join(root, f"endpoints{name}.json")
+        services.endpoints[key] = endpoints
+        if _is_writer():
+            from megatron_retro.retrieval.service.launcher import start_service
+
+            index_dir = os.path.join(db, "index")
+            shards = load_manifest(index_dir)["num_shards"]
+            service = start_service(index_dir, shards, replicas=exp.retrieval_replicas,
+                                    token=os.environ["MEGATRON_RETRO_RETRIEVAL_TOKEN"],
+                                    log_dir=_mkdir(os.path.join(root, "logs" + name)) if name else root)
+            services.running.append(service)
+            service.write(endpoints)
+            _log(f"retrieval service on {db}: {shards} shard(s) x {exp.retrieval_replicas} replica(s) on loopback")
+    _barrier()  # the endpoints files exist for every rank
+
+
+def prepare_retrieval(exp: ExperimentConfig, cfg: RunConfig, progress: bool,
+                      services: Optional[Services] = None) -> dict:
+    """Build the task corpus's DB, retrieve (through the service) and cache every split's passages.
+
+    With ``services`` the service(s) stay up for the later phases (the caller stops them);
+    without, the service is stopped on return."""
+    from megatron_retro.parallel.initialize import destroy_parallel, initialize_parallel
     from megatron_retro.training.qa_data import describe, load_split, prepare_qa
 
     initialize_parallel(cfg.parallel, seed=cfg.train.seed)
     t0 = time.perf_counter()
     qa = prepare_qa(cfg, num_shards=max(1, exp.retrieval_shards))
     info = {"db_dir": qa.db_dir, "db_seconds": round(time.perf_counter() - t0, 1)}
-    service = None
+    own = services is None
+    services = Services() if own else services
     try:
-        if exp.retrieval_shards and not qa.own_document and _is_writer():  # own documents: no index
-            from megatron_retro.retrieval.service.launcher import start_service
-
-            index_dir = os.path.join(qa.db_dir, "index")
-            shards = load_manifest(index_dir)["num_shards"]
-            token = secrets.token_hex(16)
-            os.environ["MEGATRON_RETRO_RETRIEVAL_TOKEN"] = token
-            service = start_service(index_dir, shards, replicas=exp.retrieval_replicas, token=token,
-                                    log_dir=_mkdir(os.path.join(exp.out_dir, "retrieval")))
-            endpoints = os.path.join(exp.out_dir, "retrieval", "endpoints.json")
-            service.write(endpoints)
-            cfg = dataclasses.replace(cfg, retrieval=dataclasses.replace(cfg.retrieval, mode="service",
-                                                                         endpoints=endpoints))
-            info["service"] = {"shards": shards, "replicas": exp.retrieval_replicas, "endpoints": service.endpoints}
-            _log(f"retrieval service: {shards} shard(s) x {exp.retrieval_replicas} replica(s) on loopback")
+        if exp.retrieval_shards and not qa.own_document:  # own documents: no index
+            _start_services(exp, qa.db_dir, services)
+            cfg = services.apply(cfg, qa.db_dir)
+            info["service"] = {"shards": exp.retrieval_shards, "replicas": exp.retrieval_replicas,
+                               "endpoints": services.endpoints[os.path.realpath(qa.db_dir)]}
         t0 = time.perf_counter()
         splits = {}
         for split, limit in ((cfg.qa.train_split, cfg.qa.train_examples), ("valid", 0),
@@ -102,11 +173,38 @@ def prepare_retrieval(exp: ExperimentConfig, cfg: RunConfig, progress: bool) -> 
             splits[split] = describe(load_split(cfg, qa, split, limit))
         info["retrieval_seconds"] = round(time.perf_counter() - t0, 1)
         info["splits"] = splits
+        dp = _dp_size(cfg)
+        n = sum(s["examples"] for s in splits.values())
+        _log(f"question retrieval ({cfg.retrieval.mode}): {n} questions over {dp} DP rank(s), "
+             f"~{n // dp} per rank (cached splits are not searched again), {info['retrieval_seconds']} s")
     finally:
-        if service is not None:
-            service.stop()
+        if own:
+            services.stop()
         destroy_parallel()
     return info
+
+
+def _dp_size(cfg: RunConfig) -> int:
+    """Data-parallel ranks of a run of this job (torchrun's WORLD_SIZE / model-parallel size)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")) // (cfg.parallel.tp * cfg.parallel.pp))
+
+
+def _log_pretrain_retrieval(name: str, cfg: RunConfig, result) -> None:
+    """One line: the RETRO run's neighbour queries per DP rank and its retrieval wait share."""
+    from megatron_retro.training.metrics import METRICS_FILE, read_metrics
+
+    path = os.path.join(cfg.out_dir, METRICS_FILE)
+    if not _is_writer() or not os.path.isfile(path):
+        return
+    rows = read_metrics(path)
+    queries = sum(r.get("retrieval_queries", 0) for r in rows)
+    wait = sum(r.get("retrieval_wait_s", 0.0) for r in rows)
+    dp = _dp_size(cfg)
+    share = result.retrieval_wait_share
+    _log(f"pretrain {name}: neighbours {cfg.retrieval.mode}"
+         + (f" ({cfg.retrieval.endpoints})" if cfg.retrieval.mode == "service" else "")
+         + f": {int(queries)} chunk queries, {int(queries) // dp} per DP rank x {dp}; waited {wait:.2f} s, "
+         f"retrieval wait share {'-' if share is None else f'{100 * share:.1f}%'}")
 
 
 def _mkdir(path: str) -> str:
@@ -114,8 +212,10 @@ def _mkdir(path: str) -> str:
     return path
 
 
-def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str, str], progress: bool) -> str:
-    """The model's base checkpoint: given, or pretrained here (resumed when interrupted)."""
+def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str, str], progress: bool,
+                  services: Optional[Services] = None) -> str:
+    """The model's base checkpoint: given, or pretrained here (resumed when interrupted); a RETRO
+    whose database one of ``services`` serves fetches its neighbours through that service."""
     from megatron_retro.training.checkpointing import newest_checkpoint, read_state
 
     if model.checkpoint:
@@ -134,8 +234,14 @@ def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str
     if done is not None and read_state(done).get("step", 0) >= model.pretrain_steps:
         _log(f"pretrain {model.name}: reusing {done}")
         return done
+    retro = cfg.model.arch == "retro"
+    if retro and services is not None and cfg.retro.retrieval_dir:
+        cfg = services.apply(cfg, cfg.retro.retrieval_dir)
     _log(f"pretrain {model.name}: {model.pretrain_steps} steps ({cfg.model.arch})")
-    return run_pretrain(cfg, progress).checkpoint
+    result = run_pretrain(cfg, progress)
+    if retro:
+        _log_pretrain_retrieval(model.name, cfg, result)
+    return result.checkpoint
 
 
 def run_pretrain(cfg: RunConfig, progress: bool):
@@ -328,7 +434,16 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
     for line in plan_lines(exp):
         _log(line)
     first = model_config(exp, exp.models[0])
-    retrieval = prepare_retrieval(exp, first, progress)
+    services = Services()
+    try:
+        return _run_phases(exp, first, services, progress, max_cells, t0)
+    finally:
+        services.stop()  # up from question retrieval to here: RETRO pretraining reads it too
+
+
+def _run_phases(exp: ExperimentConfig, first: RunConfig, services: Services, progress: bool,
+                max_cells: Optional[int], t0: float) -> dict:
+    retrieval = prepare_retrieval(exp, first, progress, services)
     _log(f"retrieval: {json.dumps(retrieval['splits'])}")
     bases: Dict[str, str] = {}
     by_name = {m.name: m for m in exp.models}
@@ -338,7 +453,7 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
         if model.name not in bases:
             if model.init_from:
                 base_of(by_name[model.init_from])
-            bases[model.name] = pretrain_base(exp, model, bases, progress)
+            bases[model.name] = pretrain_base(exp, model, bases, progress, services)
         return bases[model.name]
 
     records, ran = [], 0

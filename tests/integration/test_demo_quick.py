@@ -88,3 +88,9 @@ def test_demo_quick_killed_then_resumed(tmp_path):
     assert len(preds) == record["count"] == 12 and all("prediction" in p for p in preds)
     retrieval = json.load(open(os.path.join(out, "retrieval", "endpoints.json")))
     assert len(retrieval["shards"]) == 2                              # questions went through 2 shards
+    assert "question retrieval (service)" in proc.stdout
+    # the RETRO pretraining (in the resumed run) fetched its neighbours through the same running service
+    line = next(x for x in proc.stdout.splitlines() if "pretrain retro-micro: neighbours" in x)
+    assert "neighbours service (" in line and "endpoints.json" in line and "wait share" in line, line
+    steps = [json.loads(x) for x in open(os.path.join(out, "pretrain", "retro-micro", "metrics.jsonl"))]
+    assert len(steps) == 3 and all(r["retrieval_queries"] > 0 for r in steps)
