@@ -22,7 +22,7 @@ import torch
 
 from megatron_retro.config import ConfigError, ModelConfig
 from megatron_retro.errors import UserError
-from megatron_retro.models.hf_llama import (EMBEDDING, FINAL_NORM, Rule, _find, _groups, base_to_hf, from_hf, to_hf,
+from megatron_retro.models.hf_llama import (EMBEDDING, FINAL_NORM, Rule, _groups, base_to_hf, hf_tensor_for,
                                              vocab_divisor)
 
 LAYER_RULES = (
@@ -42,7 +42,6 @@ LAYER_RULES = (
 )
 GLOBAL_RULES = (EMBEDDING, FINAL_NORM)
 HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb_local.inv_freq")
-_LAYER_PREFIX = "decoder.layers."
 
 
 def hf_shapes(model_cfg: ModelConfig, vocab: int) -> dict[str, tuple[int, ...]]:
@@ -68,16 +67,8 @@ def base_to_gemma3(state: dict, model_cfg: ModelConfig, vocab_size: int) -> dict
 
 def gemma3_tensor_for(name: str, get: Callable[[str], torch.Tensor], model_cfg: ModelConfig,
                       padded_vocab: int) -> torch.Tensor:
-    """The full tensor of our parameter ``name`` (global name) built from HF tensors ``get(hf_name)``."""
-    if name.startswith(_LAYER_PREFIX):
-        index, _, suffix = name[len(_LAYER_PREFIX):].partition(".")
-        rules, src, dst = LAYER_RULES, suffix, f"model.layers.{index}."
-    else:
-        rules, src, dst = GLOBAL_RULES, name, ""
-    for rule in rules:
-        if src in rule.ours:
-            return from_hf(rule, [get(dst + h) for h in rule.hf], model_cfg, padded_vocab)
-    raise UserError(f"hf import: our parameter {name} has no Gemma 3 counterpart")
+    """The full tensor of our parameter ``name`` (global name) built from HF Gemma 3 tensors ``get(hf_name)``."""
+    return hf_tensor_for(name, get, model_cfg, padded_vocab, GLOBAL_RULES, LAYER_RULES, "Gemma 3 counterpart")
 
 
 def check_gemma3_compatible(model_cfg: ModelConfig) -> None:

@@ -152,19 +152,26 @@ def base_to_llama(state: dict, model_cfg: ModelConfig, vocab_size: int) -> dict[
 _LAYER_PREFIX = "decoder.layers."
 
 
-def llama_tensor_for(name: str, get: Callable[[str], torch.Tensor], model_cfg: ModelConfig,
-                     padded_vocab: int) -> torch.Tensor:
-    """The full tensor of our parameter ``name`` (global name) built from HF tensors ``get(hf_name)``."""
+def hf_tensor_for(name: str, get: Callable[[str], torch.Tensor], model_cfg: ModelConfig, padded_vocab: int,
+                  model_rules: tuple[Rule, ...], layer_rules: tuple[Rule, ...], missing: str) -> torch.Tensor:
+    """The full tensor of our parameter ``name`` (global name) built from HF tensors ``get(hf_name)``
+    by the architecture's rule tables; ``missing`` ends the error when no rule names it."""
     if name.startswith(_LAYER_PREFIX):
         index, _, suffix = name[len(_LAYER_PREFIX):].partition(".")
-        rules, src, dst = LAYER_RULES, suffix, f"model.layers.{index}."
+        rules, src, dst = layer_rules, suffix, f"model.layers.{index}."
     else:
-        rules, src, dst = global_rules(model_cfg), name, ""
+        rules, src, dst = model_rules, name, ""
     for rule in rules:
         if src in rule.ours:
             return from_hf(rule, [get(dst + h) for h in rule.hf], model_cfg, padded_vocab)
-    raise UserError(f"hf import: our parameter {name} has no Llama counterpart "
-                    f"(is the model a plain GPT with the local or TE spec?)")
+    raise UserError(f"hf import: our parameter {name} has no {missing}")
+
+
+def llama_tensor_for(name: str, get: Callable[[str], torch.Tensor], model_cfg: ModelConfig,
+                     padded_vocab: int) -> torch.Tensor:
+    """The full tensor of our parameter ``name`` (global name) built from HF Llama tensors ``get(hf_name)``."""
+    return hf_tensor_for(name, get, model_cfg, padded_vocab, global_rules(model_cfg), LAYER_RULES,
+                         "Llama counterpart (is the model a plain GPT with the local or TE spec?)")
 
 
 # ------------------------------------------------------------------------------------------
