@@ -56,9 +56,9 @@ from ._dispatch import (
     dtype_name,
     empty,
     interpreter_active,
-    next_pow2,
     triton_launch,
 )
+from .lora_tiles import column_group, lora_blocks
 from .lora_torch import lora_linear_torch
 
 MAX_RANK = 128  # larger ranks would not fit the [BM, R] accumulators in registers
@@ -327,42 +327,6 @@ def _dropout_mask_kernel(MASK, M, K, p_drop, seed, BLOCK: tl.constexpr):
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _blocks(M: int, N: int, K: int, R: int, dtype: torch.dtype, kernel: str, gpu: bool = False) -> dict:
-    """Tile sizes of `kernel` ("fwd", "dx", "da", "db").  Large tiles under the interpreter (its
-    cost is per tile) unless ``gpu``; on GPUs, choices checked with gpu_compile_check (sm_80/90,
-    every rank class and dtype): no register spills, shared memory well under 99 KiB."""
-    br = next_pow2(R)
-    if interpreter_active() and not gpu:
-        return dict(BLOCK_M=min(next_pow2(M), 64), BLOCK_N=min(next_pow2(N), 128),
-                    BLOCK_K=min(next_pow2(K), 128), BLOCK_R=br, num_warps=4)
-    fp32 = dtype == torch.float32
-    cfg = {
-        "fwd": dict(BLOCK_M=32 if fp32 else 64, BLOCK_N=64 if (fp32 or br > 64) else 128,
-                    BLOCK_K=32, num_warps=8, num_stages=2 if fp32 else 3),
-        "dx": dict(BLOCK_M=32 if fp32 else 64, BLOCK_N=32 if fp32 else 64,
-                   BLOCK_K=32 if fp32 else 64, num_warps=8, num_stages=2 if fp32 else 3),
-        "da": dict(BLOCK_M=64, BLOCK_K=32 if fp32 else 64, num_warps=8, num_stages=2),
-        "db": dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
-    }[kernel]
-    cfg["BLOCK_R"] = br
-    return cfg
-
-
-def column_group(row_tiles: int, col_tiles: int, device, group: int | None = None, gpu: bool = False) -> int:
-    """Column tiles per program in the forward and dX kernels.  The LoRA rank product (H or dH)
-    is computed once per program and reused for its GROUP tiles, so larger groups waste fewer
-    FLOPs (R/(BLOCK·GROUP) of the base GEMM) but give fewer programs: aim for ~4 per SM.
-    ``gpu``: as on a GPU even under the interpreter (the floor model; 108 SMs without CUDA)."""
-    if group is not None:
-        return max(1, min(int(group), col_tiles))
-    if interpreter_active() and not gpu:  # two groups: exercises the peeled tile and the reuse loop
-        return max(1, triton.cdiv(col_tiles, 2))
-    sms = 108
-    if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(col_tiles, (row_tiles * col_tiles) // (4 * sms)))
-
-
 def _split_m(M: int, block_m: int, other_programs: int) -> tuple[int, int]:
     """Split the M reduction of dA/dB so the grid has enough programs; -> (splits, rows each)."""
     tiles = triton.cdiv(M, block_m)
@@ -386,7 +350,7 @@ def fused_lora_forward(x2, weight, lora_a, lora_b, scale, bias, p, seed, group=N
     `group`: output column tiles per program (default: `column_group`)."""
     M, K = x2.shape
     N, R = weight.shape[0], lora_a.shape[0]
-    cfg = _blocks(M, N, K, R, x2.dtype, "fwd")
+    cfg = lora_blocks(M, N, K, R, x2.dtype, "fwd")
     y = empty((M, N), x2.dtype, x2.device)
     h = empty((M, cfg["BLOCK_R"]), torch.float32, x2.device)
     rows, cols = triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"])
@@ -411,7 +375,7 @@ def fused_lora_backward(dy, x2, weight, lora_a, lora_b, h, scale, p, seed, need_
     M, K = x2.shape
     N, R = weight.shape[0], lora_a.shape[0]
     dtype = x2.dtype
-    cfg = _blocks(M, N, K, R, dtype, "dx")
+    cfg = lora_blocks(M, N, K, R, dtype, "dx")
     br = cfg["BLOCK_R"]
     common = dict(DOT_FP32=interpreter_active(), PRECISION=dot_precision(dtype))
     dx = empty((M, K), dtype, x2.device)
@@ -430,7 +394,7 @@ def fused_lora_backward(dy, x2, weight, lora_a, lora_b, h, scale, p, seed, need_
     )
     da = db = None
     if need_da:
-        cfg = _blocks(M, N, K, R, dtype, "da")
+        cfg = lora_blocks(M, N, K, R, dtype, "da")
         cfg.pop("BLOCK_N", None)
         splits, per = _split_m(M, cfg["BLOCK_M"], triton.cdiv(K, cfg["BLOCK_K"]))
         part = empty((splits, br, K), torch.float32, x2.device)
@@ -441,7 +405,7 @@ def fused_lora_backward(dy, x2, weight, lora_a, lora_b, h, scale, p, seed, need_
         )
         da = part.sum(0)[:R].to(lora_a.dtype)
     if need_db:
-        cfg = _blocks(M, N, K, R, dtype, "db")
+        cfg = lora_blocks(M, N, K, R, dtype, "db")
         cfg.pop("BLOCK_K", None)
         splits, per = _split_m(M, cfg["BLOCK_M"], triton.cdiv(N, cfg["BLOCK_N"]))
         part = empty((splits, N, br), torch.float32, x2.device)

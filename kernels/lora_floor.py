@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ._dispatch import Dispatch
-from .fused_lora import _blocks, column_group
+from .lora_tiles import column_group, lora_blocks
 
 PEAK_FLOPS = {torch.bfloat16: 312e12, torch.float16: 312e12, torch.float32: 19.5e12}
 PEAK_BW = 2.0e12
@@ -59,7 +59,7 @@ class LoraShape:
         dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         redo = []
         for kind, cols, blk in (("fwd", N, "BLOCK_N"), ("dx", K, "BLOCK_K")):
-            cfg = _blocks(M, N, K, R, dtype, kind, gpu=True)
+            cfg = lora_blocks(M, N, K, R, dtype, kind, gpu=True)
             rows, tiles = -(-M // cfg["BLOCK_M"]), -(-cols // cfg[blk])
             redo.append(-(-tiles // column_group(rows, tiles, dev, gpu=True)))  # programs per row
         fwd = 2 * M * K * N + 2 * M * K * R * redo[0] + 2 * M * R * N

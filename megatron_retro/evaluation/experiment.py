@@ -29,14 +29,10 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-from megatron_retro.config import RunConfig, load_config
+from megatron_retro.config import RunConfig
 from megatron_retro.evaluation.experiment_config import ExperimentConfig, ExperimentModel
-
-
-def _is_writer() -> bool:
-    import torch.distributed as dist
-
-    return not dist.is_initialized() or dist.get_rank() == 0
+from megatron_retro.evaluation.grid_runs import is_writer as _is_writer
+from megatron_retro.evaluation.grid_runs import model_config, run_pretrain
 
 
 def _barrier() -> None:
@@ -49,12 +45,6 @@ def _barrier() -> None:
 def _log(msg: str) -> None:
     if _is_writer():
         print(f"[experiment] {msg}", flush=True)
-
-
-def model_config(exp: ExperimentConfig, model: ExperimentModel, *extra: str) -> RunConfig:
-    """The model's run config with the grid's overrides (``{out_dir}`` in them = the experiment's)."""
-    overrides = [o.replace("{out_dir}", exp.out_dir) for o in (*exp.common_overrides, *model.overrides, *extra)]
-    return load_config(exp.resolve(model.config), overrides)
 
 
 def size_key(cfg: RunConfig, vocab_size: int) -> float:
@@ -242,22 +232,6 @@ def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str
     if retro:
         _log_pretrain_retrieval(model.name, cfg, result)
     return result.checkpoint
-
-
-def run_pretrain(cfg: RunConfig, progress: bool):
-    """Pretrain (or resume) a GPT or RETRO as ``cfg`` says; the parallel state is torn down after."""
-    from megatron_retro.parallel.initialize import destroy_parallel
-
-    try:
-        if cfg.model.arch == "retro":
-            from megatron_retro.training.retro_pretrain import pretrain_retro
-
-            return pretrain_retro(cfg, progress=progress)
-        from megatron_retro.training.pretrain import pretrain
-
-        return pretrain(cfg, progress=progress)
-    finally:
-        destroy_parallel()
 
 
 # ----------------------------------------------------------------------------------------------

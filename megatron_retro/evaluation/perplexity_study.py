@@ -57,7 +57,7 @@ def _held_out_loss(result, out_dir: str, steps: int):
 
 def run_one(exp, model, regime: str, seed: int, steps: int, log) -> dict:
     """Pretrain ``model`` from scratch for ``steps`` (resumed if interrupted); its held-out loss."""
-    from megatron_retro.evaluation.experiment import _is_writer, model_config, run_pretrain
+    from megatron_retro.evaluation.grid_runs import is_writer, model_config, run_pretrain
     from megatron_retro.evaluation.tables import write_text_atomic
 
     out = os.path.join(exp.out_dir, "perplexity", model.name, regime, f"seed{seed}")
@@ -72,7 +72,7 @@ def run_one(exp, model, regime: str, seed: int, steps: int, log) -> dict:
     loss = _held_out_loss(result, out, steps)
     record = {"model": model.name, "arch": cfg.model.arch, "regime": regime, "seed": seed, "steps": steps,
               "valid_loss": loss, "perplexity": math.exp(loss) if loss is not None else None}
-    if _is_writer() and loss is not None:
+    if is_writer() and loss is not None:
         write_text_atomic(done, json.dumps(record, indent=1))
     return record
 
@@ -81,7 +81,7 @@ def run_perplexity(exp, log) -> List[dict]:
     """Collective: every run of the perplexity study (finished ones read back)."""
     from megatron_retro.data.prepare import resolve_data
     from megatron_retro.data.tokenizer import load_tokenizer
-    from megatron_retro.evaluation.experiment import model_config
+    from megatron_retro.evaluation.grid_runs import model_config
 
     models = {m.name: m for m in exp.models}
     records = []

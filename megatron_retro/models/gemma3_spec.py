@@ -83,7 +83,7 @@ def get_gemma3_layer_local_spec(model: ModelConfig):
     """The local GPT spec with Gemma 3's layer, attention and q/k norms (SDPA core attention)."""
     from megatron.core.transformer.spec_utils import ModuleSpec
 
-    from megatron_retro.models.gpt_spec import get_gpt_layer_local_spec
+    from megatron_retro.models.gpt_local_spec import get_gpt_layer_local_spec
     from megatron_retro.models.norm import SequenceParallelNorm
 
     spec = get_gpt_layer_local_spec(model, core_attention="sdpa")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from megatron_retro.config import ModelConfig
+from megatron_retro.models.gpt_local_spec import get_gpt_layer_local_spec
 
 LINEARS, CORE_ATTENTION = "linears", "core_attention"   # what a PEFT method reaches (peft/reach.py)
 
@@ -70,53 +71,6 @@ def resolve_attention_backend(model: ModelConfig) -> str:
 def layer_backend(model: ModelConfig, backend: Optional[LayerBackend] = None) -> LayerBackend:
     """``backend`` if given (finetune resolves it with PEFT's reach), else the no-PEFT rule."""
     return backend or resolve_layer_backend(model.attention_backend, transformer_engine_available())
-
-
-def get_gpt_layer_local_spec(model: ModelConfig, core_attention: str = "sdpa"):
-    """megatron-core modules only (runs everywhere): local linears, SP-aware torch norms."""
-    from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
-    from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
-    from megatron.core.transformer.attention import SelfAttention, SelfAttentionSubmodules
-    from megatron.core.transformer.dot_product_attention import DotProductAttention
-    from megatron.core.transformer.enums import AttnMaskType
-    from megatron.core.transformer.identity_op import IdentityOp
-    from megatron.core.transformer.mlp import MLP, MLPSubmodules
-    from megatron.core.transformer.spec_utils import ModuleSpec
-    from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
-
-    from megatron_retro.models.norm import SequenceParallelNorm
-    from megatron_retro.models.sdpa_attention import SDPAttention
-
-    if core_attention == "te":
-        from megatron.core.extensions.transformer_engine import TEDotProductAttention as attention_cls
-    else:
-        attention_cls = SDPAttention if core_attention == "sdpa" else DotProductAttention
-    return ModuleSpec(
-        module=TransformerLayer,
-        submodules=TransformerLayerSubmodules(
-            input_layernorm=SequenceParallelNorm,
-            self_attention=ModuleSpec(
-                module=SelfAttention,
-                params={"attn_mask_type": AttnMaskType.causal},
-                submodules=SelfAttentionSubmodules(
-                    linear_qkv=ColumnParallelLinear,
-                    core_attention=attention_cls,
-                    linear_proj=RowParallelLinear,
-                    q_layernorm=IdentityOp,
-                    k_layernorm=IdentityOp,
-                ),
-            ),
-            self_attn_bda=get_bias_dropout_add,
-            pre_mlp_layernorm=SequenceParallelNorm,
-            mlp=ModuleSpec(module=MLP, submodules=MLPSubmodules(
-                linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear)),
-            mlp_bda=get_bias_dropout_add,
-            sharded_state_dict_keys_map={
-                "input_layernorm.": "self_attention.linear_qkv.layer_norm_",
-                "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_",
-            },
-        ),
-    )
 
 
 def get_gpt_layer_te_spec(model: ModelConfig):

@@ -16,7 +16,7 @@ from megatron_retro.retrieval.build_id import canonical_embedder, manifest_ident
 from megatron_retro.retrieval.chunk_store import ChunkStore
 from megatron_retro.retrieval.embedder import build_embedder, embed_chunk_store
 from megatron_retro.retrieval.index import FaissIndex, IndexFactory
-from megatron_retro.retrieval.sharding import build_sharded_index, load_manifest, shard_path
+from megatron_retro.retrieval.sharding import build_sharded_index, load_manifest, merge_topk, shard_path
 
 
 def load_or_embed(store: ChunkStore, embedder_spec: str, embeddings_file: str | os.PathLike,
@@ -73,8 +73,6 @@ class ShardedLocalIndex:
     """All shards of an index directory loaded in this process, searched and merged like the client."""
 
     def __init__(self, index_dir: str, **params):
-        from megatron_retro.retrieval.service.client import merge_topk  # numpy-only helper
-
         self._merge = merge_topk
         manifest = load_manifest(index_dir)
         n = manifest["num_shards"]

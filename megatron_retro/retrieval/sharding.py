@@ -17,7 +17,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -72,6 +72,19 @@ def build_shard(trained: FaissIndex, vectors: np.ndarray, ids: np.ndarray, path:
         shard.add(np.asarray(vectors[lo:lo + step], dtype=np.float32), ids[lo:lo + step])
     shard.save(path)
     return shard
+
+
+def merge_topk(scores: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard (float32[n, k_i], int64[n, k_i]) lists into the global top-k.
+
+    Order: higher score first, then smaller id; missing results (id -1) last.
+    """
+    s = np.concatenate(scores, axis=1)            # [n, sum k_i]
+    i = np.concatenate(ids, axis=1)
+    s = np.where(i < 0, -np.inf, s)
+    tie = np.where(i < 0, np.iinfo(np.int64).max, i)
+    order = np.lexsort((tie, -s), axis=-1)[:, :k]  # last key is primary
+    return np.take_along_axis(s, order, 1).astype(np.float32), np.take_along_axis(i, order, 1)
 
 
 def write_manifest(index_dir: Path, meta: dict) -> None:

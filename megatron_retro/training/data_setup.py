@@ -5,10 +5,20 @@ ranks wait at a barrier and then reuse it, so concurrent ranks never race on the
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch.distributed as dist
 
 from megatron_retro.config import RunConfig
-from megatron_retro.training.pretrain import PretrainData
+
+
+@dataclass
+class PretrainData:
+    train: object          # map-style dataset of {tokens, labels, loss_mask, position_ids}
+    valid: object          # held-out documents, same item format
+    vocab_size: int        # the tokenizer's vocabulary (padded for TP by the model builder)
+    feed: Optional[object] = None  # gives each step's micro-batches instead (RETRO: neighbour_feed.RetroFeed)
 
 
 def _rank0_first(fn):

@@ -12,14 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from megatron_retro.config import RunConfig
-
-
-@dataclass
-class PretrainData:
-    train: object          # map-style dataset of {tokens, labels, loss_mask, position_ids}
-    valid: object          # held-out documents, same item format
-    vocab_size: int        # the tokenizer's vocabulary (padded for TP by the model builder)
-    feed: Optional[object] = None  # gives each step's micro-batches instead (RETRO: neighbour_feed.RetroFeed)
+from megatron_retro.training.data_setup import PretrainData
 
 
 @dataclass

@@ -103,7 +103,7 @@ def build_retro_pretrain_data(cfg: RunConfig, dp: int = 1, dp_rank: int = 0):
     """
     from megatron_retro.training.data_setup import _rank0_first, prepare_gpt_datasets
     from megatron_retro.training.neighbour_feed import RetroFeed, is_feeder
-    from megatron_retro.training.pretrain import PretrainData
+    from megatron_retro.training.data_setup import PretrainData
 
     data, tokenizer, train_ds, valid_ds = prepare_gpt_datasets(cfg, dp)
     out = retrieval_dir(cfg, os.path.dirname(os.path.abspath(data.prefix)))

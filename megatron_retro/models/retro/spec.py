@@ -44,7 +44,7 @@ def get_retro_encoder_block_spec(model: ModelConfig, retro: RetroConfig):
     from megatron.core.transformer.spec_utils import ModuleSpec
     from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 
-    from megatron_retro.models.gpt_spec import get_gpt_layer_local_spec
+    from megatron_retro.models.gpt_local_spec import get_gpt_layer_local_spec
     from megatron_retro.models.norm import SequenceParallelNorm
     from megatron_retro.models.retro.cross_attention import RetroEncoderCrossAttention
 

@@ -28,6 +28,7 @@ from megatron_retro.retrieval.index import check_queries
 from megatron_retro.retrieval.service import retrieval_pb2 as pb
 from megatron_retro.retrieval.service import retrieval_pb2_grpc as pb_grpc
 from megatron_retro.retrieval.service.server import channel_options
+from megatron_retro.retrieval.sharding import merge_topk
 
 # Errors that mean "this replica is gone or stuck": try another one.
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -41,19 +42,6 @@ class RetrievalUnavailableError(RuntimeFailure):
 class RetrievalRequestError(UserError, RuntimeError):
     """A shard rejected the request (bad token, bad arguments): retrying elsewhere will not help.
     Bad input (exit 2 at the CLI); still a RuntimeError for callers that catch that."""
-
-
-def merge_topk(scores: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge per-shard (float32[n, k_i], int64[n, k_i]) lists into the global top-k.
-
-    Order: higher score first, then smaller id; missing results (id -1) last.
-    """
-    s = np.concatenate(scores, axis=1)            # [n, sum k_i]
-    i = np.concatenate(ids, axis=1)
-    s = np.where(i < 0, -np.inf, s)
-    tie = np.where(i < 0, np.iinfo(np.int64).max, i)
-    order = np.lexsort((tie, -s), axis=-1)[:, :k]  # last key is primary
-    return np.take_along_axis(s, order, 1).astype(np.float32), np.take_along_axis(i, order, 1)
 
 
 def info_identity(info) -> Optional[BuildIdentity]:

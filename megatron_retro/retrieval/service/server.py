@@ -300,7 +300,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     import argparse
 
-    from megatron_retro.retrieval.commands import add_serve_args
+    from megatron_retro.retrieval.service.args import add_serve_args
 
     parser = argparse.ArgumentParser(prog="megatron-retro serve", description=__doc__.splitlines()[0])
     add_serve_args(parser)
