@@ -39,6 +39,7 @@ from megatron_retro.data.stats import (blind_baseline_em, heldout_stream,  # noq
                                        heldout_tokens, retrieval_coverage, unigram_cross_entropy,
                                        unigram_entropy)
 from megatron_retro.errors import UserError
+from megatron_retro.io_atomic import write_text_atomic
 
 MANIFEST = "manifest.json"
 PREFIX = "text_document"
@@ -289,11 +290,7 @@ def _build(tmp: str, params: dict, progress: bool) -> dict:
             files[rel] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
     manifest = {"generator_version": GENERATOR_VERSION, "params": params,
                 "files": dict(sorted(files.items())), "stats": stats}
-    with open(os.path.join(tmp, MANIFEST + ".tmp"), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(os.path.join(tmp, MANIFEST + ".tmp"), os.path.join(tmp, MANIFEST))
+    write_text_atomic(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1))
     return manifest
 
 

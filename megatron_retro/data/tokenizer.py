@@ -53,10 +53,9 @@ def train_tokenizer(texts: Iterable[str], model_path: str, vocab_size: int = 409
     except RuntimeError as e:
         msg = str(e).split("] ")[-1].strip()
         raise UserError(f"tokenizer training failed for vocab_size={vocab_size}: {msg}") from None
-    tmp = model_path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(model.getvalue())
-    os.replace(tmp, model_path)
+    from megatron_retro.io_atomic import write_bytes_atomic
+
+    write_bytes_atomic(model_path, model.getvalue())
     return Tokenizer(model_path)
 
 
@@ -257,14 +256,10 @@ def save_gguf_tokenizer(path: str, out_dir: str) -> None:
         tok = AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path))
     except Exception as e:
         raise UserError(f"{path}: cannot read its tokenizer ({str(e).splitlines()[0][:160]})") from None
-    tmp = out_dir + ".tmp"
-    tok.save_pretrained(tmp)
-    os.makedirs(os.path.dirname(os.path.abspath(out_dir)) or ".", exist_ok=True)
-    if os.path.isdir(out_dir):
-        import shutil
+    from megatron_retro.io_atomic import atomic_dir
 
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        tok.save_pretrained(tmp)
 
 
 def load_any_tokenizer(path: str):

@@ -29,11 +29,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from megatron_retro.errors import UserError
+from megatron_retro.io_atomic import save_figure_atomic, write_text_atomic
 
 SPREADS = ("std", "minmax")
 METRIC_LABELS = {"em": "EM", "f1": "F1", "rougeL": "ROUGE-L", "choice": "Choice acc."}
@@ -226,7 +226,7 @@ class Finding:
         return line
 
 
-def _verdict(a: Cell, b: Cell, metric: str, spread: str) -> str:
+def band_verdict(a: Cell, b: Cell, metric: str, spread: str) -> str:
     """'holds' if a's band (mean ± spread) lies wholly above b's, 'reversed' if below,
     else 'inconclusive' (overlapping bands, or a single seed on either side)."""
     if len(a.seeds) < 2 or len(b.seeds) < 2:
@@ -266,7 +266,7 @@ def findings(cells: Sequence[Cell], metric: str = "f1", spread: str = "std",
             a, b = index.get((task, size, ma, pa)), index.get((task, size, mb, pb))
             if a is not None and b is not None:
                 fa, fb = floor.reason(a, metric), floor.reason(b, metric)
-                verdict = "no signal" if fa and fb else _verdict(a, b, metric, spread)
+                verdict = "no signal" if fa and fb else band_verdict(a, b, metric, spread)
                 out.append(Finding(text, task, size, a, b, verdict, fa, fb))
     return out
 
@@ -348,38 +348,6 @@ def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "s
                  f"(error bars: {'std' if spread == 'std' else 'min–max'} over seeds)"
                  + (f" — {label} is 0 everywhere" if all_zero else ""))
     return fig
-
-
-def _atomic(path: str, write) -> str:
-    """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it into place."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; give the usual file mode
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path: str, text: str) -> str:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    return _atomic(path, write)
-
-
-def save_figure_atomic(fig, path: str, dpi: int = 120) -> str:
-    return _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
 def write_report(rows: Iterable[ScoreRow], out_dir: str, spread: str = "std",

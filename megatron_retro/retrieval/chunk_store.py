@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from megatron_retro.errors import UserError
+from megatron_retro.io_atomic import atomic_dir
 from megatron_retro.retrieval.build_id import compute_store_digest
 
 FORMAT_VERSION = 1
@@ -144,9 +143,7 @@ def build_chunk_store(
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (pass overwrite=True to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         token_parts, starts, docs, ends, text_lens = [], [], [], [], []
         seen_docs: set[int] = set()
         offset = 0
@@ -188,10 +185,4 @@ def build_chunk_store(
                 "num_chunks": len(starts), "num_docs": len(token_parts), "num_tokens": int(offset)}
         meta["digest"] = compute_store_digest(tmp, meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ChunkStore(out)

@@ -12,8 +12,6 @@ import abc
 import hashlib
 import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -119,11 +117,9 @@ def embed_chunk_store(store, embedder: Embedder, out_file: str | os.PathLike,
     """Embed every chunk's text into float32[C, d] at ``out_file`` (.npy, written atomically)."""
     from tqdm import tqdm
 
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_file.name}.tmp-", suffix=".npy", dir=out_file.parent)
-    os.close(fd)
-    try:
+    from megatron_retro.io_atomic import atomic_file
+
+    def write(tmp: str) -> None:
         mat = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(store), embedder.dim))
         step = batch_size * 8  # decode a few batches at a time; the model batches inside
         for lo in tqdm(range(0, len(store), step), desc=f"embed {embedder.name}", unit="x%d" % step,
@@ -132,9 +128,6 @@ def embed_chunk_store(store, embedder: Embedder, out_file: str | os.PathLike,
             mat[lo:hi] = embedder.embed(store.texts(lo, hi), batch_size=batch_size)
         mat.flush()
         del mat
-        os.replace(tmp, out_file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_file(out_file, write, suffix=".npy")
     return np.load(out_file, mmap_mode="r")

@@ -19,13 +19,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from megatron_retro.errors import UserError
+from megatron_retro.io_atomic import atomic_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +182,9 @@ class FaissIndex(Index):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._sync_cpu()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self.cpu_index, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_file(path, lambda tmp: faiss.write_index(self.cpu_index, tmp))
         meta = {"factory": self.factory, "metric": self.metric, "dim": self.dim, "params": self.params}
-        _atomic_write_text(Path(str(path) + ".json"), json.dumps(meta, indent=1))
+        write_text_atomic(Path(str(path) + ".json"), json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike, use_gpu: str | bool = "auto", **params) -> "FaissIndex":
@@ -204,13 +197,6 @@ class FaissIndex(Index):
         merged = dict(meta.get("params", {}))
         merged.update({k: v for k, v in params.items() if v is not None})
         return cls(index, meta["factory"], meta["metric"], merged, use_gpu=use_gpu)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class IndexFactory:

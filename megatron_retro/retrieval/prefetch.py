@@ -18,8 +18,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from megatron_retro.errors import UserError
+from megatron_retro.io_atomic import atomic_dir
 from megatron_retro.retrieval.build_id import BuildIdentity, check_build, store_identity
 from megatron_retro.retrieval.neighbours import NeighbourSource, check_chunks
 
@@ -161,18 +160,10 @@ def write_precomputed(out_dir: str | os.PathLike, keys: np.ndarray, table: np.nd
     keys, first = np.unique(keys, return_index=True)  # sorted; a repeated chunk has one answer
     table = table[first]
     meta = {**meta, "num_chunks": int(len(keys))}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         np.save(tmp / "keys.npy", keys)
         np.save(tmp / "neighbours.npy", table)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from megatron_retro.errors import UserError
+from megatron_retro.io_atomic import write_text_atomic
 from megatron_retro.retrieval.index import FaissIndex, IndexFactory
 
 
@@ -88,10 +88,7 @@ def merge_topk(scores: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int) 
 
 
 def write_manifest(index_dir: Path, meta: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.tmp-", dir=index_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, index_dir / "manifest.json")
+    write_text_atomic(index_dir / "manifest.json", json.dumps(meta, indent=1))
 
 
 def build_sharded_index(vectors: np.ndarray, out_dir: str | os.PathLike, spec: str = "flat",

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_retro.errors import RuntimeFailure, UserError, is_disk_full, one_line
+from megatron_retro.io_atomic import write_text_atomic
 from megatron_retro.training.fingerprint import FIELD as FINGERPRINT_FIELD
 from megatron_retro.training.fingerprint import weights_fingerprint
 
@@ -79,20 +80,6 @@ def complete_checkpoints(directory: str) -> list[tuple[int, str]]:
         if match and os.path.isfile(os.path.join(path, STATE_FILE)):
             found.append((int(match.group(1)), path))
     return sorted(found)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _fsync_dir(path: str) -> None:
@@ -147,7 +134,7 @@ def verify_metadata_pickle(path: str) -> None:
 
 # ------------------------------------------------------------------------------------------
 
-def _without_sharded_objects(sd: dict) -> dict:
+def without_sharded_objects(sd: dict) -> dict:
     """Drop ShardedObjects (modules' ``_extra_state``): dist_checkpointing stores them as pickles and
     unpickles them with weights_only=False.  The local spec keeps nothing in them."""
     from megatron.core.dist_checkpointing.mapping import ShardedObject
@@ -159,7 +146,7 @@ def _sharded_state(engine, is_loading: bool, with_optimizer: bool) -> dict:
     sd = {}
     for i, chunk in enumerate(engine.chunks):
         module = getattr(chunk, "module", chunk)
-        sd[f"model{i}"] = _without_sharded_objects(module.sharded_state_dict())
+        sd[f"model{i}"] = without_sharded_objects(module.sharded_state_dict())
     if with_optimizer:
         model_sd = {k: v for k, v in sd.items()}
         sd["optimizer"] = engine.optimizer.sharded_state_dict(model_sd, is_loading=is_loading)
@@ -259,12 +246,12 @@ def _save(directory: str, step: int, engine, state: dict, keep_last: int, final:
     if _rank() == 0:
         full_state = dict(state, step=step, world_size=dist.get_world_size() if dist.is_initialized() else 1,
                           scheduler=engine.scheduler.state_dict(), **{FINGERPRINT_FIELD: fingerprint})
-        _write_atomic(os.path.join(tmp, STATE_FILE), json.dumps(full_state, indent=1, sort_keys=True))
+        write_text_atomic(os.path.join(tmp, STATE_FILE), json.dumps(full_state, indent=1, sort_keys=True))
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(directory)
-        _write_atomic(os.path.join(directory, "latest"), checkpoint_name(step) + "\n")
+        write_text_atomic(os.path.join(directory, "latest"), checkpoint_name(step) + "\n")
         for _, old in complete_checkpoints(directory)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()

@@ -21,7 +21,7 @@ class PretrainData:
     feed: Optional[object] = None  # gives each step's micro-batches instead (RETRO: neighbour_feed.RetroFeed)
 
 
-def _rank0_first(fn):
+def rank0_first(fn):
     if dist.is_initialized() and dist.get_rank() != 0:
         dist.barrier()
         return fn()
@@ -38,7 +38,7 @@ def prepare_gpt_datasets(cfg: RunConfig, dp: int = 1):
     from megatron_retro.data.tokenizer import load_tokenizer
     from megatron_retro.errors import UserError
 
-    data = _rank0_first(lambda: resolve_data(cfg.data))
+    data = rank0_first(lambda: resolve_data(cfg.data))
     tokenizer = load_tokenizer(data.tokenizer)
     train = cfg.train
     global_batch = train.global_batch_size or train.micro_batch_size * dp

@@ -10,6 +10,8 @@ import math
 import os
 from typing import Optional
 
+from megatron_retro.io_atomic import atomic_file, write_text_atomic
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -43,10 +45,7 @@ class MetricsWriter:
             return
         os.makedirs(out_dir, exist_ok=True)
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -105,7 +104,4 @@ def plot_loss_curve(metrics_path: str, png_path: str, init_step: int = 0, init_f
     fig = loss_curve_figure(read_metrics(metrics_path), init_step, init_from)
     if fig is None:
         return None
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, png_path)
-    return png_path
+    return atomic_file(png_path, lambda tmp: fig.savefig(tmp, format="png"))

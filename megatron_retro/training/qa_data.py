@@ -29,6 +29,7 @@ from megatron_retro.config import RunConfig
 from megatron_retro.data.qa_prompts import QALayout, encode_answer, encode_question, prompt_question
 from megatron_retro.data.tasks.example import QAExample
 from megatron_retro.errors import UserError
+from megatron_retro.io_atomic import atomic_file
 
 
 @dataclass
@@ -218,9 +219,7 @@ def own_document_split(cfg: RunConfig, examples: List[QAExample], cache_dir: str
                                          qa.passage_length, tokenizer.pad)
         passages, picked = retriever.retrieve([ex.question for ex in examples], [ex.context for ex in examples])
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{cache}.tmp-{os.getpid()}.npz"
-        np.savez(tmp, passages=passages, chunk_ids=picked)
-        os.replace(tmp, cache)
+        atomic_file(cache, lambda tmp: np.savez(tmp, passages=passages, chunk_ids=picked), suffix=".npz")
     return QASplit(examples=examples, passages=passages, chunk_ids=picked, gold_hit=None)
 
 
@@ -247,9 +246,7 @@ def retrieve_split(cfg: RunConfig, examples: List[QAExample], db_dir: str,
         chunk_ids = _search_shared(cfg, store, os.path.join(db_dir, "index"), [ex.question for ex in examples], k)
         if not dist.is_initialized() or dist.get_rank() == 0:
             os.makedirs(os.path.dirname(cache), exist_ok=True)
-            tmp = f"{cache}.tmp-{os.getpid()}.npz"
-            np.savez(tmp, chunk_ids=chunk_ids)
-            os.replace(tmp, cache)
+            atomic_file(cache, lambda tmp: np.savez(tmp, chunk_ids=chunk_ids), suffix=".npz")
     passages = store.neighbours(chunk_ids)                               # [n, k, r]
     if passages.shape[-1] != cfg.qa.passage_length:
         raise UserError(f"{db_dir}: passages of {passages.shape[-1]} tokens, qa.passage_length={cfg.qa.passage_length}")
@@ -266,17 +263,17 @@ def prepare_qa(cfg: RunConfig, virtual_tokens: int = 0, num_shards: int = 1) -> 
     from megatron_retro.data.indexed import open_indexed
     from megatron_retro.data.prepare import resolve_data
     from megatron_retro.data.tokenizer import load_tokenizer
-    from megatron_retro.training.data_setup import _rank0_first
+    from megatron_retro.training.data_setup import rank0_first
     from megatron_retro.training.retrieval_db import ensure_retrieval_db
 
-    data = _rank0_first(lambda: resolve_data(cfg.data))
+    data = rank0_first(lambda: resolve_data(cfg.data))
     tokenizer = load_tokenizer(data.tokenizer)
     db_dir = _db_dir(cfg, os.path.dirname(data.prefix))  # data.dir, or its tok-* dir for a model's own tokenizer
     own = reads_own_document(cfg)
     if not cfg.qa.retrieval_dir and not own:
         qa = cfg.qa
         # every article of the corpus; reading-practice documents (before first_article) left out
-        _rank0_first(lambda: ensure_retrieval_db(data.prefix, tokenizer,
+        rank0_first(lambda: ensure_retrieval_db(data.prefix, tokenizer,
                                                  range(data.first_article, len(open_indexed(data.prefix))),
                                                  db_dir, qa.chunk_length, qa.passage_length, qa.embedder,
                                                  num_shards=num_shards))
@@ -290,9 +287,9 @@ def load_split(cfg: RunConfig, qa_data: QAData, split: str, limit: int) -> QASpl
     full = load_examples(cfg, split, 0, qa_data.data)
     examples = full[:limit] if limit else full
     if qa_data.own_document:
-        from megatron_retro.training.data_setup import _rank0_first
+        from megatron_retro.training.data_setup import rank0_first
 
-        return _rank0_first(lambda: own_document_split(cfg, examples, qa_data.db_dir, qa_data.tokenizer))
+        return rank0_first(lambda: own_document_split(cfg, examples, qa_data.db_dir, qa_data.tokenizer))
     return retrieve_split(cfg, examples, qa_data.db_dir, full=full)
 
 

@@ -101,13 +101,13 @@ def build_retro_pretrain_data(cfg: RunConfig, dp: int = 1, dp_rank: int = 0):
     Only the first rank of each model-parallel group opens a neighbour source (one client per
     DP rank); the feed broadcasts its neighbours to the rest of the group.
     """
-    from megatron_retro.training.data_setup import _rank0_first, prepare_gpt_datasets
+    from megatron_retro.training.data_setup import prepare_gpt_datasets, rank0_first
     from megatron_retro.training.neighbour_feed import RetroFeed, is_feeder
     from megatron_retro.training.data_setup import PretrainData
 
     data, tokenizer, train_ds, valid_ds = prepare_gpt_datasets(cfg, dp)
     out = retrieval_dir(cfg, os.path.dirname(os.path.abspath(data.prefix)))
-    _rank0_first(lambda: ensure_retro_db(cfg, data.prefix, tokenizer, train_ds.indices, out))
+    rank0_first(lambda: ensure_retro_db(cfg, data.prefix, tokenizer, train_ds.indices, out))
     source = open_source(cfg, out, tokenizer, rank=dp_rank) if is_feeder() else None
     m = cfg.retro.chunk_length
     train, valid = RetroSamples(train_ds, m, tokenizer.eod), RetroSamples(valid_ds, m, tokenizer.eod)

@@ -3,7 +3,7 @@
 Packages are layered, highest first (a module may import its own layer or any lower one):
 
     cli -> commands -> training / evaluation / planning -> peft / retrieval -> models / data
-        -> parallel / config (with errors, quiet and the kernels)
+        -> parallel / config (with errors, quiet, io_atomic and the kernels)
 
 "commands" is every module whose name ends in ``commands`` (``peft/commands.py``,
 ``training/hf_commands.py`` ...): the CLI handlers of each package sit above all library code.
@@ -24,7 +24,7 @@ LAYERS: List[Tuple[str, Set[str]]] = [
     ("training/evaluation", {"training", "evaluation", "planning"}),
     ("peft/retrieval", {"peft", "retrieval"}),
     ("models/data", {"models", "data"}),
-    ("parallel/config", {"parallel", "config", "errors", "quiet", "kernels", ""}),
+    ("parallel/config", {"parallel", "config", "errors", "quiet", "io_atomic", "kernels", ""}),
 ]
 
 

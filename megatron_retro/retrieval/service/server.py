@@ -28,7 +28,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from concurrent import futures
@@ -40,6 +39,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from megatron_retro.errors import UserError
+from megatron_retro.io_atomic import write_text_atomic
 from megatron_retro.retrieval.build_id import BuildIdentity, manifest_identity
 from megatron_retro.retrieval.index import FaissIndex
 from megatron_retro.retrieval.service import retrieval_pb2 as pb
@@ -221,11 +221,7 @@ class ShardServer:
 
 
 def _write_ready_file(path: str, info: dict) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f)
-    os.replace(tmp, p)
+    write_text_atomic(path, json.dumps(info))
 
 
 def read_token(token_file: Optional[str]) -> Optional[str]:
