@@ -294,7 +294,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
             from megatron_retro.evaluation.rag_suite import write_suite
 
             write_suite(out, rag, f"{cfg.model.arch} {method}")
-        from megatron_retro.evaluation.tables import write_text_atomic
+        from megatron_retro.io_atomic import write_text_atomic
 
         write_text_atomic(os.path.join(out, "result.json"), json.dumps(record, indent=1))  # the cell is done
     _barrier()
@@ -302,14 +302,13 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
 
 
 def _peft_config(exp: ExperimentConfig, method: str, seed: int):
-    from megatron_retro.config import load_yaml_file
     from megatron_retro.errors import UserError
     from megatron_retro.peft import make_peft_config
+    from megatron_retro.peft.options import read_peft_yaml
 
     path = exp.peft_config_path(method)
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no PEFT config for method {method!r} (set peft_configs: [{method}=<file>])")
-    options = load_yaml_file(path, "PEFT config") or {}
+    options = read_peft_yaml(path, f"PEFT config of method {method!r}",
+                             hint=f" (set peft_configs: [{method}=<file>])")
     options.pop("method", None)
     from megatron_retro.peft.registry import get_method
 
@@ -349,7 +348,7 @@ def report(exp: ExperimentConfig, records: List[dict], perplexity: Optional[List
     paths = write_report(rows, exp.out_dir, spread=exp.spread, floor=floor)
     if perplexity:
         from megatron_retro.evaluation.perplexity_study import perplexity_findings, perplexity_markdown
-        from megatron_retro.evaluation.tables import write_text_atomic
+        from megatron_retro.io_atomic import write_text_atomic
 
         write_text_atomic(os.path.join(exp.out_dir, "perplexity.jsonl"),
                           "".join(json.dumps(r) + "\n" for r in perplexity))

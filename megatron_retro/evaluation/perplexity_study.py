@@ -11,7 +11,7 @@ seed of ``perplexity_seeds``, three pretraining runs from scratch (``train.seed`
 Each run's held-out loss (nats/token) at its last step gives perplexity = exp(loss); a finished run
 is a ``result.json`` in ``<out_dir>/perplexity/<model>/<regime>/seed<s>/`` (written atomically, so
 a killed study resumes and never reports half a run).  The verdict per regime is computed like
-the grid's findings (``tables._verdict``, mean ± spread bands over seeds): "RETRO perplexity <
+the grid's findings (``tables.band_verdict``, mean ± spread bands over seeds): "RETRO perplexity <
 GPT" holds when GPT's band lies wholly above RETRO's, reversed when below, else inconclusive.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _held_out_loss(result, out_dir: str, steps: int):
 def run_one(exp, model, regime: str, seed: int, steps: int, log) -> dict:
     """Pretrain ``model`` from scratch for ``steps`` (resumed if interrupted); its held-out loss."""
     from megatron_retro.evaluation.grid_runs import is_writer, model_config, run_pretrain
-    from megatron_retro.evaluation.tables import write_text_atomic
+    from megatron_retro.io_atomic import write_text_atomic
 
     out = os.path.join(exp.out_dir, "perplexity", model.name, regime, f"seed{seed}")
     done = os.path.join(out, "result.json")
@@ -99,7 +99,7 @@ def run_perplexity(exp, log) -> List[dict]:
 def perplexity_findings(records: List[dict], spread: str = "std") -> List[dict]:
     """Per (pair, regime): GPT and RETRO perplexity over seeds (mean, std) and the verdict of
     "RETRO perplexity < GPT" (equal compute: GPT's longer run against RETRO's N-step run)."""
-    from megatron_retro.evaluation.tables import ScoreRow, _verdict, aggregate
+    from megatron_retro.evaluation.tables import ScoreRow, aggregate, band_verdict
 
     out = []
     for pair in sorted({r["pair"] for r in records}):
@@ -113,7 +113,7 @@ def perplexity_findings(records: List[dict], spread: str = "std") -> List[dict]:
                 g, t = cells["gpt"], cells["retro"]
                 steps = {r["arch"]: r["steps"] for r in mine}
                 out.append({"pair": pair, "regime": regime, "gpt": g, "retro": t, "steps": steps,
-                            "verdict": _verdict(g, t, "ppl", spread)})
+                            "verdict": band_verdict(g, t, "ppl", spread)})
     return out
 
 

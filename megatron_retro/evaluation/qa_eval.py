@@ -122,7 +122,7 @@ def write_eval(out_dir: str, result: EvalResult, extra: Optional[dict] = None) -
     """predictions.jsonl + scores.json in ``out_dir``, each written to a temporary name and renamed."""
     import json
 
-    from megatron_retro.evaluation.tables import write_text_atomic
+    from megatron_retro.io_atomic import write_text_atomic
 
     os.makedirs(out_dir, exist_ok=True)
     write_text_atomic(os.path.join(out_dir, "predictions.jsonl"),
@@ -139,7 +139,7 @@ def load_for_eval(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = 
     from megatron_retro.errors import UserError
     from megatron_retro.parallel.initialize import initialize_parallel
     from megatron_retro.training.checkpointing import read_state
-    from megatron_retro.training.finetune import _count, load_model
+    from megatron_retro.training.finetune import load_model, parameter_counts
     from megatron_retro.training.qa_data import prepare_qa
 
     if not load:
@@ -153,7 +153,7 @@ def load_for_eval(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = 
         virtual = getattr(adapter_peft_config(adapter), "num_virtual_tokens", 0)
     qa = prepare_qa(cfg, virtual_tokens=virtual)
     chunks, _, _ = load_model(cfg, qa.vocab_size, load, adapter=adapter, tokenizer=qa.tokenizer)
-    return qa, chunks, _count(chunks)[1]
+    return qa, chunks, parameter_counts(chunks)[1]
 
 
 def evaluate(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = None, progress: bool = True,

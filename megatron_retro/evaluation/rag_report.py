@@ -78,7 +78,7 @@ def write_suite_report(records: Sequence[dict], out_dir: str) -> List[str]:
     averaged over its seeds (records: the cells' ``result.json`` with a ``rag`` entry)."""
     import os
 
-    from megatron_retro.evaluation.tables import save_figure_atomic, write_text_atomic
+    from megatron_retro.io_atomic import save_figure_atomic, write_text_atomic
 
     groups: Dict[str, List[dict]] = {}
     for r in records:

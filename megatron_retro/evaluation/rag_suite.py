@@ -128,7 +128,7 @@ def run_suite(cfg: RunConfig, chunks: list, qa, examples: int, judge: str = "ref
 def write_suite(out_dir: str, result: dict, label: str) -> List[str]:
     """rag_suite.json, rag_predictions.jsonl, rag_suite.md and rag_noise.png in ``out_dir`` (atomic)."""
     from megatron_retro.evaluation.rag_report import noise_figure, suite_table
-    from megatron_retro.evaluation.tables import save_figure_atomic, write_text_atomic
+    from megatron_retro.io_atomic import save_figure_atomic, write_text_atomic
 
     os.makedirs(out_dir, exist_ok=True)
     paths = [write_text_atomic(os.path.join(out_dir, "rag_predictions.jsonl"),

@@ -73,7 +73,7 @@ def peft_shards(chunks: list) -> list:
     return [s for s in global_shards([unwrap(c) for c in chunks]) if is_peft_param_name(s.key)]
 
 
-def _all_gather_objects(obj) -> list:
+def all_gather_objects(obj) -> list:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [obj]
     out = [None] * dist.get_world_size()
@@ -87,7 +87,7 @@ def peft_state_dict(chunks: list) -> dict[str, torch.Tensor]:
     pieces = [(global_name(s), s.full_shape, s.offset, s.data.detach().float().cpu().clone())
               for s in peft_shards(chunks)]
     full: dict[str, torch.Tensor] = {}
-    for rank_pieces in _all_gather_objects(pieces):
+    for rank_pieces in all_gather_objects(pieces):
         for name, shape, offset, data in rank_pieces:
             t = full.setdefault(name, torch.zeros(shape, dtype=torch.float32))
             t[tuple(slice(o, o + n) for o, n in zip(offset, data.shape))] = data
@@ -109,7 +109,7 @@ def load_peft_state_dict(chunks: list, state: dict[str, torch.Tensor], source: s
         index = tuple(slice(o, o + n) for o, n in zip(s.offset, s.data.shape))
         s.data.copy_(full[index].to(s.data.dtype))
         used.add(name)
-    covered = set().union(*_all_gather_objects(used))
+    covered = set().union(*all_gather_objects(used))
     unexpected = sorted(set(state) - covered)
     if unexpected:
         raise UserError(f"{source}: adapter tensor {unexpected[0]} (and {len(unexpected) - 1} more) "

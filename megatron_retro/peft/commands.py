@@ -18,20 +18,6 @@ def _peft_options(pairs) -> dict:
     return out
 
 
-def _read_peft_yaml(path: str) -> dict:
-    import os
-
-    from megatron_retro.config import load_yaml_file
-    from megatron_retro.errors import UserError
-
-    if not os.path.isfile(path):
-        raise UserError(f"--peft-config {path}: no such file")
-    data = load_yaml_file(path, "PEFT config") or {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of PEFT options")
-    return data
-
-
 def register(subparsers) -> None:
     from megatron_retro.cli import add_run_config_args
 
@@ -79,7 +65,9 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.base:
         args.overrides = list(args.overrides or []) + [f"checkpoint.load={args.base}"]
     cfg = config_for_model(args)
-    options = _read_peft_yaml(args.peft_config) if args.peft_config else {}
+    from megatron_retro.peft.options import read_peft_yaml
+
+    options = read_peft_yaml(args.peft_config, "--peft-config") if args.peft_config else {}
     method = args.peft or options.pop("method", None)
     options.pop("method", None)
     if not method:

@@ -26,13 +26,13 @@ __all__ = ["base_to_llama", "check_llama_compatible", "export_hf", "full_model_s
 def full_model_state(chunks: list) -> dict[str, torch.Tensor]:
     """Collective: {global name: full tensor} of every base parameter (any TP/PP layout)."""
     from megatron_retro.models.global_params import global_shards
-    from megatron_retro.peft.api import _all_gather_objects, global_name, unwrap
+    from megatron_retro.peft.api import all_gather_objects, global_name, unwrap
     from megatron_retro.peft.registry import is_peft_param_name
 
     pieces = [(global_name(s), s.full_shape, s.offset, s.data.detach().float().cpu().clone())
               for s in global_shards([unwrap(c) for c in chunks]) if not is_peft_param_name(s.key)]
     full: dict[str, torch.Tensor] = {}
-    for rank_pieces in _all_gather_objects(pieces):
+    for rank_pieces in all_gather_objects(pieces):
         for name, shape, offset, data in rank_pieces:
             t = full.setdefault(name, torch.zeros(shape, dtype=torch.float32))
             t[tuple(slice(o, o + n) for o, n in zip(offset, data.shape))] = data

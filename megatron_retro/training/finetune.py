@@ -33,7 +33,7 @@ class FinetuneResult:
     seconds: float = 0.0
 
 
-def _count(chunks) -> tuple[int, int]:
+def parameter_counts(chunks) -> tuple[int, int]:
     """(trainable, total) parameters summed over this job's ranks (replicas counted once)."""
     import torch
     import torch.distributed as dist
@@ -154,7 +154,7 @@ def finetune(cfg: RunConfig, peft_cfg, adapter_dir: Optional[str] = None, progre
 
     chunks, record, peft_cfg = load_model(cfg, qa.vocab_size, cfg.checkpoint.load, peft_cfg=peft_cfg,
                                           tokenizer=qa.tokenizer)
-    trainable, total = _count(chunks)
+    trainable, total = parameter_counts(chunks)
     engine = make_engine(cfg, chunks)
     if peft_cfg is not None:
         install_peft_grad_reduction(engine)

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     exp.set_defaults(handler=_export)
 
 
-def _run(fn, *args, **kwargs) -> int:
+def run_and_report(fn, *args, **kwargs) -> int:
     import json
 
     import torch.distributed as dist
@@ -61,7 +61,7 @@ def _import(args: argparse.Namespace) -> int:
     from megatron_retro.config import ParallelConfig
     from megatron_retro.training.hf_convert import import_hf
 
-    return _run(import_hf, args.hf_dir, args.out, ParallelConfig(tp=args.tp, pp=args.pp),
+    return run_and_report(import_hf, args.hf_dir, args.out, ParallelConfig(tp=args.tp, pp=args.pp),
                 gguf=args.gguf or (package_gguf(args.package) if args.package else None))
 
 
@@ -83,5 +83,5 @@ def _export(args: argparse.Namespace) -> int:
     from megatron_retro.config import ParallelConfig
     from megatron_retro.training.hf_convert import export_hf
 
-    return _run(export_hf, args.load, args.out, ParallelConfig(tp=args.tp, pp=args.pp),
+    return run_and_report(export_hf, args.load, args.out, ParallelConfig(tp=args.tp, pp=args.pp),
                 max_shard_bytes=int(args.max_shard_gb * 1024 ** 3))

@@ -168,13 +168,13 @@ def load_mcore_weights(chunks: list, ckpt: str) -> None:
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.strategies.base import LoadCommonStrategy
 
-    from megatron_retro.training.checkpointing import _without_sharded_objects, verify_metadata_pickle
+    from megatron_retro.training.checkpointing import verify_metadata_pickle, without_sharded_objects
 
     if len(chunks) != 1:
         raise UserError("retro import-mcore: pipeline parallelism is not supported (megatron-core 0.15 RETRO is TP only)")
     module = getattr(chunks[0], "module", chunks[0])
     verify_metadata_pickle(os.path.join(ckpt, ".metadata"))
-    sharded = _without_sharded_objects(module.sharded_state_dict())
+    sharded = without_sharded_objects(module.sharded_state_dict())
     check_against_metadata(ckpt, sharded)
     common = type("NoCommonState", (_NoCommonState, LoadCommonStrategy), {})()
     try:

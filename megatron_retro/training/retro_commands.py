@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 def _import_mcore(args: argparse.Namespace) -> int:
     from megatron_retro.config import ParallelConfig
-    from megatron_retro.training.hf_commands import _run
+    from megatron_retro.training.hf_commands import run_and_report
     from megatron_retro.training.mcore_import import import_mcore
 
-    return _run(import_mcore, args.load, args.out, ParallelConfig(tp=args.tp), config_path=args.config)
+    return run_and_report(import_mcore, args.load, args.out, ParallelConfig(tp=args.tp), config_path=args.config)

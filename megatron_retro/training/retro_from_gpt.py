@@ -31,10 +31,10 @@ def load_gpt_into_retro(path: str, engine, cfg: RunConfig) -> list[str]:
     from megatron.core import dist_checkpointing
 
     from megatron_retro.training.checkpointing import (
-        _without_sharded_objects,
         check_compatible,
         read_state,
         verify_metadata_pickle,
+        without_sharded_objects,
     )
     from megatron_retro.training.pretrain import model_record
 
@@ -49,7 +49,7 @@ def load_gpt_into_retro(path: str, engine, cfg: RunConfig) -> list[str]:
     for i, chunk in enumerate(engine.chunks):
         module = getattr(chunk, "module", chunk)
         modules.append(module)
-        sd = _without_sharded_objects(module.sharded_state_dict())
+        sd = without_sharded_objects(module.sharded_state_dict())
         sharded[f"model{i}"] = {k: v for k, v in sd.items() if RETRO_ONLY not in k}
     try:
         loaded = dist_checkpointing.load(sharded, path)
