@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from megatron_retro.evaluation.qa_eval import evaluate
+    from megatron_retro.evaluation.answer_eval import evaluate
     from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.peft.commands import config_for_model
 

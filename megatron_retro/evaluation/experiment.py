@@ -242,7 +242,7 @@ def cell_dir(exp: ExperimentConfig, model: str, method: str, seed: int) -> str:
 def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int,
              progress: bool) -> dict:
     """Fine-tune (unless zero-shot) and evaluate one cell; returns its result record."""
-    from megatron_retro.evaluation.qa_eval import evaluate, evaluate_model, write_eval
+    from megatron_retro.evaluation.answer_eval import evaluate, evaluate_model, write_eval
     from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.training.finetune import finetune
     from megatron_retro.training.qa_data import load_split

@@ -4,7 +4,7 @@ Each new token costs one forward-only pass of the schedule over the whole fixed-
 [bs, p + max_new] (right-filled; causal attention keeps the filler from changing earlier
 logits); the last pipeline stage picks the argmax at the current position and broadcasts it to
 the other stages of its pipeline group.  Slower than the KV-cached single-stage ``generate``
-(O(n²) instead of O(n)), which is why ``qa_eval`` uses it only when the model is pipelined.
+(O(n²) instead of O(n)), which is why ``answer_eval`` uses it only when the model is pipelined.
 
 RETRO: ``neighbours`` int64 [bs, l', k, r] are the neighbours of the prompt's complete chunks;
 chunks beyond them get pad neighbours, which no token can see before the chunk is complete.

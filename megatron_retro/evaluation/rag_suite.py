@@ -6,7 +6,7 @@ them), ``noise-0 .. noise-(k-1)`` (gold passage + n distractors), ``negative`` (
 only; expected answer ``REFUSAL``), ``integration`` (two-hop, both passages given) and
 ``counterfactual`` (gold passage with the fact changed) — each a ``QASplit`` of k passages
 of r tokens per question, the layout every fine-tuning sample has (GPT reads them inline,
-RETRO as neighbours); then the model's greedy answers through ``qa_eval.evaluate_model`` (any
+RETRO as neighbours); then the model's greedy answers through ``answer_eval.evaluate_model`` (any
 TP/PP/DP layout), EM / F1 / ROUGE-L against each split's expected answers, and per answer the
 judge's scores (``rag_metrics``: context precision/recall, faithfulness, answer relevance;
 ``ReferenceJudge`` by default).  The counterfactual split adds ``pretrained_em``: EM against
@@ -106,7 +106,7 @@ def score_split(s: SuiteSplit, predictions: List[str], judge) -> tuple:
 def run_suite(cfg: RunConfig, chunks: list, qa, examples: int, judge: str = "reference", seed: int = 0,
               progress: bool = True) -> dict:
     """Collective: every suite split answered by ``chunks`` and scored; ``{"splits", "predictions"}``."""
-    from megatron_retro.evaluation.qa_eval import evaluate_model
+    from megatron_retro.evaluation.answer_eval import evaluate_model
     from megatron_retro.evaluation.rag_metrics import make_judge
 
     splits, types = build_suite(cfg, qa, examples, seed)
@@ -146,7 +146,7 @@ def evaluate_rag(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = N
     """Collective: load a checkpoint (+ adapter) and run the suite; the logging rank writes the files."""
     import torch.distributed as dist
 
-    from megatron_retro.evaluation.qa_eval import load_for_eval
+    from megatron_retro.evaluation.answer_eval import load_for_eval
 
     qa, chunks, _ = load_for_eval(cfg, load, adapter)
     result = run_suite(cfg, chunks, qa, examples, judge=judge, progress=progress)

@@ -16,7 +16,7 @@ Public API (import the submodules directly; this package imports nothing heavy o
 * ``sharding`` / ``build`` / ``parallel_build``: index directories, ``megatron-retro index build|eval``;
   ``parallel_build``: one shard per rank under torchrun (gloo) or mpirun (mpi4py)
 * ``metrics`` (Hit@k, Recall@k, MRR, NDCG) and ``hybrid`` (BM25 + dense RRF, re-ranking hook)
-* ``qa_eval``: ``retrieve_passages(retriever, questions, k) -> int64[n, k]`` chunk ids,
+* ``qa_retrieval``: ``retrieve_passages(retriever, questions, k) -> int64[n, k]`` chunk ids,
   ``open_qa_retriever(kind, index_dir)`` (dense | bm25 | hybrid | rerank), ``evaluate_qa``
   (question -> gold passage quality), ``megatron-retro index eval-qa``
 """

@@ -88,7 +88,7 @@ def _index_eval_qa(args) -> int:
 
     from megatron_retro.data.tasks.open_domain import load_bundled
     from megatron_retro.errors import UserError
-    from megatron_retro.retrieval import qa_eval
+    from megatron_retro.retrieval import qa_retrieval
 
     kinds = [k.strip() for k in args.retriever.split(",") if k.strip()]
     try:
@@ -104,12 +104,12 @@ def _index_eval_qa(args) -> int:
         from megatron_retro.retrieval.chunk_store import ChunkStore
 
         store = ChunkStore(args.store)
-    results = qa_eval.evaluate_qa_retrievers(
+    results = qa_retrieval.evaluate_qa_retrievers(
         kinds, args.index, questions, gold, ks, answers, store=store, embedder=args.embedder, nprobe=args.nprobe,
         depth=args.depth, candidates=args.candidates, reranker=args.reranker,
         on_result=lambda name, r: print(json.dumps({"retriever": name, **r}), flush=True))
     if args.table:
-        print(qa_eval.format_table(results, ks))
+        print(qa_retrieval.format_table(results, ks))
     return 0
 
 

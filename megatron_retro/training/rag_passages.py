@@ -33,7 +33,7 @@ class PassageCutter:
     """Cuts specified passages from a ``ChunkStore`` with the corpus tokenizer."""
 
     def __init__(self, store, tokenizer):
-        from megatron_retro.retrieval.qa_eval import chunks_by_doc
+        from megatron_retro.retrieval.qa_retrieval import chunks_by_doc
 
         self.store, self.tokenizer = store, tokenizer
         self.by_doc = chunks_by_doc(store)

@@ -17,7 +17,7 @@ import torch.distributed as dist  # noqa: E402
 from megatron_retro.config import load_config  # noqa: E402
 from megatron_retro.data.qa_prompts import QALayout  # noqa: E402
 from megatron_retro.data.tasks.example import QAExample  # noqa: E402
-from megatron_retro.evaluation.qa_eval import evaluate_model  # noqa: E402
+from megatron_retro.evaluation.answer_eval import evaluate_model  # noqa: E402
 from megatron_retro.models.global_params import init_by_global_name  # noqa: E402
 from megatron_retro.parallel.initialize import initialize_parallel  # noqa: E402
 from megatron_retro.training.finetune import build_model  # noqa: E402

@@ -38,7 +38,7 @@ def base(small_data_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_finetune_and_evaluate_on_own_document_passages(task, base, small_data_dir, tmp_path):
-    from megatron_retro.evaluation.qa_eval import evaluate_model
+    from megatron_retro.evaluation.answer_eval import evaluate_model
     from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.peft import make_peft_config
     from megatron_retro.training.finetune import finetune

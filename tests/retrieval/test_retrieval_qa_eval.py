@@ -10,7 +10,7 @@ import pytest
 
 from megatron_retro.errors import UserError
 from megatron_retro.retrieval import commands
-from megatron_retro.retrieval.qa_eval import evaluate_qa, gold_chunks, retrieve_passages
+from megatron_retro.retrieval.qa_retrieval import evaluate_qa, gold_chunks, retrieve_passages
 
 
 class FixedRetriever:
@@ -88,7 +88,7 @@ def bundled(tmp_path_factory):
 def test_eval_qa_cli_on_bundled_subset(bundled, tmp_path, capsys):
     from megatron_retro.retrieval.chunk_store import ChunkStore
     from megatron_retro.retrieval.embedder import HashingEmbedder
-    from megatron_retro.retrieval.qa_eval import open_qa_retrievers
+    from megatron_retro.retrieval.qa_retrieval import open_qa_retrievers
 
     store_dir, index_dir = tmp_path / "chunks", tmp_path / "index"
     assert _cli(["index", "chunks", "--documents", bundled.documents, "--tokenizer", bundled.tokenizer,
