@@ -1,4 +1,5 @@
-"""Data: the bundled synthetic encyclopedia, its tokenizer, megatron indexed datasets.
+"""Data: the bundled corpus (prepared from ``synthetic/``), its tokenizer, megatron indexed datasets,
+QA prompts and the real task loaders (``tasks/``).
 
 Public entry points (import from the submodules; this package imports nothing heavy):
 - ``prepare.prepare_bundled_data(dir, num_entities, vocab_size, seed, split) -> BundledData``
@@ -8,5 +9,7 @@ Public entry points (import from the submodules; this package imports nothing he
   ``prepare``)
 - ``tokenizer.load_tokenizer(path) -> Tokenizer`` (``.megatron`` for GPTDatasetConfig)
 - ``indexed.build_gpt_datasets(prefix, tokenizer, seq_length, split, num_samples, seed)``
-- ``encyclopedia.generate(num_entities, seed)``, ``encyclopedia.read_documents / read_qa``
+- ``qa_prompts``: the QA sample layout of GPT and RETRO prompts
+- ``synthetic/``: the encyclopedia generator (``synthetic.encyclopedia.generate(num_entities, seed)``,
+  ``read_documents / read_qa``) and the RAG splits built from it; see its package docstring
 """

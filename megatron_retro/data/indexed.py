@@ -101,7 +101,7 @@ def build_gpt_datasets(prefix: str, tokenizer, seq_length: int, split: str = "98
         BlendedMegatronDatasetBuilder)
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
-    from megatron_retro.data.encyclopedia import parse_split
+    from megatron_retro.data.synthetic.encyclopedia import parse_split
 
     if seq_length < 1:
         raise UserError(f"seq_length={seq_length}: must be >= 1")

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from megatron_retro.data.encyclopedia import (GENERATOR_VERSION, SPLITS, document_split,
+from megatron_retro.data.synthetic.encyclopedia import (GENERATOR_VERSION, SPLITS, document_split,
                                               generate, parse_split, write_documents,
                                               write_facts, write_qa)
 # heldout_tokens, unigram_entropy, ... live in stats.py; re-exported here for callers

@@ -11,7 +11,7 @@ from typing import Dict
 
 import numpy as np
 
-from megatron_retro.data.encyclopedia import SPLITS, document_split
+from megatron_retro.data.synthetic.encyclopedia import SPLITS, document_split
 from megatron_retro.errors import UserError
 
 

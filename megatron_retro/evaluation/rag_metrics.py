@@ -57,8 +57,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
-from megatron_retro.data.qa import answers_for, contains_words, entity_answers
-from megatron_retro.data.rag_splits import REFUSAL
+from megatron_retro.data.synthetic.qa import answers_for, contains_words, entity_answers
+from megatron_retro.data.synthetic.rag_splits import REFUSAL
 from megatron_retro.errors import UserError
 from megatron_retro.evaluation.metrics import normalize_answer
 

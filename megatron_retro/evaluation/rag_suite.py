@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from megatron_retro.config import RunConfig
-from megatron_retro.data.rag_splits import RagItem, build_rag_splits
+from megatron_retro.data.synthetic.rag_splits import RagItem, build_rag_splits
 from megatron_retro.errors import UserError
 
 
@@ -50,7 +50,7 @@ def _qa_split(items: List[RagItem], passages: np.ndarray):
 
 def build_suite(cfg: RunConfig, qa, examples: int, seed: int = 0):
     """(suite splits in table order, the answer-type inventory); collective (rank 0 retrieves first)."""
-    from megatron_retro.data.encyclopedia import generate
+    from megatron_retro.data.synthetic.encyclopedia import generate
     from megatron_retro.evaluation.rag_metrics import AnswerTypes
     from megatron_retro.retrieval.chunk_store import ChunkStore
     from megatron_retro.training.qa_data import load_split

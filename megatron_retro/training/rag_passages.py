@@ -2,7 +2,7 @@
 
 Notation: n questions, k passages, r passage length (chunk + continuation, as retrieved).
 
-``PassageCutter.cut(spec)`` turns a ``data.rag_splits.PassageSpec`` into the r tokens a model
+``PassageCutter.cut(spec)`` turns a ``data.synthetic.rag_splits.PassageSpec`` into the r tokens a model
 reads: the first window (chunk + continuation, in chunk order) of the spec's document whose
 decoded text contains one phrase of every needle group (whole words); failing that, the first
 window with the first group; a spec without needles takes the document's first window; an
@@ -24,8 +24,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from megatron_retro.data.qa import contains_words
-from megatron_retro.data.rag_splits import REFUSAL, PassageSpec, RagItem
+from megatron_retro.data.synthetic.qa import contains_words
+from megatron_retro.data.synthetic.rag_splits import REFUSAL, PassageSpec, RagItem
 from megatron_retro.errors import UserError
 
 
@@ -109,8 +109,8 @@ def teach_refusal(cfg, qa, split, fraction: float, seed: int):
     and answer ``REFUSAL`` (bundled task only: needs each question's entity, relation, gold docs)."""
     import dataclasses
 
-    from megatron_retro.data.encyclopedia import generate
-    from megatron_retro.data.rag_splits import RagCorpus
+    from megatron_retro.data.synthetic.encyclopedia import generate
+    from megatron_retro.data.synthetic.rag_splits import RagCorpus
     from megatron_retro.retrieval.chunk_store import ChunkStore
 
     if cfg.qa.task != "bundled":

@@ -31,7 +31,7 @@ def suite(small_data_dir):
 
 
 def test_suite_splits_hold_the_specified_passages(suite):
-    from megatron_retro.data.rag_splits import REFUSAL
+    from megatron_retro.data.synthetic.rag_splits import REFUSAL
     from megatron_retro.evaluation.rag_metrics import ReferenceJudge
     from megatron_retro.evaluation.rag_suite import score_split
 
@@ -68,7 +68,7 @@ def test_suite_splits_hold_the_specified_passages(suite):
         copied.append(dis.needles[0][0])
     rows, m = score_split(s, copied, judge)
     assert m["em"] == 0.0 and m["faithful"] == 1.0 and m["answer_relevance"] == 1.0
-    from megatron_retro.data.qa import contains_words
+    from megatron_retro.data.synthetic.qa import contains_words
 
     for row, value, texts, item in zip(rows, copied, s.texts, s.items):
         gold_text = texts[[p.role for p in item.passages].index("gold")]
@@ -124,8 +124,8 @@ def test_evaluate_suite_rag_cli_on_a_tiny_gpt_checkpoint(small_data_dir, tmp_pat
 
 def test_refusal_teaching_swaps_in_distractors_and_the_refusal_string(suite):
     from megatron_retro.config import ConfigError
-    from megatron_retro.data.qa import contains_words
-    from megatron_retro.data.rag_splits import REFUSAL
+    from megatron_retro.data.synthetic.qa import contains_words
+    from megatron_retro.data.synthetic.rag_splits import REFUSAL
     from megatron_retro.retrieval.chunk_store import ChunkStore
     from megatron_retro.training.qa_data import load_split
     from megatron_retro.training.rag_passages import PassageCutter, teach_refusal

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from megatron_retro.data.encyclopedia import (SPLITS, document_split, generate, read_documents,
+from megatron_retro.data.synthetic.encyclopedia import (SPLITS, document_split, generate, read_documents,
                                               read_qa, write_documents, write_facts, write_qa)
-from megatron_retro.data.qa import answers_for, contains_words
+from megatron_retro.data.synthetic.qa import answers_for, contains_words
 from megatron_retro.errors import UserError
 
 N = 120
@@ -226,7 +226,7 @@ def test_dates_are_consistent(enc):
 
 
 def test_reading_practice_documents_first_train_entities_only():
-    from megatron_retro.data.encyclopedia import generate
+    from megatron_retro.data.synthetic.encyclopedia import generate
 
     plain, enc = generate(60, seed=3, split="90,10,0"), generate(60, seed=3, split="90,10,0", reading=20)
     r = enc.first_article

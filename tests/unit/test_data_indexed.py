@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from megatron_retro.data.encyclopedia import document_split, generate
+from megatron_retro.data.synthetic.encyclopedia import document_split, generate
 from megatron_retro.data.indexed import (build_gpt_datasets, open_indexed,
                                          read_documents_tokens, write_indexed)
 from megatron_retro.data.tokenizer import train_tokenizer

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from megatron_retro.data import prepare as prep
-from megatron_retro.data.encyclopedia import document_split, read_documents, read_qa
+from megatron_retro.data.synthetic.encyclopedia import document_split, read_documents, read_qa
 from megatron_retro.data.indexed import read_documents_tokens
 from megatron_retro.data.prepare import (heldout_tokens, load_bundled_data,
                                          prepare_bundled_data, unigram_cross_entropy,

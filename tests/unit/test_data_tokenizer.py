@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from megatron_retro.data.encyclopedia import generate
+from megatron_retro.data.synthetic.encyclopedia import generate
 from megatron_retro.data.tokenizer import BOS, EOS, PAD, UNK, load_tokenizer, train_tokenizer
 from megatron_retro.errors import UserError
 

@@ -1,8 +1,8 @@
 """RAG quality metrics on hand-built worked examples (the module docstring's), incl. the distractor copy."""
 import pytest
 
-from megatron_retro.data.rag_splits import REFUSAL, RagItem
-from megatron_retro.data.world import Entity
+from megatron_retro.data.synthetic.rag_splits import REFUSAL, RagItem
+from megatron_retro.data.synthetic.world import Entity
 from megatron_retro.evaluation.rag_metrics import (AnswerTypes, ReferenceJudge, context_scores, faithfulness_scores,
                                                    make_judge, mean_scores, support)
 

@@ -1,9 +1,9 @@
 """The four RAG ability splits: deterministic, and their gold labels right (a hand-checked sample + invariants)."""
 import pytest
 
-from megatron_retro.data.encyclopedia import generate
-from megatron_retro.data.qa import contains_words
-from megatron_retro.data.rag_splits import REFUSAL, build_rag_splits
+from megatron_retro.data.synthetic.encyclopedia import generate
+from megatron_retro.data.synthetic.qa import contains_words
+from megatron_retro.data.synthetic.rag_splits import REFUSAL, build_rag_splits
 
 
 @pytest.fixture(scope="module")

@@ -31,10 +31,10 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from megatron_retro.data.articles import Renderer, draft_text
-from megatron_retro.data.lists import list_drafts
-from megatron_retro.data.qa import answers_for, make_questions, split_by_entity
-from megatron_retro.data.world import Entity, build_world
+from megatron_retro.data.synthetic.articles import Renderer, draft_text
+from megatron_retro.data.synthetic.lists import list_drafts
+from megatron_retro.data.synthetic.qa import answers_for, make_questions, split_by_entity
+from megatron_retro.data.synthetic.world import Entity, build_world
 from megatron_retro.errors import UserError
 
 GENERATOR_VERSION = 3

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from megatron_retro.data.world import Entity
+from megatron_retro.data.synthetic.world import Entity
 
 @dataclass
 class Sentence:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from megatron_retro.data.articles import Draft, Renderer, Sentence, article, fid, ordinal
-from megatron_retro.data.world import Entity
+from megatron_retro.data.synthetic.articles import Draft, Renderer, Sentence, article, fid, ordinal
+from megatron_retro.data.synthetic.world import Entity
 
 LIST_PAGE = 25  # entries per list page
 

@@ -12,7 +12,7 @@ import random
 import re
 from typing import Dict, List, Sequence
 
-from megatron_retro.data.world import Entity
+from megatron_retro.data.synthetic.world import Entity
 
 QUESTIONS: Dict[tuple, List[str]] = {
     ("person", "birth_year"): ["In what year was {s} born?", "When was {s} born?"],

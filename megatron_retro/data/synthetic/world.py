@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from megatron_retro.data.names import (CITY_SUFFIXES, COUNTRY_SUFFIXES, LANGUAGE_SUFFIXES,
+from megatron_retro.data.synthetic.names import (CITY_SUFFIXES, COUNTRY_SUFFIXES, LANGUAGE_SUFFIXES,
                                        NameBank)
 
 KINDS = ["country", "city", "river", "mountain", "organisation", "species", "invention", "person"]

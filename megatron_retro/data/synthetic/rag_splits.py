@@ -34,8 +34,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from megatron_retro.data.articles import Renderer
-from megatron_retro.data.qa import answers_for, contains_words, entity_answers
+from megatron_retro.data.synthetic.articles import Renderer
+from megatron_retro.data.synthetic.qa import answers_for, contains_words, entity_answers
 
 REFUSAL = "not in the passages"      # the fixed answer when no passage holds the answer
 SPLITS = ("noise", "negative", "integration", "counterfactual")
