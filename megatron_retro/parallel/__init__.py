@@ -1,3 +1,7 @@
 """Distributed plumbing: process-group init from torchrun / Slurm / mpirun env, megatron parallel
-state, and the CPU compatibility layer (without this file a regular `pip install .` left the
-package out: find_packages only finds folders with an __init__.py)."""
+state, and the CPU compatibility layer.
+
+Public API: ``initialize.initialize_parallel(parallel_cfg, seed) -> ParallelContext``,
+``initialize.destroy_parallel()``, ``initialize.seed_everything``; ``launch_env`` (rank / world
+size from the launcher's environment); ``cpu_compat`` (applied only when CUDA is absent).
+"""
