@@ -30,24 +30,15 @@ class RetroEngine(Engine):
     def __init__(self, cfg, chunks, forward_step=retro_forward_step):
         super().__init__(cfg, chunks, forward_step)
 
-    def _run_schedule(self, microbatches: list, forward_only: bool) -> list:
-        from megatron.core.pipeline_parallel import get_forward_backward_func
-
+    def payload_length(self, first: dict) -> int:
+        """The RETRO payload's length for ns tokens and neighbours [mbs, l, k, r] (checked against the config)."""
         from megatron_retro.models.retro.payload import payload_length
 
-        model = self.chunks if len(self.chunks) > 1 else self.chunks[0]
-        iterators = [iter(microbatches) for _ in self.chunks]
-        data_iterator = iterators if len(self.chunks) > 1 else iterators[0]
-        first = microbatches[0]
-        mbs, ns = first["tokens"].shape
+        ns = first["tokens"].shape[1]
         _, l, k, r = first["neighbours"].shape
         retro = self.cfg.retro
         if (k, r) != (retro.num_neighbours, retro.neighbour_length) or l * retro.chunk_length != ns:
             raise ValueError(f"neighbours: shape {tuple(first['neighbours'].shape)} does not match "
                              f"ns={ns}, retro.chunk_length={retro.chunk_length}, "
                              f"k={retro.num_neighbours}, r={retro.neighbour_length}")
-        return get_forward_backward_func()(
-            forward_step_func=self.forward_step, data_iterator=data_iterator, model=model,
-            num_microbatches=len(microbatches),
-            seq_length=payload_length(ns, retro.chunk_length, k, r),
-            micro_batch_size=mbs, forward_only=forward_only)
+        return payload_length(ns, retro.chunk_length, k, r)
