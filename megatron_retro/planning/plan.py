@@ -24,7 +24,7 @@ def make_plan(cfg: RunConfig, tp: int, pp: int, vocab_size: int, dp: int = 1, mi
     seq = seq_length or model.seq_length
     build_chunk = None
     if model.arch == "retro":
-        from megatron_retro.models.retro.model import retro_chunk_builder
+        from megatron_retro.models.retro.builder import retro_chunk_builder
 
         build_chunk = retro_chunk_builder(cfg.retro)
     counts = count_parameters(model, tp, pp, vocab_size, build_chunk=build_chunk)

@@ -116,7 +116,7 @@ def test_stage_params_match_meta_builds(name, tp, pp, overrides):
         model = dataclasses.replace(model, num_layers=8)
     build_chunk = None
     if model.arch == "retro":
-        from megatron_retro.models.retro.model import retro_chunk_builder
+        from megatron_retro.models.retro.builder import retro_chunk_builder
 
         build_chunk = retro_chunk_builder(cfg.retro)
     counts = count_parameters(model, tp, pp, vocab, build_chunk=build_chunk)

@@ -129,7 +129,7 @@ def test_retro_fitted_from_gemma3_equals_it_at_step0(imported):
     from types import SimpleNamespace
 
     from megatron_retro.config import load_config
-    from megatron_retro.models.retro.model import build_retro_model
+    from megatron_retro.models.retro.builder import build_retro_model
     from megatron_retro.parallel.initialize import initialize_parallel
     from megatron_retro.training.retro_from_gpt import load_gpt_into_retro
 

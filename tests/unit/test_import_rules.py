@@ -15,7 +15,6 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # Known breaks, to be removed (never added to): the CLI handlers still take the shared run-config
 # arguments from cli.py (cli.py is not split while other branches add to it).
 KNOWN = {
-    "import circle: megatron_retro.models.retro.mcore_spec <-> megatron_retro.models.retro.model",
     "upward import: megatron_retro.evaluation.commands -> megatron_retro.cli",
     "upward import: megatron_retro.peft.commands -> megatron_retro.cli",
     "upward import: megatron_retro.training.commands -> megatron_retro.cli",

@@ -40,7 +40,7 @@ def test_grid_is_there():
 
 @pytest.mark.parametrize("path", GRID, ids=os.path.basename)
 def test_counts(path):
-    from megatron_retro.models.retro.model import retro_chunk_builder
+    from megatron_retro.models.retro.builder import retro_chunk_builder
     from megatron_retro.planning.param_count import closed_form_gpt_params, count_parameters
 
     cfg = load_config(path)
