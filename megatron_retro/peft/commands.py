@@ -103,18 +103,24 @@ def config_for_model(args: argparse.Namespace):
     return cfg
 
 
-def _merge(args: argparse.Namespace) -> int:
-    import json
-
+def _with_run_config(args: argparse.Namespace, tool, *tool_args):
+    """``tool(run config of args, *tool_args)``, the parallel state torn down after (also on failure)."""
     from megatron_retro.cli import run_config_from_args
     from megatron_retro.parallel.initialize import destroy_parallel
-    from megatron_retro.training.finetune import merge_adapter_checkpoint
 
     cfg = run_config_from_args(args)
     try:
-        path = merge_adapter_checkpoint(cfg, args.base, args.adapter, args.merged_out)
+        return tool(cfg, *tool_args)
     finally:
         destroy_parallel()
+
+
+def _merge(args: argparse.Namespace) -> int:
+    import json
+
+    from megatron_retro.training.finetune import merge_adapter_checkpoint
+
+    path = _with_run_config(args, merge_adapter_checkpoint, args.base, args.adapter, args.merged_out)
     print(json.dumps({"merged_checkpoint": path}))
     return 0
 
@@ -122,15 +128,9 @@ def _merge(args: argparse.Namespace) -> int:
 def _export_hf(args: argparse.Namespace) -> int:
     import json
 
-    from megatron_retro.cli import run_config_from_args
-    from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.training.finetune import export_hf_checkpoint
 
-    cfg = run_config_from_args(args)
-    try:
-        summary = export_hf_checkpoint(cfg, args.base, args.adapter, args.hf_out)
-    finally:
-        destroy_parallel()
+    summary = _with_run_config(args, export_hf_checkpoint, args.base, args.adapter, args.hf_out)
     if summary:
         print(json.dumps(summary))
     return 0
