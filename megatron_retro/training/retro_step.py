@@ -2,8 +2,9 @@
 
 A RETRO micro-batch is a GPT micro-batch plus ``neighbours`` int64 [mbs, l, k, r] (l = ns / m).
 Every stage's forward step reads the same micro-batch; the first stage embeds the neighbours and
-later stages receive them (embedded, or encoded) inside the inter-stage payload, whose declared
-length ``payload_length(ns)`` is what :class:`RetroEngine` hands the schedule.
+later stages receive them (embedded, or encoded) inside the inter-stage payload up to the last
+retrieval layer; :class:`RetroEngine` hands the schedule each stage's payload shape
+(``payload.schedule_shape_kwargs``).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class RetroEngine(Engine):
     def _run_schedule(self, microbatches: list, forward_only: bool) -> list:
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        from megatron_retro.models.retro.payload import payload_length
+        from megatron_retro.models.retro.payload import schedule_shape_kwargs
 
         model = self.chunks if len(self.chunks) > 1 else self.chunks[0]
         iterators = [iter(microbatches) for _ in self.chunks]
@@ -48,6 +49,5 @@ class RetroEngine(Engine):
                              f"k={retro.num_neighbours}, r={retro.neighbour_length}")
         return get_forward_backward_func()(
             forward_step_func=self.forward_step, data_iterator=data_iterator, model=model,
-            num_microbatches=len(microbatches),
-            seq_length=payload_length(ns, retro.chunk_length, k, r),
-            micro_batch_size=mbs, forward_only=forward_only)
+            num_microbatches=len(microbatches), micro_batch_size=mbs, forward_only=forward_only,
+            **schedule_shape_kwargs(self.chunks, ns, mbs))
