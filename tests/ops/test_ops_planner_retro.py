@@ -72,3 +72,18 @@ def test_cli_plan_and_recommend_on_retro_configs():
     acts = [s["memory_gib"]["full"]["activations"] for s in plan["stages"]]
     gpt_acts = [s["memory_gib"]["full"]["activations"] for s in gpt["stages"]]
     assert all(a > b for a, b in zip(acts, gpt_acts))  # the neighbour context rides through every stage
+
+
+def test_context_activations_stop_after_the_last_retrieval_layer():
+    """The neighbour context is part of a stage's input only up to the last retrieval layer's stage
+    (models/retro/payload.py): a later stage's RETRO activations lack exactly the context term."""
+    from megatron_retro.planning import retro_terms
+
+    cfg = load_config(f"{REPO}/configs/models/retro-tiny.yaml", TINY + ["retro.retrieval_layers=[2]"])
+    stages = [retro_terms.stage_retro(cfg.model, cfg.retro, 1, n, n, lambda model, tp: 0) for n in (1, 2, 3, 4)]
+    assert [s.carries_context for s in stages] == [True, True, False, False]
+    args = (cfg.retro, 32, 2, 64, 1, 3, False, False, 4, None)
+    rho = cfg.retro.num_neighbours * cfg.retro.neighbour_length / cfg.retro.chunk_length
+    context = 2 * rho * 32 * 2 * 64 * 4 / 2 * 3                   # 2·rho·sbh per micro-batch, 3 in flight
+    assert retro_terms.retro_activation_bytes(stages[0], *args) == pytest.approx(context)   # no CCA, no encoder
+    assert retro_terms.retro_activation_bytes(stages[2], *args) == 0.0
