@@ -12,7 +12,8 @@ The first stage embeds tokens and neighbours with the same word embedding.  Betw
 stages the hidden states and the context travel together in one payload of declared shape
 [payload_length(ns)(/tp), bs, d] (payload.py), so retrieval layers may sit on any stage and the
 encoder's gradient reaches the first stage's embedding.  Past the stage holding the last
-retrieval layer the payload is the hidden states alone [ns(/tp), bs, d] (``context_io``).  Parameter names of the GPT parts are
+retrieval layer the payload is the hidden states alone [ns(/tp), bs, d] (``context_io``; not with
+interleaving, whose schedule declares one shape for every boundary).  Parameter names of the GPT parts are
 the GPTModel's, so a GPT checkpoint loads into the decoder (retro/from_gpt.py).
 """
 from __future__ import annotations
@@ -43,9 +44,14 @@ class RetroModel(FusedOutputLossMixin, GPTModel):
         from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 
         offset = get_transformer_layer_offset(self.config, vp_stage=kwargs.get("vp_stage"))
-        self.context_io = payload.ContextIO.of_stage(
-            offset, len(self.decoder.layers), retro.layer_numbers(self.config.num_layers),
-            self.pre_process, self.post_process)
+        if self.config.virtual_pipeline_model_parallel_size:
+            # interleaved: megatron's schedule sends one declared shape (the full payload) everywhere
+            self.context_io = payload.ContextIO(receives=not self.pre_process, uses=True,
+                                                sends=not self.post_process)
+        else:
+            self.context_io = payload.ContextIO.of_stage(
+                offset, len(self.decoder.layers), retro.layer_numbers(self.config.num_layers),
+                self.pre_process, self.post_process)
 
     # ------------------------------------------------------------------------------------------
     def set_input_tensor(self, input_tensor) -> None:
@@ -183,8 +189,6 @@ def build_retro_model(model: ModelConfig, retro: RetroConfig, parallel: Parallel
     from megatron_retro.models.transformer_config import make_transformer_config
 
     config = make_transformer_config(model, parallel, precision, recompute=recompute)
-    if parallel.vpp and parallel.pp > 1:   # interleaved: the payload's shape differs per boundary
-        config.variable_seq_lengths = True
     check_vocab_size(model, vocab_size)
     padded = padded_vocab_size(vocab_size, model.make_vocab_size_divisible_by, parallel.tp)
     chunks = []

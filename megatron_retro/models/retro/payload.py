@@ -49,8 +49,9 @@ def schedule_shape_kwargs(chunks: list, ns: int, micro_batch_size: int) -> dict:
 
     Non-interleaved pipeline: ``adjust_tensor_shapes_fn`` gives this rank's receive / send shapes,
     [payload_length(ns)(/tp), bs, d] where the context travels, [ns(/tp), bs, d] past the last
-    retrieval layer.  Interleaved (several chunks): the schedule declares one shape, so the model's
-    config has ``variable_seq_lengths`` (build_retro_model) and p2p exchanges each shape first.
+    retrieval layer.  Interleaved (several chunks): megatron's schedule takes one shape for every
+    boundary (no adjust_tensor_shapes_fn); its ``variable_seq_lengths`` shape exchange deadlocked
+    over gloo here, so interleaved chunks keep the full payload (RetroModel.context_io).
     """
     from megatron.core.utils import unwrap_model
 

@@ -34,8 +34,7 @@ def encoder_transformer_config(config, retro: RetroConfig):
         virtual_pipeline_model_parallel_size=None, hidden_dropout=retro.encoder_hidden_dropout,
         attention_dropout=retro.encoder_attention_dropout,
         num_layers_in_first_pipeline_stage=None, num_layers_in_last_pipeline_stage=None,
-        recompute_granularity=None, recompute_method=None, recompute_num_layers=None,
-        variable_seq_lengths=False)
+        recompute_granularity=None, recompute_method=None, recompute_num_layers=None)
 
 
 def get_retro_encoder_block_spec(model: ModelConfig, retro: RetroConfig):
