@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--pip-cert", default=os.environ.get("PIP_CERT"), help="CA bundle for pip (default $PIP_CERT)")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/megatron-retro-docker/wheels"),
                    help="where the torch wheel is kept between builds")
+    p.add_argument("--no-cache", action="store_true", help="docker build --no-cache (what a fresh CI machine pays)")
     args = p.parse_args(argv)
     if args.pip_cert and not os.path.isfile(args.pip_cert):
         print(f"build_cpu: error: --pip-cert {args.pip_cert}: no such file", file=sys.stderr)
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="megatron-retro-cpu-", dir=os.path.dirname(args.cache)) as context:
         extra = prepare_context(context, args.cache, args.pip_cert)
         cmd = ["docker", "build", "-f", os.path.join(context, "docker", "Dockerfile.cpu"), "-t", args.tag,
-               "--build-arg", f"BASE_IMAGE={args.base}", *extra, context]
+               "--build-arg", f"BASE_IMAGE={args.base}", *extra, *(["--no-cache"] if args.no_cache else []), context]
         print("build_cpu:", " ".join(cmd), flush=True)
         return subprocess.run(cmd).returncode
 

@@ -45,10 +45,10 @@ def generate_pipelined(chunks: list, prompts: torch.Tensor, max_new_tokens: int,
 
     bs, p = prompts.shape
     total = p + max_new_tokens
-    seq = total
+    shapes = {"seq_length": total}
     batch = {}
     if neighbours is not None:
-        from megatron_retro.models.retro.payload import payload_length
+        from megatron_retro.models.retro.payload import schedule_shape_kwargs
 
         seq_chunks = -(-total // chunk_length)
         total = seq_chunks * chunk_length  # RETRO runs on whole chunks
@@ -56,7 +56,7 @@ def generate_pipelined(chunks: list, prompts: torch.Tensor, max_new_tokens: int,
         nb = torch.full((bs, seq_chunks, k, r), pad_id, dtype=torch.long)
         nb[:, :have] = neighbours
         batch["neighbours"] = nb
-        seq = payload_length(total, chunk_length, k, r)
+        shapes = schedule_shape_kwargs(chunks, total, bs)
     for c in chunks:
         c.eval()
     window = torch.full((bs, total), eod if eod is not None else pad_id, dtype=torch.long)
@@ -72,8 +72,8 @@ def generate_pipelined(chunks: list, prompts: torch.Tensor, max_new_tokens: int,
         iterators = [iter([batch]) for _ in chunks]
         out = get_forward_backward_func()(
             forward_step_func=partial(_logits_forward_step, batch), data_iterator=iterators if len(chunks) > 1
-            else iterators[0], model=model, num_microbatches=1, seq_length=seq, micro_batch_size=bs,
-            forward_only=True, collect_non_loss_data=True)
+            else iterators[0], model=model, num_microbatches=1, micro_batch_size=bs,
+            forward_only=True, collect_non_loss_data=True, **shapes)
         nxt = torch.zeros(bs, dtype=torch.long)
         if is_last:
             logits = out[0]                                       # [bs, total, V(padded)]

@@ -59,9 +59,8 @@ def render(gpus_list: list[int], config_dir: str) -> str:
         f" P-tuning {PTUNING_VIRTUAL_TOKENS} virtual tokens with a {PTUNING_BOTTLENECK}-wide MLP encoder.",
         "- RETRO (retro-*): the 2-layer neighbour encoder and chunked cross-attention are counted exactly;"
         " their FLOPs and activations (k x r neighbour tokens per 64-token chunk, the neighbour context"
-        " carried through every pipeline stage) follow megatron_retro/planning/retro_terms.py; PEFT methods"
-        " also adapt the encoder's layers. RETRO rows never pick recomputation (the training engine cannot"
-        " recompute the retrieval decoder); their 'acts (recompute)' column is what it would take.",
+        " carried up to the stage of the last retrieval layer) follow megatron_retro/planning/retro_terms.py; PEFT methods"
+        " also adapt the encoder's layers; RETRO rows may pick full recomputation like GPT rows.",
         "- Memory columns are GiB per GPU on the fullest pipeline stage.",
         "",
         "| config | params | method | GPUs | TP | PP | DP | micro-batch | recompute | trainable/GPU | weights | grads"

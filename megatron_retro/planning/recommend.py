@@ -209,9 +209,8 @@ def recommend(model: ModelConfig, vocab_size: int, method: str, gpus: int, *, pr
     tps = [t for t in (1, 2, 4, 8) if t <= max_tp and model.num_attention_heads % t == 0
            and (model.num_query_groups or model.num_attention_heads) % t == 0]
     pps = [p for p in range(1, model.num_layers + 1) if model.num_layers % p == 0]
-    # RETRO: the training engine cannot recompute the retrieval decoder (models/retro/model.py).
-    recomputes = (False,) if _retro(model, retro) is not None else (False, True)
-    for tp, pp, mb, rc in itertools.product(tps, pps, (1, 2, 4, 8), recomputes):
+    # RETRO recomputes too: full recompute keeps each layer's (hidden, context) input (models/retro/model.py)
+    for tp, pp, mb, rc in itertools.product(tps, pps, (1, 2, 4, 8), (False, True)):
         if gpus % (tp * pp):
             continue
         dp = gpus // (tp * pp)

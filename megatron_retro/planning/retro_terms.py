@@ -19,9 +19,11 @@ Activations (bytes, Korthikanti et al. 2022 constants with fused attention; sbh 
   retrieval layer    its CCA block: sbh·(5 + (6 + 4·rho)/t), or sbh·(11 + 4·rho)/t with sequence
                      parallelism (norm input, dropout mask, q input whole; q, attention output,
                      proj input, neighbour k and v split); nothing extra with full recomputation;
-  context            2·rho·sbh (/t with SP) on EVERY stage: the neighbour context travels with the
-                     hidden states in the pipeline payload (models/retro/payload.py), so each stage
-                     keeps it as part of its input for every micro-batch in flight;
+  context            2·rho·sbh (/t with SP) on every stage up to the one holding the last retrieval
+                     layer: the neighbour context travels with the hidden states in the pipeline
+                     payload (models/retro/payload.py) that far, so each of those stages keeps it
+                     as part of its input for every micro-batch in flight; later stages get the
+                     hidden states alone;
   encoder            E GPT layers + E cross blocks on rho·s tokens; the encoder is not recomputed
                      by itself, so with full recomputation of the decoder its activations live only
                      while the first retrieval layer is recomputed (one micro-batch), without it they
@@ -59,6 +61,7 @@ class StageRetro:
     retrieval_layers: int   # R
     encoder_layers: int     # E (0 unless the stage holds the first retrieval layer)
     params: int             # their parameters on one TP rank, beyond the GPT layers
+    carries_context: bool = True   # the stage starts at or before the last retrieval layer
 
 
 def stage_retro(model: ModelConfig, retro: RetroConfig, tp: int, first_layer: int, last_layer: int,
@@ -73,7 +76,7 @@ def stage_retro(model: ModelConfig, retro: RetroConfig, tp: int, first_layer: in
     encoder = retro.encoder_num_layers if numbers[0] in here else 0
     if encoder:
         params += encoder * (layer_params(model, tp) + norm + cca_params(model, tp)) + norm
-    return StageRetro(len(here), encoder, params)
+    return StageRetro(len(here), encoder, params, carries_context=first_layer <= max(numbers, default=0))
 
 
 def neighbour_ratio(retro: RetroConfig) -> float:
@@ -102,7 +105,7 @@ def retro_activation_bytes(stage: StageRetro, retro: RetroConfig, seq: int, micr
             return (11 * s + 4 * kv_tokens_ratio * sbh) / tp
         return 5 * s + (6 * s + 4 * kv_tokens_ratio * sbh) / tp
 
-    context = 2 * rho * sbh / (tp if sequence_parallel else 1)
+    context = 2 * rho * sbh / (tp if sequence_parallel else 1) if stage.carries_context else 0.0
     decoder = 0.0 if recompute else stage.retrieval_layers * cross_block(rho, 1.0)
     total = (context + decoder) * in_flight
     if stage.encoder_layers:

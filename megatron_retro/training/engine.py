@@ -70,8 +70,8 @@ class Engine:
         return self._reduce_loss(self._run_schedule(list(microbatches), forward_only))
 
     def _run_schedule(self, microbatches: list, forward_only: bool) -> list:
-        """megatron's schedule over the micro-batches (GPT and RETRO alike: only the length of the
-        inter-stage tensor, ``payload_length``, differs)."""
+        """megatron's schedule over the micro-batches (GPT and RETRO alike: only the shape of the
+        inter-stage tensors, ``schedule_shape``, differs)."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         model = self.chunks if len(self.chunks) > 1 else self.chunks[0]
@@ -80,12 +80,13 @@ class Engine:
         first = microbatches[0]
         return get_forward_backward_func()(
             forward_step_func=self.forward_step, data_iterator=data_iterator, model=model,
-            num_microbatches=len(microbatches), seq_length=self.payload_length(first),
-            micro_batch_size=first["tokens"].shape[0], forward_only=forward_only)
+            num_microbatches=len(microbatches), micro_batch_size=first["tokens"].shape[0],
+            forward_only=forward_only, **self.schedule_shape(first))
 
-    def payload_length(self, first: dict) -> int:
-        """Sequence length of the tensors pipeline stages exchange, from the first micro-batch."""
-        return first["tokens"].shape[1]
+    def schedule_shape(self, first: dict) -> dict:
+        """Shape arguments of megatron's schedule (``seq_length`` of the tensors pipeline stages
+        exchange), from the first micro-batch."""
+        return {"seq_length": first["tokens"].shape[1]}
 
     @staticmethod
     def _reduce_loss(reports: list) -> tuple[Optional[float], int]:

@@ -2,8 +2,9 @@
 
 A RETRO micro-batch is a GPT micro-batch plus ``neighbours`` int64 [mbs, l, k, r] (l = ns / m).
 Every stage's forward step reads the same micro-batch; the first stage embeds the neighbours and
-later stages receive them (embedded, or encoded) inside the inter-stage payload, whose declared
-length ``payload_length(ns)`` is what :class:`RetroEngine` hands the schedule.
+later stages receive them (embedded, or encoded) inside the inter-stage payload up to the last
+retrieval layer; :class:`RetroEngine` hands the schedule each stage's payload shape
+(``payload.schedule_shape_kwargs``).
 """
 from __future__ import annotations
 
@@ -30,9 +31,20 @@ class RetroEngine(Engine):
     def __init__(self, cfg, chunks, forward_step=retro_forward_step):
         super().__init__(cfg, chunks, forward_step)
 
-    def payload_length(self, first: dict) -> int:
-        """The RETRO payload's length for ns tokens and neighbours [mbs, l, k, r] (checked against the config)."""
-        from megatron_retro.models.retro.payload import payload_length
+    def schedule_shape(self, first: dict) -> dict:
+        """Each stage's payload shape for megatron's schedule (``payload.schedule_shape_kwargs``):
+        the hidden states plus the neighbour context up to the last retrieval layer, checked
+        against the config first."""
+        from megatron_retro.models.retro.payload import schedule_shape_kwargs
+
+        mbs, ns = first["tokens"].shape
+        _, l, k, r = first["neighbours"].shape
+        retro = self.cfg.retro
+        if (k, r) != (retro.num_neighbours, retro.neighbour_length) or l * retro.chunk_length != ns:
+            raise ValueError(f"neighbours: shape {tuple(first['neighbours'].shape)} does not match "
+                             f"ns={ns}, retro.chunk_length={retro.chunk_length}, "
+                             f"k={retro.num_neighbours}, r={retro.neighbour_length}")
+        return schedule_shape_kwargs(self.chunks, ns, mbs)
 
         ns = first["tokens"].shape[1]
         _, l, k, r = first["neighbours"].shape
@@ -41,4 +53,11 @@ class RetroEngine(Engine):
             raise ValueError(f"neighbours: shape {tuple(first['neighbours'].shape)} does not match "
                              f"ns={ns}, retro.chunk_length={retro.chunk_length}, "
                              f"k={retro.num_neighbours}, r={retro.neighbour_length}")
+<<<<<<< HEAD
         return payload_length(ns, retro.chunk_length, k, r)
+=======
+        return get_forward_backward_func()(
+            forward_step_func=self.forward_step, data_iterator=data_iterator, model=model,
+            num_microbatches=len(microbatches), micro_batch_size=mbs, forward_only=forward_only,
+            **schedule_shape_kwargs(self.chunks, ns, mbs))
+>>>>>>> gpudocker

@@ -44,14 +44,14 @@ class RandomRetroSamples:
                 "neighbours": torch.randint(0, 500, (SEQ // M, K, R), generator=g)}
 
 
-def run_layout(layout):
+def run_layout(layout, retrieval="[2,4]"):
     overrides = [f"parallel.tp={layout['tp']}", f"parallel.pp={layout['pp']}",
                  f"parallel.sequence_parallel={str(layout.get('sp', False)).lower()}",
                  "model.arch=retro", "model.num_layers=4", "model.hidden_size=64", "model.num_attention_heads=4",
                  "model.ffn_hidden_size=128", f"model.seq_length={SEQ}", "model.rotary_percent=0.5",
                  "model.add_bias_linear=true",
                  f"retro.chunk_length={M}", f"retro.num_neighbours={K}", f"retro.neighbour_length={R}",
-                 "retro.retrieval_layers=[2,4]", "retro.attention_gate=true",
+                 f"retro.retrieval_layers={retrieval}", "retro.attention_gate=true",
                  "train.micro_batch_size=1", f"train.global_batch_size={GBS}"]
     if layout.get("vpp"):
         overrides.append(f"parallel.vpp={layout['vpp']}")

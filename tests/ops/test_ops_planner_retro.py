@@ -1,5 +1,6 @@
 """RETRO in `plan --recommend`: PEFT formula counts against a built RETRO with the method applied,
-RETRO costs more than its GPT at the same layout, no recomputation is picked, and the CLI works."""
+RETRO costs more than its GPT at the same layout, recomputation is picked only where memory needs
+it, and the CLI works."""
 import json
 
 import pytest
@@ -41,7 +42,7 @@ def test_peft_formula_counts_match_a_built_retro(method):
     assert planned == built
 
 
-def test_retro_costs_more_than_its_gpt_and_is_never_recomputed():
+def test_retro_costs_more_than_its_gpt_and_recomputes_only_when_it_must():
     retro_cfg = load_config(f"{REPO}/configs/models/retro-48.7b.yaml")
     gpt_cfg = load_config(f"{REPO}/configs/models/gpt-42.7b.yaml")
     vocab = gpt_cfg.model.vocab_size
@@ -52,6 +53,9 @@ def test_retro_costs_more_than_its_gpt_and_is_never_recomputed():
         assert r.activations_no_recompute > g.activations_no_recompute
         best = recommend(retro_cfg.model, vocab, method, 64, retro=retro_cfg.retro)
         assert best is not None and not best.recompute and best.memory.total <= 80e9 * 0.9
+    # RETRO recomputes like GPT (train.recompute=full works for it): picked where nothing else fits
+    tight = recommend(retro_cfg.model, vocab, "full", 64, retro=retro_cfg.retro, gpu_memory_gb=24)
+    assert tight is not None and tight.recompute and tight.memory.total <= 24e9 * 0.9
     # more neighbours -> more encoder tokens -> more activation memory and time
     more = load_config(f"{REPO}/configs/models/retro-48.7b.yaml", ["retro.num_neighbours=5"])
     r2 = plan_layout(more.model, vocab, "lora", 16, 8, 2, 1, False, retro=more.retro)
@@ -72,3 +76,18 @@ def test_cli_plan_and_recommend_on_retro_configs():
     acts = [s["memory_gib"]["full"]["activations"] for s in plan["stages"]]
     gpt_acts = [s["memory_gib"]["full"]["activations"] for s in gpt["stages"]]
     assert all(a > b for a, b in zip(acts, gpt_acts))  # the neighbour context rides through every stage
+
+
+def test_context_activations_stop_after_the_last_retrieval_layer():
+    """The neighbour context is part of a stage's input only up to the last retrieval layer's stage
+    (models/retro/payload.py): a later stage's RETRO activations lack exactly the context term."""
+    from megatron_retro.planning import retro_terms
+
+    cfg = load_config(f"{REPO}/configs/models/retro-tiny.yaml", TINY + ["retro.retrieval_layers=[2]"])
+    stages = [retro_terms.stage_retro(cfg.model, cfg.retro, 1, n, n, lambda model, tp: 0) for n in (1, 2, 3, 4)]
+    assert [s.carries_context for s in stages] == [True, True, False, False]
+    args = (cfg.retro, 32, 2, 64, 1, 3, False, False, 4, None)
+    rho = cfg.retro.num_neighbours * cfg.retro.neighbour_length / cfg.retro.chunk_length
+    context = 2 * rho * 32 * 2 * 64 * 4 / 2 * 3                   # 2·rho·sbh per micro-batch, 3 in flight
+    assert retro_terms.retro_activation_bytes(stages[0], *args) == pytest.approx(context)   # no CCA, no encoder
+    assert retro_terms.retro_activation_bytes(stages[2], *args) == 0.0

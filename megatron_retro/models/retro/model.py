@@ -11,7 +11,9 @@ per chunk, r neighbour length, tp tensor-parallel size, "(/tp)" split by sequenc
 The first stage embeds tokens and neighbours with the same word embedding.  Between pipeline
 stages the hidden states and the context travel together in one payload of declared shape
 [payload_length(ns)(/tp), bs, d] (payload.py), so retrieval layers may sit on any stage and the
-encoder's gradient reaches the first stage's embedding.  Parameter names of the GPT parts are
+encoder's gradient reaches the first stage's embedding.  Past the stage holding the last
+retrieval layer the payload is the hidden states alone [ns(/tp), bs, d] (``context_io``; not with
+interleaving, whose schedule declares one shape for every boundary).  Parameter names of the GPT parts are
 the GPTModel's, so a GPT checkpoint loads into the decoder (retro/from_gpt.py).
 """
 from __future__ import annotations
@@ -38,6 +40,18 @@ class RetroModel(FusedOutputLossMixin, GPTModel):
         self.num_neighbours = retro.num_neighbours
         self.neighbour_length = retro.neighbour_length
         self._payload: Optional[torch.Tensor] = None
+        # Which pipeline boundaries carry the neighbour context: only up to the last retrieval layer.
+        from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
+
+        offset = get_transformer_layer_offset(self.config, vp_stage=kwargs.get("vp_stage"))
+        if self.config.virtual_pipeline_model_parallel_size:
+            # interleaved: megatron's schedule sends one declared shape (the full payload) everywhere
+            self.context_io = payload.ContextIO(receives=not self.pre_process, uses=True,
+                                                sends=not self.post_process)
+        else:
+            self.context_io = payload.ContextIO.of_stage(
+                offset, len(self.decoder.layers), retro.layer_numbers(self.config.num_layers),
+                self.pre_process, self.post_process)
 
     # ------------------------------------------------------------------------------------------
     def set_input_tensor(self, input_tensor) -> None:
@@ -83,20 +97,24 @@ class RetroModel(FusedOutputLossMixin, GPTModel):
         payload for the next stage.  ``context`` (encoded neighbours) may replace ``neighbours``."""
         hidden = None
         if self.pre_process:
-            if context is None and neighbours is not None and neighbours.shape[1] > 0:
+            if context is None and neighbours is not None and neighbours.shape[1] > 0 and self.context_io.uses:
                 context = self.embed_neighbours(neighbours)
-        else:
-            if self._payload is None:
-                raise ValueError("RetroModel: a non-first pipeline stage got no input payload")
+        elif self._payload is None:
+            raise ValueError("RetroModel: a non-first pipeline stage got no input payload")
+        elif self.context_io.receives:
             lengths = payload.split_lengths(self._payload.shape[0], self._sp_size(), self.chunk_length,
                                             self.num_neighbours, self.neighbour_length)
             hidden, context = payload.unpack(self._payload, *lengths)
+        else:   # past the last retrieval layer: the payload is the hidden states alone
+            hidden = self._payload
         pre = self._preprocess(input_ids=input_ids, position_ids=position_ids, decoder_input=hidden,
                                inference_context=inference_context)
         decoder_input, rotary_pos_emb, rotary_cos, rotary_sin, sequence_len_offset = pre[:5]
         hidden, context = self._run_decoder(decoder_input, attention_mask, context, rotary_pos_emb,
                                             inference_context, sequence_len_offset)
         if not self.post_process:
+            if not self.context_io.sends:
+                return hidden                       # [ns(/tp), bs, d]
             if context is None:
                 raise ValueError("RetroModel: no neighbour context to send to the next stage")
             return payload.pack(hidden, context)

@@ -14,10 +14,61 @@ Both travel in one payload, concatenated along the sequence axis:
 sequence parallelism both parts are split over TP along their first axis: the local payload is
 [ns/tp + (r/tp)·k·l, bs, d], which is exactly megatron's ``seq_length // tp`` for the declared
 ``seq_length = payload_length(ns, ...)``.  Gradients flow back through the same tensor.
+
+The context is needed only up to the last retrieval layer: a stage boundary after it carries the
+hidden states alone, [ns(/tp), bs, d] (:class:`ContextIO` says, per stage, what it receives and
+sends; :func:`schedule_shape_kwargs` tells megatron's schedule the per-stage shapes).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class ContextIO:
+    """Whether one (virtual) pipeline stage receives, uses and sends the neighbour context."""
+
+    receives: bool   # its input payload holds the context (not the first stage)
+    uses: bool       # it holds a retrieval layer, or passes the context on
+    sends: bool      # its output payload holds the context (not the last stage)
+
+    @classmethod
+    def of_stage(cls, offset: int, num_layers: int, retrieval_layers: list, pre_process: bool,
+                 post_process: bool) -> "ContextIO":
+        """The stage holding global decoder layers offset+1 .. offset+num_layers (1-based)."""
+        last = max(retrieval_layers, default=0)
+        sends = not post_process and offset + num_layers < last
+        holds = any(offset < n <= offset + num_layers for n in retrieval_layers)
+        return cls(receives=not pre_process and offset < last, uses=holds or sends, sends=sends)
+
+
+def schedule_shape_kwargs(chunks: list, ns: int, micro_batch_size: int) -> dict:
+    """``seq_length`` (and the per-stage p2p shapes) for megatron's forward_backward_func.
+
+    Non-interleaved pipeline: ``adjust_tensor_shapes_fn`` gives this rank's receive / send shapes,
+    [payload_length(ns)(/tp), bs, d] where the context travels, [ns(/tp), bs, d] past the last
+    retrieval layer.  Interleaved (several chunks): megatron's schedule takes one shape for every
+    boundary (no adjust_tensor_shapes_fn); its ``variable_seq_lengths`` shape exchange deadlocked
+    over gloo here, so interleaved chunks keep the full payload (RetroModel.context_io).
+    """
+    from megatron.core.utils import unwrap_model
+
+    chunk = unwrap_model(chunks[0])   # chunks may be DDP-wrapped
+    config = chunk.config
+    full = payload_length(ns, chunk.chunk_length, chunk.num_neighbours, chunk.neighbour_length)
+    kwargs = {"seq_length": full}
+    if config.pipeline_model_parallel_size == 1 or len(chunks) > 1:
+        return kwargs
+    sp = config.tensor_model_parallel_size if config.sequence_parallel else 1
+    io, d = chunk.context_io, config.hidden_size
+
+    def shape(with_context: bool) -> list:
+        return [((full if with_context else ns) // sp, micro_batch_size, d)]
+
+    kwargs["adjust_tensor_shapes_fn"] = lambda recv, send: (shape(io.receives), shape(io.sends))
+    return kwargs
 
 
 def payload_length(ns: int, chunk_length: int, num_neighbours: int, neighbour_length: int) -> int:
