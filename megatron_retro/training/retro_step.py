@@ -45,19 +45,3 @@ class RetroEngine(Engine):
                              f"ns={ns}, retro.chunk_length={retro.chunk_length}, "
                              f"k={retro.num_neighbours}, r={retro.neighbour_length}")
         return schedule_shape_kwargs(self.chunks, ns, mbs)
-
-        ns = first["tokens"].shape[1]
-        _, l, k, r = first["neighbours"].shape
-        retro = self.cfg.retro
-        if (k, r) != (retro.num_neighbours, retro.neighbour_length) or l * retro.chunk_length != ns:
-            raise ValueError(f"neighbours: shape {tuple(first['neighbours'].shape)} does not match "
-                             f"ns={ns}, retro.chunk_length={retro.chunk_length}, "
-                             f"k={retro.num_neighbours}, r={retro.neighbour_length}")
-<<<<<<< HEAD
-        return payload_length(ns, retro.chunk_length, k, r)
-=======
-        return get_forward_backward_func()(
-            forward_step_func=self.forward_step, data_iterator=data_iterator, model=model,
-            num_microbatches=len(microbatches), micro_batch_size=mbs, forward_only=forward_only,
-            **schedule_shape_kwargs(self.chunks, ns, mbs))
->>>>>>> gpudocker
