@@ -3,8 +3,10 @@
 Both variants run on the same engine (same weights, same batch), alternating step by step, so
 machine load hits them alike; the ratio of medians is robust to load, absolute times are not.
 "plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false),
-megatron's unfused RoPE and the reference LoRA chain (kernels.fused_lora_reference); "ours" =
-the defaults (models/output_loss.py, models/rope.py, kernels/lora_torch.py).  Before
+megatron's unfused RoPE, the reference LoRA chain (kernels.fused_lora_reference), megatron's
+unfused gated MLP, dW added to main_grad by DDP's hook and torch's per-tensor Adam loop; "ours" =
+the defaults (models/output_loss.py, models/rope.py, kernels/lora_torch.py, models/swiglu.py,
+training/cpu_fast_paths.py).  ``--parts`` picks which of them the plain side undoes.  Before
 timing, both variants' losses and gradients on the same weights are compared.
 
     python benchmarks/ab_step.py --method lora [--steps 6] [--small]
@@ -29,18 +31,32 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-PARTS = ("loss", "rope", "lora")
+PARTS = ("loss", "rope", "lora", "swiglu", "wgrad", "adam")
 
 
 @contextlib.contextmanager
 def plain_paths(engine, parts=PARTS):
     """The unoptimised ``parts`` (output loss, RoPE, LoRA chain) for the duration of the block."""
     from megatron.core.transformer import attention
+    from megatron.core.transformer.mlp import MLP
 
     import megatron_retro.kernels.fused_lora as fl
     from megatron_retro.models import rope
+    from megatron_retro.models.swiglu import SwiGLUMLP
 
     saved = fl.lora_linear_torch, attention.apply_rotary_pos_emb
+    swiglu_forward = SwiGLUMLP.forward
+    fused_linears = [m for c in engine.chunks for m in c.modules() if getattr(m, "gradient_accumulation_fusion", False)]
+    groups = [g for o in getattr(engine.optimizer, "chained_optimizers", [engine.optimizer])
+              for g in o.optimizer.param_groups if g.get("fused")]
+    if "swiglu" in parts:
+        SwiGLUMLP.forward = MLP.forward
+    if "wgrad" in parts:
+        for m in fused_linears:
+            m.gradient_accumulation_fusion = False
+    if "adam" in parts:
+        for g in groups:
+            g["fused"] = False
     if "lora" in parts:
         fl.lora_linear_torch = lambda x, w, a, b, s, bias=None: fl.fused_lora_reference(x, w, a, b, s, bias)
     if "rope" in parts:
@@ -51,6 +67,11 @@ def plain_paths(engine, parts=PARTS):
         yield
     finally:
         fl.lora_linear_torch, attention.apply_rotary_pos_emb = saved
+        SwiGLUMLP.forward = swiglu_forward
+        for m in fused_linears:
+            m.gradient_accumulation_fusion = True
+        for g in groups:
+            g["fused"] = True
         for c in engine.chunks:
             c.module.fused_output_loss = True
 
@@ -69,11 +90,12 @@ def main() -> None:
     ap.add_argument("--method", default="lora", help="lora, qlora or none (full fine-tuning)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--against", choices=["plain", "hf"], default="plain")
     ap.add_argument("--parts", default=",".join(PARTS), help="what the plain variant un-optimises: "
-                    "comma-separated subset of loss,rope,lora")
+                    "comma-separated subset of " + ",".join(PARTS))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     s = SMALL if args.small else SHAPE
     engine, batch, _ = build_ours(s, None if args.method == "none" else args.method)
     if args.against == "hf":

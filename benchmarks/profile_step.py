@@ -4,6 +4,8 @@ Relative shares are robust to a loaded machine (every op is slowed alike); absol
 
     python benchmarks/profile_step.py --method lora [--steps 2] [--top 30] [--small]
     python benchmarks/profile_step.py --method none       # full fine-tuning
+    python benchmarks/profile_step.py --method hf         # HF transformers + peft LoRA (bench_peft's)
+    python benchmarks/profile_step.py --threads 1         # one thread (a one-core lane)
 """
 from __future__ import annotations
 
@@ -20,22 +22,27 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from bench_peft import SHAPE, SMALL, build_ours
+    from bench_peft import SHAPE, SMALL, build_hf, build_ours
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--method", default="lora", help="lora, qlora or none (full fine-tuning)")
+    ap.add_argument("--method", default="lora", help="lora, qlora, none (full fine-tuning) or hf (HF peft LoRA)")
     ap.add_argument("--steps", type=int, default=2, help="profiled steps (after one warm-up step)")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--override", nargs="*", default=[], help="config overrides (e.g. train.recompute=true)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     s = SMALL if args.small else SHAPE
-    engine, batch, _ = build_ours(s, None if args.method == "none" else args.method, tuple(args.override))
-    engine.train_step([batch])
+    if args.method == "hf":
+        step = build_hf(s)
+    else:
+        engine, batch, _ = build_ours(s, None if args.method == "none" else args.method, tuple(args.override))
+        step = lambda: engine.train_step([batch])  # noqa: E731
+    step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(args.steps):
-            engine.train_step([batch])
+            step()
     table = prof.key_averages(group_by_input_shape=True)
     print(table.table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40,
                       max_shapes_column_width=70))

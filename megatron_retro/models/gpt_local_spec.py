@@ -17,12 +17,13 @@ def get_gpt_layer_local_spec(model: ModelConfig, core_attention: str = "sdpa"):
     from megatron.core.transformer.dot_product_attention import DotProductAttention
     from megatron.core.transformer.enums import AttnMaskType
     from megatron.core.transformer.identity_op import IdentityOp
-    from megatron.core.transformer.mlp import MLP, MLPSubmodules
+    from megatron.core.transformer.mlp import MLPSubmodules
     from megatron.core.transformer.spec_utils import ModuleSpec
     from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
     from megatron_retro.models.norm import SequenceParallelNorm
     from megatron_retro.models.sdpa_attention import SDPAttention
+    from megatron_retro.models.swiglu import SwiGLUMLP
 
     if core_attention == "te":
         from megatron.core.extensions.transformer_engine import TEDotProductAttention as attention_cls
@@ -45,7 +46,7 @@ def get_gpt_layer_local_spec(model: ModelConfig, core_attention: str = "sdpa"):
             ),
             self_attn_bda=get_bias_dropout_add,
             pre_mlp_layernorm=SequenceParallelNorm,
-            mlp=ModuleSpec(module=MLP, submodules=MLPSubmodules(
+            mlp=ModuleSpec(module=SwiGLUMLP, submodules=MLPSubmodules(
                 linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear)),
             mlp_bda=get_bias_dropout_add,
             sharded_state_dict_keys_map={

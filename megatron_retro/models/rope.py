@@ -13,6 +13,11 @@ direction writes its output once:
 (the transpose of the rotation).  :func:`install` points megatron's attention module at
 :func:`apply_rotary_pos_emb`, which takes this path for the plain case (bshd layout, no packed
 sequences, not interleaved, no MLA, no TE fusion) and hands every other case to megatron's own.
+
+On CPU the forward writes its [s, b, h, hn] result into [b, h, s, hn]-contiguous memory (a
+permuted view): the layout the core attention reads — SDPAttention's ``permute(1, 2, 0, 3)
+.contiguous()`` is then free for q and k (two of its three copies gone), and megatron's unfused
+attention's ``reshape(s, b·h, hn)`` stays a view.  Values are unchanged; only strides differ.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ class _RotaryFunction(torch.autograd.Function):
     def forward(ctx, t, cos, sin):
         r = cos.shape[-1]
         q = r // 2
-        out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        out = _attention_layout(t)
         _rotate(out, t, cos, sin, q, r, sign=1.0)
         ctx.save_for_backward(cos, sin)
         return out
@@ -40,6 +45,14 @@ class _RotaryFunction(torch.autograd.Function):
         dt = torch.empty(dout.shape, dtype=dout.dtype, device=dout.device)
         _rotate(dt, dout, cos, sin, r // 2, r, sign=-1.0)
         return dt, None, None
+
+
+def _attention_layout(t: torch.Tensor) -> torch.Tensor:
+    """An empty [s, b, h, hn] tensor like t, stored [b, h, s, hn]-contiguous on CPU (see above)."""
+    if t.dim() != 4 or t.device.type != "cpu":
+        return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    s, b, h, hn = t.shape
+    return torch.empty((b, h, s, hn), dtype=t.dtype, device=t.device).permute(2, 0, 1, 3)
 
 
 def _rotate(out, t, cos, sin, q, r, sign):

@@ -219,6 +219,28 @@ def quantize_module(module: torch.nn.Module, cfg: QLoraConfig) -> None:
     module._peft_base_weight = _base_weight_getter(module)
 
 
+def release_freed_heap() -> bool:
+    """Hand the freed full-precision weights back to the OS (glibc ``malloc_trim``).
+
+    The dropped weights and the quantiser's temporaries are freed into glibc's heap, which keeps
+    them mapped: without this, a QLoRA process held ~90 MB more RSS than LoRA's right after
+    ``apply`` at bench_peft's shape, and its training peak did not fall below LoRA's although its
+    base weights are 8x smaller.  Returns whether malloc_trim ran (False without glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return False
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
 def apply_qlora(chunks: list, cfg: QLoraConfig, tf_config) -> list:
     """Quantise the base weight of every LoRA target, then inject LoRA exactly as ``lora`` does."""
     from megatron_retro.peft.targets import find_linear_targets
@@ -230,6 +252,7 @@ def apply_qlora(chunks: list, cfg: QLoraConfig, tf_config) -> list:
     for module in found:
         module._qlora_lora_forward = module.forward
         module.forward = types.MethodType(_qlora_forward, module)
+    release_freed_heap()
     log.info("qlora: %s", qlora_memory(chunks).as_dict())  # this rank's base-weight bytes before/after
     return found
 

@@ -44,6 +44,9 @@ class Engine:
                                     disable_bucketing=i > 0)
             for i, chunk in enumerate(chunks)
         ]
+        from megatron_retro.training import cpu_fast_paths
+
+        cpu_fast_paths.accumulate_wgrad_into_main_grad(self.chunks)   # dW straight into main_grad
         tf_config.finalize_model_grads_func = finalize_model_grads
         tf_config.no_sync_func = [c.no_sync for c in self.chunks] if len(self.chunks) > 1 else self.chunks[0].no_sync
         train = cfg.train
@@ -53,6 +56,8 @@ class Engine:
             clip_grad=train.clip_grad, bf16=tf_config.bf16, fp16=tf_config.fp16,
             params_dtype=tf_config.params_dtype, use_distributed_optimizer=False)
         self.optimizer = get_megatron_optimizer(opt_config, self.chunks)
+        cpu_fast_paths.use_fused_adam(self.optimizer)
+        cpu_fast_paths.install_foreach_clip_scale()
         self.scheduler = OptimizerParamScheduler(
             self.optimizer, init_lr=0.0, max_lr=train.lr, min_lr=train.min_lr,
             lr_warmup_steps=train.lr_warmup_steps, lr_decay_steps=max(train.steps, 1),

@@ -228,3 +228,19 @@ def test_bad_qlora_options_are_one_line_errors():
         with pytest.raises(UserError) as err:
             make_peft_config("qlora", options)
         assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_apply_hands_the_freed_weights_back_to_the_os(run_cfg, monkeypatch):
+    import sys
+
+    import megatron_retro.peft.qlora as qlora
+
+    calls = []
+    monkeypatch.setattr(qlora, "release_freed_heap", lambda: calls.append(1) or True)
+    chunks, _ = build(run_cfg)
+    from megatron_retro.peft import apply_peft, make_peft_config
+
+    apply_peft(chunks, make_peft_config("qlora", {"rank": 4}))
+    assert calls == [1]
+    monkeypatch.undo()
+    assert qlora.release_freed_heap() is sys.platform.startswith("linux")   # glibc's malloc_trim ran

@@ -41,3 +41,11 @@ def test_installed_into_attention_and_falls_back_for_other_cases(monkeypatch):
     rope.apply_rotary_pos_emb(t, f, cfg)                         # plain: ours
     rope.apply_rotary_pos_emb(t, f, cfg, cu_seqlens=torch.tensor([0, 4]))   # packed: megatron's
     assert calls == [1, 1]
+
+
+def test_cpu_output_is_stored_in_the_attention_layout():
+    """[s, b, h, hn] values, [b, h, s, hn]-contiguous memory: SDPA's permute + contiguous is free."""
+    t, f = torch.randn(6, 2, 3, 8), torch.randn(6, 1, 1, 8)
+    y = rope.rotary(t, f)
+    assert y.shape == t.shape and y.permute(1, 2, 0, 3).is_contiguous()
+    torch.testing.assert_close(y, _apply_rotary_pos_emb_bshd(t, f))
