@@ -83,9 +83,6 @@ class ModelConfig:
         None, "with sliding_window: every Nth layer (N, 2N, ...) attends globally, the others locally")
     rotary_base_local: Optional[int] = cfg(None, "RoPE base of the local (sliding-window) layers (None = rotary_base)")
     softmax_scale: Optional[float] = cfg(None, "attention score scale (None = 1/sqrt(head width))")
-    kv_heads_replicated_from: Optional[int] = cfg(
-        None, "set by `hf import --tp T` when T > the model's KV heads: num_query_groups holds copies of "
-              "this many original KV heads (hf export keeps one copy)")
 
     recompute_modules: list[str] = cfg(
         [], "selective recompute: parts of every layer whose activations are recomputed in backward "
@@ -422,9 +419,10 @@ class RunConfig:
                  f"model.num_attention_heads={self.model.num_attention_heads}: must be divisible "
                  f"by parallel.tp={self.parallel.tp}")
         groups = self.model.num_query_groups or self.model.num_attention_heads
-        _require(groups % self.parallel.tp == 0,
-                 f"model.num_query_groups={groups}: must be divisible by parallel.tp={self.parallel.tp}"
-                 + (" (re-import with `hf import --tp` to replicate the KV heads)" if groups < self.parallel.tp else ""))
+        # fewer KV heads than TP ranks (Gemma 3: one): megatron-core splits the fused QKV rows over
+        # the ranks and all-gathers its output, so each KV head's gradient is summed exactly
+        _require(groups % self.parallel.tp == 0 or self.parallel.tp % groups == 0,
+                 f"model.num_query_groups={groups}: must be a multiple or a divisor of parallel.tp={self.parallel.tp}")
         _require(self.model.ffn_size % self.parallel.tp == 0,
                  f"model.ffn_hidden_size={self.model.ffn_size}: must be divisible by parallel.tp={self.parallel.tp}")
         if self.parallel.sequence_parallel:

@@ -86,9 +86,6 @@ def export_hf(directory: str, model_cfg, vocab_size: int, base_state: dict, adap
 
         to_hf, check, make_config = base_to_llama, check_llama_compatible, llama_config
     check(model_cfg)
-    if getattr(model_cfg, "kv_heads_replicated_from", None):
-        raise UserError("export-hf: the base holds replicated KV heads (imported with `hf import --tp` > KV heads) "
-                        "whose LoRA rows train apart; fine-tune from a base imported at --tp <= KV heads to export")
     model = model_cls(make_config(model_cfg, vocab_size)).float()
     missing, unexpected = model.load_state_dict(to_hf(base_state, model_cfg, vocab_size), strict=False)
     tied = not model_cfg.untie_embeddings

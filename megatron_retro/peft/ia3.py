@@ -64,6 +64,9 @@ def apply_ia3(chunks: list, cfg: IA3Config, tf_config) -> list:
     hn = tf_config.kv_channels
     groups = tf_config.num_query_groups or tf_config.num_attention_heads
     q_per_group = tf_config.num_attention_heads // groups
+    if groups < tp:
+        raise UserError(f"ia3: {groups} KV head(s) < parallel.tp={tp} (megatron-core splits them over the ranks); "
+                        "use parallel.tp <= model.num_query_groups")
     found = []
     for chunk in chunks:
         for path, module, kind in list(find_linear_targets(chunk, cfg.targets)):

@@ -69,6 +69,9 @@ def apply_prefix(chunks: list, cfg: PrefixConfig, tf_config) -> list:
     tp = tf_config.tensor_model_parallel_size
     hn = tf_config.kv_channels
     groups = tf_config.num_query_groups or tf_config.num_attention_heads
+    if groups < tp:
+        raise UserError(f"prefix: {groups} KV head(s) < parallel.tp={tp} (megatron-core splits them over the "
+                        "ranks); use parallel.tp <= model.num_query_groups")
     found = []
     for chunk in chunks:
         for path, module in list(find_modules(chunk, [_pattern(t) for t in cfg.targets])):

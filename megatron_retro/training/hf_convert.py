@@ -106,44 +106,6 @@ def fill_from_hf(chunks: list, hf, model_cfg: ModelConfig, padded_vocab: int, te
     return copied
 
 
-def replicate_kv_heads(model_cfg: ModelConfig, tp: int, get):
-    """TP larger than the KV heads (Gemma 3 has one): give every TP rank a copy of its query heads'
-    KV head. Returns the config with ``num_query_groups = tp`` and a getter that repeats the k/v rows
-    (new group j holds original group j // (tp / groups)); the logits are unchanged."""
-    groups = model_cfg.num_query_groups or model_cfg.num_attention_heads
-    if tp <= groups:
-        return model_cfg, get
-    if tp % groups or model_cfg.num_attention_heads % tp:
-        raise UserError(f"hf import --tp {tp}: {groups} KV heads cannot be replicated evenly over {tp} ranks")
-    copies, hn = tp // groups, model_cfg.head_dim
-
-    def replicated(name: str) -> torch.Tensor:
-        t = get(name)
-        if name.endswith(("self_attn.k_proj.weight", "self_attn.v_proj.weight")):
-            return t.reshape(groups, hn, *t.shape[1:]).repeat_interleave(copies, dim=0).reshape(tp * hn, *t.shape[1:])
-        return t
-
-    return dataclasses.replace(model_cfg, num_query_groups=tp, kv_heads_replicated_from=groups), replicated
-
-
-def unreplicate_kv_heads(tensors: dict, model_cfg: ModelConfig, where: str) -> tuple[dict, ModelConfig]:
-    """Inverse of :func:`replicate_kv_heads` on an HF state dict: keep one copy of each KV head,
-    refusing copies that differ (e.g. trained apart)."""
-    groups = model_cfg.kv_heads_replicated_from
-    if not groups:
-        return tensors, model_cfg
-    copies, hn = model_cfg.num_query_groups // groups, model_cfg.head_dim
-    out = dict(tensors)
-    for name, t in tensors.items():
-        if name.endswith(("self_attn.k_proj.weight", "self_attn.v_proj.weight")):
-            g = t.reshape(groups, copies, hn, *t.shape[1:])
-            if not torch.equal(g, g[:, :1].expand_as(g)):
-                raise UserError(f"{where}: the replicated KV heads of {name} differ; cannot write one KV head")
-            out[name] = g[:, 0].reshape(groups * hn, *t.shape[1:]).contiguous()
-    return out, dataclasses.replace(model_cfg, num_query_groups=groups if groups != model_cfg.num_attention_heads
-                                    else None, kv_heads_replicated_from=None)
-
-
 def _model_yaml(model_cfg: ModelConfig, tokenizer: str | None = None) -> str:
     import yaml
 
@@ -187,14 +149,12 @@ def import_hf(hf_dir: str | None, out_dir: str, parallel: ParallelConfig, seed: 
     model_cfg = family.model_config(hf.config, hf.config_path)
     vocab = model_cfg.vocab_size
     hf.check(family.shapes(model_cfg, vocab), family.ignored)
-    model_cfg, get = replicate_kv_heads(model_cfg, parallel.tp, hf.get)
     cfg = RunConfig(model=model_cfg, parallel=parallel, train=TrainConfig(steps=1, lr_warmup_steps=0),
                     out_dir=out_dir)
     initialize_parallel(cfg.parallel, seed=seed)
     chunks = build_gpt_model(model_cfg, parallel, vocab_size=vocab, precision="fp32")
     padded = padded_vocab_size(vocab, model_cfg.make_vocab_size_divisible_by, parallel.tp)
-    copied = fill_from_hf(chunks, SimpleNamespace(get=get, directory=hf.directory), model_cfg, padded,
-                          family.tensor_for)
+    copied = fill_from_hf(chunks, hf, model_cfg, padded, family.tensor_for)
     engine = Engine(cfg, chunks, gpt_forward_step)
     source = os.path.abspath(gguf or hf_dir)
     path = save_checkpoint(out_dir, 0, engine, {"model": model_record(cfg, vocab),
@@ -259,8 +219,8 @@ def export_hf(load: str, out_dir: str, parallel: ParallelConfig, max_shard_bytes
     if _is_rank0():
         tok_dir = os.path.join(os.path.dirname(os.path.abspath(path)), TOKENIZER_DIR)
         ids = _special_ids(tok_dir)
-        tensors, hf_cfg = unreplicate_kv_heads(family.to_hf(full, model_cfg, vocab), model_cfg, path)
-        files = write_hf_dir(out_dir, family.hf_config(hf_cfg, vocab, ids), tensors, max_shard_bytes)
+        files = write_hf_dir(out_dir, family.hf_config(model_cfg, vocab, ids), family.to_hf(full, model_cfg, vocab),
+                             max_shard_bytes)
         tokenizer = _copy_tokenizer(tok_dir, out_dir) if os.path.isdir(tok_dir) else None
     _barrier()
     return {"hf_dir": out_dir, "files": files, "source": path, "vocab_size": vocab,

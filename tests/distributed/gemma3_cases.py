@@ -12,6 +12,24 @@ SEQ = 24
 LAYERS = 6  # global layers 3 and 6; PP2 holds 3 each
 
 
+# The same tiny shape as our run config (random weights by global name, tests/distributed/
+# worker_gemma3_tp_grads.py): ONE KV head for four query heads, like the 270M.
+TP_OVERRIDES = ["model.family=gemma3", f"model.num_layers={LAYERS}", "model.hidden_size=64",
+                "model.num_attention_heads=4", "model.num_query_groups=1", "model.kv_channels=32",
+                "model.ffn_hidden_size=96", "model.seq_length=32", "model.activation=geglu_tanh",
+                "model.normalization=RMSNorm", "model.position_embedding=rope", "model.rotary_base=1000000",
+                "model.rotary_base_local=10000", "model.sliding_window=5", "model.global_attn_every=3",
+                "model.softmax_scale=0.2", "model.untie_embeddings=false", "model.attention_backend=sdpa",
+                "model.make_vocab_size_divisible_by=64"]
+TP_METHODS = {  # the PEFT methods the issue names for Gemma, each under TP2 / TP2+SP / PP2
+    "lora": {"rank": 4, "alpha": 8.0, "targets": ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]},
+    # block 16 divides every shard's row at TP2 (linear_fc2 K/tp = 48): the same NF4 blocks at every layout
+    "qlora": {"rank": 4, "alpha": 8.0, "block_size": 16, "double_quant": False},
+    "adapter": {"dim": 8},
+    "ptuning": {"num_virtual_tokens": 4, "encoder": "mlp", "encoder_hidden": 16},
+}
+
+
 def tiny_gemma3_config(**changes):
     from transformers import Gemma3TextConfig
 

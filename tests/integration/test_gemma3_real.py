@@ -6,7 +6,8 @@ transformers' Gemma3ForCausalLM loading the same GGUF (fp32, same dequantised we
   (KV cache, so the window is crossed while decoding too); the imported tokenizer is the GGUF's.
 - `hf export` -> every tensor equals the one transformers dequantised from the GGUF.
 - TP2 (+SP) and PP2: the first 6 layers (5 local, 1 global) on a 8192-row vocabulary slice,
-  written as an HF safetensors directory, imported under torchrun (worker_gemma3_parallel.py).
+  written as an HF safetensors directory, imported under torchrun (worker_gemma3_parallel.py):
+  logits, 32 greedy tokens past the window, and (TP2, the one KV head split over the ranks) export.
 - bad GGUFs: another architecture, a truncated file -> one line naming the file.
 
 The 270M weights are loaded once per module (three GGUF parses: ours, transformers' model and
@@ -148,12 +149,19 @@ def test_parallel_tp2_sp_pp2_match_transformers(hf_model, tmp_path):
     tokens = torch.randint(3, vocab, (2, 560), generator=g)  # > window 512
     with torch.no_grad():
         ref = small(input_ids=tokens).logits
-    save_file({"tokens": tokens, "logits": ref}, str(tmp_path / "ref.safetensors"))
+        greedy = tokens[:1, :500]  # 32 new tokens cross the 512 window
+        for _ in range(32):  # greedy by definition: argmax of the full forward
+            greedy = torch.cat([greedy, small(input_ids=greedy).logits[:, -1:].argmax(-1)], 1)
+    save_file({"tokens": tokens, "logits": ref, "prompt": tokens[:1, :500].clone(), "greedy": greedy},
+              str(tmp_path / "ref.safetensors"))
     rows = torchrun(os.path.join(os.path.dirname(__file__), "..", "distributed", "worker_gemma3_parallel.py"),
                     2, str(tmp_path))
     layouts = {r["layout"]: r for r in rows}
-    assert set(layouts) == {"tp2", "tp2-sp", "pp2"}, rows
-    for r in rows:
+    assert set(layouts) == {"tp2", "tp2-sp", "pp2", "tp2-export", "tp2-greedy", "pp2-greedy"}, rows
+    assert layouts.pop("tp2-export")["every_tensor_equal"], rows
+    for name in ("tp2-greedy", "pp2-greedy"):
+        assert layouts.pop(name) == {"layout": name, "equal": True, "new_tokens": 32}, rows
+    for r in layouts.values():
         assert r["rel_err"] < 1e-4, r
         assert r["rel_err_past_window"] < 1e-4, r
 

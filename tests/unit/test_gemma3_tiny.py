@@ -79,26 +79,6 @@ def test_hf_export_round_trips_every_tensor(imported, tmp_path):
     assert relative_error(hf_gemma3_logits(str(tmp_path / "out"), tokens), ref) == 0.0
 
 
-def test_kv_heads_replicated_for_tp_and_deduplicated_on_export(imported):
-    from megatron_retro.models.hf_files import HFCheckpoint
-    from megatron_retro.training.hf_convert import replicate_kv_heads, unreplicate_kv_heads
-    from megatron_retro.training.hf_convert import hf_family
-
-    hf_dir, _, _, _ = imported
-    hf = HFCheckpoint(hf_dir)
-    model_cfg = hf_family("gemma3_text", hf_dir).model_config(hf.config, hf_dir)
-    cfg2, get = replicate_kv_heads(model_cfg, 2, hf.get)
-    assert (cfg2.num_query_groups, cfg2.kv_heads_replicated_from) == (2, 1)
-    k = "model.layers.0.self_attn.k_proj.weight"
-    assert torch.equal(get(k), torch.cat([hf.get(k)] * 2))
-    back, cfg1 = unreplicate_kv_heads({k: get(k)}, cfg2, "x")
-    assert torch.equal(back[k], hf.get(k)) and (cfg1.num_query_groups, cfg1.kv_heads_replicated_from) == (1, None)
-    diverged = get(k).clone()
-    diverged[-1] += 1
-    with pytest.raises(Exception, match="replicated KV heads .* differ"):
-        unreplicate_kv_heads({k: diverged}, cfg2, "x")
-
-
 def test_lora_export_loads_with_peft_onto_gemma3(imported, tmp_path):
     from peft import PeftModel
     from transformers import Gemma3ForCausalLM

@@ -394,8 +394,6 @@ NOT_REACHED = {
                                     "(tests/unit/test_gemma3_tiny.py)",
     ("model", "rotary_base_local"): "model.sliding_window set only: the local layers' RoPE base "
                                     "(tests/unit/test_gemma3_tiny.py)",
-    ("model", "kv_heads_replicated_from"): "written by `hf import --tp T` and read by `hf export` "
-                                           "(tests/unit/test_gemma3_tiny.py)",
 }
 
 
