@@ -5,8 +5,8 @@
     the held-out batch): no TP rank and no DP rank asks for a chunk another rank asked for;
 (b) the losses equal those of the same run with the in-process index (same shard files);
 (c) one replica of shard 0 is SIGKILLed after the first step: the run finishes, same losses;
-(d) `index precompute` + retrieval.mode=precomputed gives bit-identical losses; a service of
-    another build is refused before any step.
+(d) `index precompute` + retrieval.mode=precomputed gives bit-identical losses (a service of
+    another build is refused before any step: tests/retrieval/test_retrieval_build_id.py).
 Under pipeline parallelism (PP2 x DP2, the neighbours travel to the second stage in the model-parallel
 broadcast): one source per model-parallel group, exactly one query per distinct chunk, the losses of
 a single-process in-process-index run; `index precompute` on 2 ranks (a slice each, through the
