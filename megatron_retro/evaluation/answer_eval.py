@@ -114,7 +114,8 @@ def evaluate_model(cfg: RunConfig, chunks: list, qa, split, progress: bool = Tru
     scores = {k: v / n for k, v in totals.items()}
     top_answer, top_share = answer_concentration(predicted[i] for i in range(n))
     return EvalResult(scores=scores, predictions=rows, count=n,
-                      info={"gold_passage_retrieved": split.gold_hit, "truncation": qa.layout.truncation.as_dict(),
+                      info={"gold_passage_retrieved": split.gold_hit, "passages_retrieved_by": split.retrieved_by,
+                            "truncation": qa.layout.truncation.as_dict(),
                             "vocab_size": qa.vocab_size, "top_answer": top_answer, "top_share": top_share})
 
 

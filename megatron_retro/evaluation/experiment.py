@@ -240,8 +240,12 @@ def cell_dir(exp: ExperimentConfig, model: str, method: str, seed: int) -> str:
 
 
 def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int,
-             progress: bool) -> dict:
-    """Fine-tune (unless zero-shot) and evaluate one cell; returns its result record."""
+             progress: bool, services: Optional[Services] = None, qa_db: Optional[str] = None) -> dict:
+    """Fine-tune (unless zero-shot) and evaluate one cell; returns its result record.
+
+    With ``services`` serving the task corpus's database ``qa_db``, a split not yet cached is
+    searched through that service (as question retrieval was); the record says which mode
+    searched the evaluated passages (``retrieval.eval_passages``; a cache keeps its filler's)."""
     from megatron_retro.evaluation.answer_eval import evaluate, evaluate_model, write_eval
     from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.training.finetune import finetune
@@ -256,7 +260,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
     rag = None
     try:
         if method == "zero-shot":
-            cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}")
+            cfg = _served(model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}"), services, qa_db)
             result = evaluate(cfg, base, progress=progress, write=False)
             params = base_params = result.info["params"]
             if "rag" in exp.suites:
@@ -264,8 +268,8 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
 
                 rag = evaluate_rag(cfg, base, examples=exp.suite_examples, progress=progress, write=False)
         else:
-            cfg = model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}", f"train.seed={seed}",
-                               *exp.finetune_overrides, *exp.overrides_of(method))
+            cfg = _served(model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}", f"train.seed={seed}",
+                                       *exp.finetune_overrides, *exp.overrides_of(method)), services, qa_db)
             peft_cfg = None if method == "none" else _peft_config(exp, method, seed)
             ft = finetune(cfg, peft_cfg, progress=progress, keep_engine=True)
             split = load_split(cfg, ft.qa, cfg.qa.eval_split, cfg.qa.eval_examples)
@@ -286,6 +290,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
     record.update(arch=cfg.model.arch, task=cfg.qa.task, size=base_params,
                   decoder=size_key(cfg, result.info["vocab_size"]), params=params, scores=result.scores, count=result.count,
                   gold_passage_retrieved=result.info.get("gold_passage_retrieved"),
+                  retrieval={"mode": cfg.retrieval.mode, "eval_passages": result.info.get("passages_retrieved_by")},
                   top_answer=result.info.get("top_answer"), top_share=result.info.get("top_share"),
                   seconds=round(time.perf_counter() - t0, 1))
     if _is_writer():
@@ -299,6 +304,10 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
         write_text_atomic(os.path.join(out, "result.json"), json.dumps(record, indent=1))  # the cell is done
     _barrier()
     return record
+
+
+def _served(cfg: RunConfig, services: Optional[Services], db_dir: Optional[str]) -> RunConfig:
+    return services.apply(cfg, db_dir) if services is not None and db_dir else cfg
 
 
 def _peft_config(exp: ExperimentConfig, method: str, seed: int):
@@ -439,7 +448,7 @@ def _run_phases(exp: ExperimentConfig, first: RunConfig, services: Services, pro
         if max_cells is not None and ran >= max_cells:
             break
         _log(f"cell {model.name} / {method} / seed {seed}")
-        records.append(run_cell(exp, model, base_of(model), method, seed, progress))
+        records.append(run_cell(exp, model, base_of(model), method, seed, progress, services, retrieval["db_dir"]))
         ran += 1
         s = records[-1]["scores"]
         share = records[-1].get("top_share") or 0.0

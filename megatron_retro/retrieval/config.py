@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from megatron_retro.config import RetrievalConfig
 from megatron_retro.errors import UserError
 
-__all__ = ["RetrievalConfig", "open_neighbour_source", "resolve"]
+__all__ = ["RetrievalConfig", "open_neighbour_source", "open_searcher", "resolve"]
 
 #: the fields each mode needs once the run's defaults are filled in
 NEEDS = {"local": ("store", "index_dir"), "service": ("store", "endpoints"), "precomputed": ("precomputed",)}
@@ -46,19 +46,27 @@ def open_neighbour_source(cfg: RetrievalConfig, decode: Optional[Callable[[list[
 
     store = ChunkStore(cfg.store)
     embedder = build_embedder(embedder_spec)
-    if cfg.mode == "local":
-        from megatron_retro.retrieval.build import ShardedLocalIndex
-
-        searcher = ShardedLocalIndex(cfg.index_dir, nprobe=cfg.nprobe)
-    else:
-        from megatron_retro.retrieval.service.client import ShardedRetrievalClient
-        from megatron_retro.retrieval.service.server import read_token
-
-        searcher = ShardedRetrievalClient.from_file(cfg.endpoints, token=read_token(cfg.token_file),
-                                                    timeout=cfg.timeout, rank=rank)
+    searcher = open_searcher(cfg, cfg.index_dir, rank=rank)
     if searcher.dim != embedder.dim:
         raise UserError(f"retrieval.embedder={embedder_spec!r} gives dim {embedder.dim}, the index holds dim {searcher.dim}")
     check_searcher(searcher, store, embedder_spec, embedder.dim, cfg.index_dir,
                    cfg.endpoints if cfg.mode == "service" else None)
     exclude = True if cfg.exclude_same_doc is None else cfg.exclude_same_doc
     return SearchNeighbourSource(searcher, store, embedder, decode, k=k, exclude_same_doc=exclude)
+
+
+def open_searcher(cfg: RetrievalConfig, index_dir: Optional[str], rank: int = 0):
+    """The vector search of ``cfg.mode``: the in-process shards of ``index_dir`` (local, with
+    ``cfg.nprobe``) or a client of the service at ``cfg.endpoints`` (``rank``: DP rank, spreads
+    ranks over replicas).  Both have ``dim``, ``search(q, k)``, ``info()`` and ``close()``."""
+    if cfg.mode == "local":
+        from megatron_retro.retrieval.build import ShardedLocalIndex
+
+        return ShardedLocalIndex(index_dir, nprobe=cfg.nprobe)
+    if cfg.mode == "service":
+        from megatron_retro.retrieval.service.client import ShardedRetrievalClient
+        from megatron_retro.retrieval.service.server import read_token
+
+        return ShardedRetrievalClient.from_file(cfg.endpoints, token=read_token(cfg.token_file),
+                                                timeout=cfg.timeout, rank=rank)
+    raise UserError(f"retrieval.mode={cfg.mode}: no vector search (choose local or service)")

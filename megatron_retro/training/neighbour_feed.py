@@ -16,7 +16,8 @@ Notation: ``J`` micro-batches per DP rank per step, ``b`` micro-batch size, ``n 
   precomputed neighbours keyed by (document, chunk tokens) answer exactly the same queries.
 * Held-out batches (a fixed set) get their neighbours once, on first use, by the same route.
 * ``step_metrics()`` (collective) gives ``retrieval_wait_s`` (seconds the feeding ranks waited,
-  summed) and ``retrieval_queries`` (query rows the sources answered, summed) of the last step.
+  summed), ``retrieval_queries`` (query rows the sources answered, summed) of the last step and
+  ``retrieval_sources`` (how many ranks hold a source: one per model-parallel group).
 """
 from __future__ import annotations
 
@@ -135,11 +136,12 @@ class RetroFeed:
 
     # -- metrics ----------------------------------------------------------------------------
     def step_metrics(self) -> dict:
-        """Collective over the job: the last step's summed wait and query rows of the feeding ranks."""
-        v = torch.tensor([self._wait, float(self._queries)], dtype=torch.float64)
+        """Collective over the job: the last step's summed wait and query rows of the feeding ranks,
+        and the number of feeding ranks."""
+        v = torch.tensor([self._wait, float(self._queries), float(self.feeder)], dtype=torch.float64)
         if dist.is_initialized():
             dist.all_reduce(v)
-        return {"retrieval_wait_s": float(v[0]), "retrieval_queries": int(v[1])}
+        return {"retrieval_wait_s": float(v[0]), "retrieval_queries": int(v[1]), "retrieval_sources": int(v[2])}
 
     def close(self) -> None:
         if self._loader is not None:

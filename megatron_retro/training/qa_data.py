@@ -40,6 +40,8 @@ class QASplit:
     passages: np.ndarray
     chunk_ids: np.ndarray
     gold_hit: Optional[float]      # share of questions with a gold document among the passages
+    retrieved_by: Optional[str] = None  # who searched them: service | local | own-document (a cache
+    #                                     keeps the mode that filled it; "unknown" for an older cache)
 
 
 @dataclass
@@ -134,22 +136,16 @@ def _cache_key(examples: List[QAExample], k: int, db_dir: str) -> str:
 def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int, rank: int = 0) -> np.ndarray:
     """int64 [n, k] chunk ids of the top-k chunks per question (service or in-process; ``rank``: DP rank)."""
     from megatron_retro.retrieval.build_id import check_searcher
+    from megatron_retro.retrieval.config import open_searcher
     from megatron_retro.retrieval.embedder import build_embedder
 
     embedder = build_embedder(cfg.qa.embedder)
     if cfg.retrieval.mode == "precomputed":
         raise UserError("retrieval.mode=precomputed: QA passages are retrieved per question and cached per split; "
                         "use local or service (precomputed neighbours are for RETRO pretraining)")
-    if cfg.retrieval.mode == "service":
-        from megatron_retro.retrieval.service.client import ShardedRetrievalClient
-        from megatron_retro.retrieval.service.server import read_token
-
-        searcher = ShardedRetrievalClient.from_file(cfg.retrieval.endpoints, timeout=cfg.retrieval.timeout,
-                                                    token=read_token(cfg.retrieval.token_file), rank=rank)
-    else:
-        from megatron_retro.retrieval.build import ShardedLocalIndex
-
-        searcher = ShardedLocalIndex(index_dir)
+    if cfg.retrieval.mode == "service" and not cfg.retrieval.endpoints:
+        raise UserError("retrieval.endpoints: required when retrieval.mode=service")
+    searcher = open_searcher(cfg.retrieval, index_dir, rank=rank)  # the run's retrieval: section, as training's
     if searcher.dim != embedder.dim:
         raise UserError(f"qa.embedder={cfg.qa.embedder!r} gives dim {embedder.dim}, the index holds dim {searcher.dim}")
     check_searcher(searcher, store, cfg.qa.embedder, embedder.dim, index_dir,
@@ -171,9 +167,10 @@ def _cache_file(cfg: RunConfig, examples: List[QAExample], db_dir: str) -> str:
     return os.path.join(db_dir, "questions", f"{cfg.qa.task}-{_cache_key(examples, cfg.qa.num_passages, db_dir)}.npz")
 
 
-def _read_cache(path: str) -> np.ndarray:
+def _read_cache(path: str) -> tuple[np.ndarray, str]:
+    """(chunk ids int64 [n, k], the retrieval mode that searched them)."""
     with np.load(path) as f:
-        return f["chunk_ids"]
+        return f["chunk_ids"], str(f["retrieved_by"]) if "retrieved_by" in f.files else "unknown"
 
 
 def _search_shared(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int) -> np.ndarray:
@@ -220,7 +217,7 @@ def own_document_split(cfg: RunConfig, examples: List[QAExample], cache_dir: str
         passages, picked = retriever.retrieve([ex.question for ex in examples], [ex.context for ex in examples])
         os.makedirs(cache_dir, exist_ok=True)
         atomic_file(cache, lambda tmp: np.savez(tmp, passages=passages, chunk_ids=picked), suffix=".npz")
-    return QASplit(examples=examples, passages=passages, chunk_ids=picked, gold_hit=None)
+    return QASplit(examples=examples, passages=passages, chunk_ids=picked, gold_hit=None, retrieved_by="own-document")
 
 
 def retrieve_split(cfg: RunConfig, examples: List[QAExample], db_dir: str,
@@ -241,12 +238,14 @@ def retrieve_split(cfg: RunConfig, examples: List[QAExample], db_dir: str,
     if dist.is_initialized():
         dist.broadcast_object_list(found, src=0)  # one decision for the job: all search, or none
     if found[0] is not None:
-        chunk_ids = _read_cache(found[0])[:len(examples)]
+        chunk_ids, retrieved_by = _read_cache(found[0])
+        chunk_ids = chunk_ids[:len(examples)]
     else:
         chunk_ids = _search_shared(cfg, store, os.path.join(db_dir, "index"), [ex.question for ex in examples], k)
+        retrieved_by = cfg.retrieval.mode
         if not dist.is_initialized() or dist.get_rank() == 0:
             os.makedirs(os.path.dirname(cache), exist_ok=True)
-            atomic_file(cache, lambda tmp: np.savez(tmp, chunk_ids=chunk_ids), suffix=".npz")
+            atomic_file(cache, lambda tmp: np.savez(tmp, chunk_ids=chunk_ids, retrieved_by=np.array(retrieved_by)), suffix=".npz")
     passages = store.neighbours(chunk_ids)                               # [n, k, r]
     if passages.shape[-1] != cfg.qa.passage_length:
         raise UserError(f"{db_dir}: passages of {passages.shape[-1]} tokens, qa.passage_length={cfg.qa.passage_length}")
@@ -255,7 +254,8 @@ def retrieve_split(cfg: RunConfig, examples: List[QAExample], db_dir: str,
     if all(golds):
         docs = store.doc_ids(chunk_ids)                                  # [n, k]
         gold_hit = float(np.mean([bool(set(d.tolist()) & set(g)) for d, g in zip(docs, golds)]))
-    return QASplit(examples=examples, passages=passages, chunk_ids=chunk_ids, gold_hit=gold_hit)
+    return QASplit(examples=examples, passages=passages, chunk_ids=chunk_ids, gold_hit=gold_hit,
+                   retrieved_by=retrieved_by)
 
 
 def prepare_qa(cfg: RunConfig, virtual_tokens: int = 0, num_shards: int = 1) -> QAData:
@@ -294,5 +294,6 @@ def load_split(cfg: RunConfig, qa_data: QAData, split: str, limit: int) -> QASpl
 
 
 def describe(split: QASplit) -> dict:
-    return {"examples": len(split.examples), "gold_passage_retrieved": split.gold_hit}
+    return {"examples": len(split.examples), "gold_passage_retrieved": split.gold_hit,
+            "retrieved_by": split.retrieved_by}
 

@@ -16,3 +16,4 @@ def test_questions_are_split_over_dp_ranks_and_searched_once(tmp_path):
     # 11 questions: DP rank 0 takes 5, DP rank 1 takes 6; the second TP rank of each searches none
     assert sorted(result["rows"]) == [0, 0, 5, 6]
     assert result["after_cache"] == 0
+    assert result["retrieved_by"] == ["local", "local"]  # the cache keeps the mode that filled it

@@ -60,7 +60,8 @@ def main(work: str) -> None:
                               [e.question for e in examples], 2)
         print("RESULT " + json.dumps({"rows": rows, "dp": ctx.dp, "equal": bool((split.chunk_ids == ref).all()),
                                       "cached_equal": bool((cached.chunk_ids == ref).all()),
-                                      "after_cache": sum(calls) - rows[0]}), flush=True)
+                                      "after_cache": sum(calls) - rows[0],
+                                      "retrieved_by": [split.retrieved_by, cached.retrieved_by]}), flush=True)
     dist.barrier()
 
 

@@ -89,6 +89,9 @@ def test_demo_quick_killed_then_resumed(tmp_path):
     retrieval = json.load(open(os.path.join(out, "retrieval", "endpoints.json")))
     assert len(retrieval["shards"]) == 2                              # questions went through 2 shards
     assert "question retrieval (service)" in proc.stdout
+    # the cell's passages came from the service (the per-split cache it filled), and say so
+    assert record["retrieval"] == {"mode": "service", "eval_passages": "service"}, record["retrieval"]
+    assert record["finetune"]["data"]["train"]["retrieved_by"] == "service"
     # the RETRO pretraining (in the resumed run) fetched its neighbours through the same running service
     line = next(x for x in proc.stdout.splitlines() if "pretrain retro-micro: neighbours" in x)
     assert "neighbours service (" in line and "endpoints.json" in line and "wait share" in line, line

@@ -5,8 +5,12 @@
     the held-out batch): no TP rank and no DP rank asks for a chunk another rank asked for;
 (b) the losses equal those of the same run with the in-process index (same shard files);
 (c) one replica of shard 0 is SIGKILLed after the first step: the run finishes, same losses;
-(d) `index precompute` + retrieval.mode=precomputed gives bit-identical losses; a service of
-    another build is refused before any step.
+(d) `index precompute` + retrieval.mode=precomputed gives bit-identical losses (a service of
+    another build is refused before any step: tests/retrieval/test_retrieval_build_id.py).
+Under pipeline parallelism (PP2 x DP2, the neighbours travel to the second stage in the model-parallel
+broadcast): one source per model-parallel group, exactly one query per distinct chunk, the losses of
+a single-process in-process-index run; `index precompute` on 2 ranks (a slice each, through the
+service) writes the same table as on one rank.
 One launch per configuration, tiny sizes.
 """
 import json
@@ -43,8 +47,8 @@ def _overrides(data_dir, out, *extra):
             f"out_dir={out}", *extra]
 
 
-def _launch(command, args):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4",
+def _launch(command, args, nproc=4):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "megatron_retro.cli", command, *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -136,3 +140,49 @@ def test_service_feeds_each_chunk_once_and_survives_a_killed_replica(small_data_
     _finish(_launch("pretrain", _args(small_data_dir, pre, "retrieval.mode=precomputed",
                                       f"retrieval.precomputed={pre}-nb")))
     assert _losses(pre) == _losses(local)
+
+
+def test_pipeline_parallel_feed_and_multi_rank_precompute(small_data_dir, two_shard_db, tmp_path):
+    import numpy as np
+
+    from megatron_retro.retrieval.service.launcher import start_service
+
+    index2, distinct_chunks = two_shard_db
+    # megatron's initialisation depends on the pipeline layout: both runs start from one checkpoint
+    init = tmp_path / "init"
+    _finish(_launch("pretrain", _args(small_data_dir, init, f"retrieval.index_dir={index2}", "parallel.tp=1",
+                                      "train.steps=1"), nproc=1))
+    start = f"checkpoint.load={next(init.rglob('iter_0000001'))}"
+    single = tmp_path / "single"  # eval_iters x DP: the same held-out samples as the DP2 run's
+    _finish(_launch("pretrain", _args(small_data_dir, single, f"retrieval.index_dir={index2}", "parallel.tp=1",
+                                      start, f"train.eval_iters={DP}"), nproc=1))
+    svc = start_service(index2, 2, replicas=1, log_dir=str(tmp_path))
+    try:
+        endpoints = tmp_path / "endpoints.json"
+        svc.write(str(endpoints))
+        service = [f"retrieval.endpoints={endpoints}", f"retrieval.index_dir={index2}"]
+        pp = tmp_path / "pp2"
+        summary = _finish(_launch("pretrain", _args(small_data_dir, pp, "parallel.tp=1", "parallel.pp=2", start,
+                                                    "retrieval.mode=service", *service)))
+        served = [_served(e) for reps in svc.endpoints for e in reps]
+        parts = tmp_path / "parts"
+        # multi-rank precompute through the service: rank r computes steps r, r + 2, ...
+        _finish(_launch("index", ["precompute", "--config", CONFIG, "--dp", str(DP),
+                                  *_overrides(small_data_dir, tmp_path / "unused", "retrieval.mode=service", *service,
+                                              f"retrieval.precomputed={parts}")], nproc=2))
+    finally:
+        svc.stop()
+    rows = _rows(pp)
+    assert summary["final_step"] == STEPS
+    assert [r["retrieval_sources"] for r in rows] == [DP] * STEPS  # 4 ranks, 2 model-parallel groups
+    assert served == [distinct_chunks, distinct_chunks]           # every chunk once, on each shard
+    assert sum(r["retrieval_queries"] for r in rows) == distinct_chunks - DP * MBS * L
+    assert _losses(pp) == pytest.approx(_losses(single), rel=1e-6)
+
+    whole = tmp_path / "whole"
+    run_cli(["index", "precompute", "--config", CONFIG, "--dp", str(DP),
+             *_overrides(small_data_dir, tmp_path / "unused", f"retrieval.index_dir={index2}",
+                         f"retrieval.precomputed={whole}")])
+    for name in ("keys.npy", "neighbours.npy"):
+        assert np.array_equal(np.load(parts / name), np.load(whole / name)), name
+    assert json.loads((parts / "meta.json").read_text())["num_chunks"] == distinct_chunks

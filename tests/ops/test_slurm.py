@@ -4,9 +4,10 @@ installed here with apt-get when missing; skipped with the reason only where tha
 - launch/slurm/pretrain.sbatch with 2 tasks (srun, gloo, DP=2) trains the tiny GPT: every step
   is in metrics.jsonl and the job ran as 2 Slurm tasks on one node.
 - launch/slurm/grid.sbatch as a 2-element job array runs one grid line per element.
-- launch/slurm/retrieval_pretrain.sbatch runs 2 retrieval shards (`megatron-retro serve` on a
-  tiny hash-embedded index) as one job step, writes endpoints.json once both serve, runs the
-  second step (here the quick `config` command instead of training) and stops the shards.
+- launch/slurm/retrieval_pretrain.sbatch runs 2 retrieval shards (`megatron-retro serve` over the
+  tiny RETRO run's own hash-embedded database) as one job step, writes endpoints.json once both
+  serve, runs RETRO pretraining (2 tasks) against them as the second step and stops the shards;
+  the shard logs count exactly the chunks the training consumed.
 """
 import json
 import os
@@ -93,37 +94,70 @@ def test_grid_job_array(cluster, tmp_path):
     assert "has no line 2" in logs[2]
 
 
+RETRO_CONFIG = os.path.join(REPO, "configs", "models", "retro-tiny.yaml")
+
+
+def _retro_overrides(data_dir, steps, micro, global_batch):
+    return ["--no-progress", "model.seq_length=128", "model.hidden_size=64", "model.ffn_hidden_size=128", "retro.embedder=hash:64",
+            f"train.steps={steps}", f"train.micro_batch_size={micro}", f"train.global_batch_size={global_batch}",
+            "train.lr_warmup_steps=1", "train.eval_interval=0", "train.eval_iters=1", "checkpoint.save_interval=0",
+            f"data.dir={data_dir}", "data.num_entities=60", "data.vocab_size=512", "data.seed=3",
+            "data.split=90,10,0"]
+
+
 def test_retrieval_shards_job_step(cluster, ops_data_dir, tmp_path):
+    """Step 1: 2 shard servers over the run's own retrieval database; step 2: RETRO pretraining
+    (2 tasks, DP=2) fed by them; the shards' logs count exactly the chunks the job consumed."""
+    import re
     import socket
 
-    from ops_testlib import run_cli
+    from megatron_retro.config import load_config
+    from megatron_retro.retrieval.build import build_index
+    from megatron_retro.training.data_setup import prepare_gpt_datasets
+    from megatron_retro.training.retro_data import ensure_retro_db, retrieval_dir
 
-    store, index = str(tmp_path / "store"), str(tmp_path / "index")
-    run_cli(["index", "chunks", "--documents", f"{ops_data_dir}/documents.jsonl",
-             "--tokenizer", f"{ops_data_dir}/tokenizer.model", "--out", store])
-    run_cli(["index", "build", "--store", store, "--out", index, "--embedder", "hash:32", "--shards", "2"])
+    steps, micro, global_batch, dp, chunks_per_sample = 2, 1, 2, 2, 2
+    overrides = _retro_overrides(ops_data_dir, steps, micro, global_batch)
+    cfg = load_config(RETRO_CONFIG, [o for o in overrides if "=" in o])
+    data, tokenizer, train_ds, _ = prepare_gpt_datasets(cfg, dp)
+    db = retrieval_dir(cfg, os.path.dirname(os.path.abspath(data.prefix)))
+    ensure_retro_db(cfg, data.prefix, tokenizer, train_ds.indices, db)  # the run's database, as training builds it
+    index = str(tmp_path / "index")
+    build_index(os.path.join(db, "store"), index, "hash:64", "flat", num_shards=2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         base = s.getsockname()[1]
     run_dir = tmp_path / "run"
+    out = tmp_path / "train"
     log = tmp_path / "job.out"
     env = dict(_env(cluster), SHARDS="2", REPLICAS="1", RETRIEVAL_NODES="0", RETRIEVAL_HOST="127.0.0.1",
-               RETRIEVAL_BASE_PORT=str(base), RUN_DIR=str(run_dir), TRAIN_COMMAND="config", RETRIEVAL_ARGS="0",
-               TRAINING_TASKS_PER_NODE="1", RETRIEVAL_TIMEOUT="240",
+               RETRIEVAL_BASE_PORT=str(base), RUN_DIR=str(run_dir), TRAINING_TASKS_PER_NODE=str(dp),
+               RETRIEVAL_TIMEOUT="240", SERVE_ARGS="--log-interval 1",
                MEGATRON_RETRO_RETRIEVAL_TOKEN="test-token-0123456789")
     job = cluster.run("sbatch", "--parsable", f"--chdir={REPO}", "--nodes=1", "--ntasks=2", f"--output={log}",
-                      os.path.join(REPO, "launch", "slurm", "retrieval_pretrain.sbatch"), index, TINY_CONFIG,
-                      "train.lr=0.00789", env=env).stdout.strip()
-    state = cluster.wait(job, timeout=400)
+                      os.path.join(REPO, "launch", "slurm", "retrieval_pretrain.sbatch"), index, RETRO_CONFIG,
+                      *overrides, f"retrieval.index_dir={index}", f"out_dir={out}", env=env).stdout.strip()
+    state = cluster.wait(job, timeout=600)
     text = log.read_text() if log.exists() else "(no job output)"
     assert state == "COMPLETED", f"job {job} ended {state}:\n{text[-4000:]}"
-    assert "2 shards x 1 replicas ready" in text and "lr: 0.00789" in text, text[-3000:]
+    assert "2 shards x 1 replicas ready" in text, text[-3000:]
     endpoints = json.loads((run_dir / "endpoints.json").read_text())["shards"]
-    assert endpoints == [[f"127.0.0.1:{base}"], [f"127.0.0.1:{base + 1}"]] or \
-        sorted(endpoints) == sorted([[f"127.0.0.1:{base}"], [f"127.0.0.1:{base + 1}"]])
+    assert sorted(endpoints) == [[f"127.0.0.1:{base}"], [f"127.0.0.1:{base + 1}"]]
     for s in range(2):  # each shard's ready file names the server that was serving
         info = json.loads((run_dir / f"ready-{s}-0.json").read_text())
         assert info["port"] in (base, base + 1)
+    rows = _rows(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, steps + 1)) and all(r["loss"] == r["loss"] for r in rows)
+    assert [r["retrieval_sources"] for r in rows] == [dp] * steps  # one client per DP rank
+    consumed = sum(r["retrieval_queries"] for r in rows) + dp * micro * chunks_per_sample  # + the held-out batch
+    assert consumed == (steps * global_batch + dp * micro) * chunks_per_sample
+    # the shard logs: per-second traffic lines while training ran; each shard's running total (and
+    # its total when stopped) reaches exactly the chunks the job consumed
+    for shard in range(2):
+        assert re.search(rf"shard {shard}/2: last 1s: \d+ requests, \d+ queries, latency mean", text), text[-3000:]
+        totals = re.findall(rf"shard {shard}/2: last 1s: .*\(total (\d+) queries\)", text) + \
+            re.findall(rf"shard {shard}/2: signal \d+, draining for [\d.]+s \((\d+) queries served\)", text)
+        assert max(map(int, totals)) == consumed, (totals, text[-3000:])
 
 
 def test_retrieval_sbatch_accepted(cluster, tmp_path):

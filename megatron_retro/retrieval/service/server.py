@@ -270,7 +270,8 @@ def run(args) -> int:
     def on_signal(signum, frame):
         if not stopping.is_set():
             stopping.set()
-            log.info("%d/%d: signal %d, draining for %.1fs", shard, num_shards, signum, args.grace)
+            log.info("%d/%d: signal %d, draining for %.1fs (%d queries served)", shard, num_shards, signum,
+                     args.grace, server.servicer.traffic.queries)
             threading.Thread(target=server.stop, args=(args.grace,), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
