@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Optional
 
 CONFIGS = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
 
@@ -33,6 +34,9 @@ def register(subparsers) -> None:
     e.add_argument("--out", help="override out_dir")
     e.add_argument("--max-cells", type=int, help="stop after running this many new cells (resume later)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument("--suites-only", choices=("rag",), help="run only this suite, on the finished cells of the "
+                                                           "grid (base + saved adapter; no training), and write "
+                                                           "rag_suite.md and rag_noise.png over all seeds")
     e.add_argument("overrides", nargs="*", metavar="key=value", help="experiment fields, e.g. seeds=[1,2]")
     e.set_defaults(handler=_experiment)
 
@@ -92,7 +96,7 @@ def _evaluate_rag(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def _run(path: str, out, overrides, max_cells, progress: bool) -> int:
+def _run(path: str, out, overrides, max_cells, progress: bool, suites_only: Optional[str] = None) -> int:
     import json
 
     from megatron_retro.evaluation.experiment import run_experiment
@@ -102,6 +106,8 @@ def _run(path: str, out, overrides, max_cells, progress: bool) -> int:
     if out:
         overrides.append(f"out_dir={out}")
     exp = load_experiment(path, overrides)
+    if suites_only:
+        return _suites_only(exp, suites_only, progress)
     summary = run_experiment(exp, progress=progress, max_cells=max_cells)
     if int(os.environ.get("RANK", "0")) == 0:
         results = os.path.join(exp.out_dir, "results.md")
@@ -112,8 +118,23 @@ def _run(path: str, out, overrides, max_cells, progress: bool) -> int:
     return 0
 
 
+def _suites_only(exp, suite: str, progress: bool) -> int:
+    import json
+
+    from megatron_retro.evaluation.experiment import _log
+    from megatron_retro.evaluation.experiment_suites import run_suites_only
+
+    exp.suites = list(dict.fromkeys([*exp.suites, suite]))
+    summary = run_suites_only(exp, _log, progress=progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        with open(summary["report"][0], encoding="utf-8") as f:
+            print(f.read())
+        print(json.dumps(summary))
+    return 0
+
+
 def _experiment(args: argparse.Namespace) -> int:
-    return _run(args.config, args.out, args.overrides, args.max_cells, not args.no_progress)
+    return _run(args.config, args.out, args.overrides, args.max_cells, not args.no_progress, args.suites_only)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -239,6 +239,15 @@ def cell_dir(exp: ExperimentConfig, model: str, method: str, seed: int) -> str:
     return os.path.join(exp.out_dir, "cells", model, method, f"seed{seed}")
 
 
+def cell_config(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int) -> RunConfig:
+    """The run config of one cell (its out_dir is the cell's directory): zero-shot reads the base as the
+    grid's common settings say; a fine-tuning cell adds its seed and the fine-tuning / method overrides."""
+    extra = [f"out_dir={cell_dir(exp, model.name, method, seed)}", f"checkpoint.load={base}"]
+    if method != "zero-shot":
+        extra += [f"train.seed={seed}", *exp.finetune_overrides, *exp.overrides_of(method)]
+    return model_config(exp, model, *extra)
+
+
 def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int,
              progress: bool, services: Optional[Services] = None, qa_db: Optional[str] = None) -> dict:
     """Fine-tune (unless zero-shot) and evaluate one cell; returns its result record.
@@ -257,10 +266,10 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
     _barrier()
     t0 = time.perf_counter()
     record = {"model": model.name, "method": method, "seed": seed, "base": base}
-    rag = None
+    rag, scored = None, {"base": base, "adapter": None}   # scored: the model the suite read
     try:
         if method == "zero-shot":
-            cfg = _served(model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}"), services, qa_db)
+            cfg = _served(cell_config(exp, model, base, method, seed), services, qa_db)
             result = evaluate(cfg, base, progress=progress, write=False)
             params = base_params = result.info["params"]
             if "rag" in exp.suites:
@@ -268,8 +277,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
 
                 rag = evaluate_rag(cfg, base, examples=exp.suite_examples, progress=progress, write=False)
         else:
-            cfg = _served(model_config(exp, model, f"out_dir={out}", f"checkpoint.load={base}", f"train.seed={seed}",
-                                       *exp.finetune_overrides, *exp.overrides_of(method)), services, qa_db)
+            cfg = _served(cell_config(exp, model, base, method, seed), services, qa_db)
             peft_cfg = None if method == "none" else _peft_config(exp, method, seed)
             ft = finetune(cfg, peft_cfg, progress=progress, keep_engine=True)
             split = load_split(cfg, ft.qa, cfg.qa.eval_split, cfg.qa.eval_examples)
@@ -280,6 +288,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
                 from megatron_retro.evaluation.rag_suite import run_suite
 
                 rag = run_suite(cfg, ft.engine.chunks, ft.qa, exp.suite_examples, progress=progress)
+                scored = {"base": ft.checkpoint or base, "adapter": ft.adapter_dir}
             record["finetune"] = {"steps": ft.steps, "first_loss": ft.first_loss, "last_loss": ft.last_loss,
                                   "valid_loss": ft.valid_loss, "trainable_params": ft.trainable_params,
                                   "seconds": round(ft.seconds, 1), "data": ft.data}
@@ -298,7 +307,7 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
         if rag is not None:
             from megatron_retro.evaluation.rag_suite import write_suite
 
-            write_suite(out, rag, f"{cfg.model.arch} {method}")
+            write_suite(out, rag, f"{model.name} {method}", scored)
         from megatron_retro.io_atomic import write_text_atomic
 
         write_text_atomic(os.path.join(out, "result.json"), json.dumps(record, indent=1))  # the cell is done
@@ -368,10 +377,11 @@ def report(exp: ExperimentConfig, records: List[dict], perplexity: Optional[List
         with open(paths[0], encoding="utf-8") as fh:
             text = fh.read()
         write_text_atomic(paths[0], text + "\n" + perplexity_markdown(found))
-    if any("rag" in r for r in records):
+    if "rag" in exp.suites:
+        from megatron_retro.evaluation.experiment_suites import with_suites
         from megatron_retro.evaluation.rag_report import write_suite_report
 
-        paths += write_suite_report(records, exp.out_dir)
+        paths += write_suite_report(with_suites(exp, records), exp.out_dir)
     return paths
 
 
@@ -444,6 +454,11 @@ def _run_phases(exp: ExperimentConfig, first: RunConfig, services: Services, pro
         if os.path.isfile(done):
             with open(done, encoding="utf-8") as f:
                 records.append(json.load(f))
+            from megatron_retro.evaluation.experiment_suites import add_suite, missing_suite
+
+            if missing_suite(exp, model, method, seed):  # finished before `suites` named it: from its adapter
+                _log(f"cell {model.name} / {method} / seed {seed}: rag suite of the finished cell")
+                add_suite(exp, model, method, seed, records[-1], progress)
             continue
         if max_cells is not None and ran >= max_cells:
             break

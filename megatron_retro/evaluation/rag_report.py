@@ -37,8 +37,10 @@ def noise_curve(splits: Dict[str, dict], metric: str) -> List[tuple]:
     return sorted(p for p in pts if p[1] is not None)
 
 
-def noise_figure(suites: Dict[str, Dict[str, dict]], metrics: Sequence[tuple] = NOISE_METRICS):
-    """Figure (no pyplot state): a panel per metric, score vs noise ratio, a line per model."""
+def noise_figure(suites: Dict[str, Dict[str, dict]], metrics: Sequence[tuple] = NOISE_METRICS,
+                 archs: Optional[Dict[str, str]] = None):
+    """Figure (no pyplot state): a panel per metric, score vs noise ratio, a line per model (RETRO
+    dashed: ``archs`` maps a label to its architecture, else a label starting with "retro" is one)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4.2 * len(metrics), 3.4))
@@ -47,7 +49,8 @@ def noise_figure(suites: Dict[str, Dict[str, dict]], metrics: Sequence[tuple] = 
         for label, splits in suites.items():
             pts = noise_curve(splits, metric)
             if pts:
-                style = "s--" if label.lower().startswith("retro") else "o-"
+                arch = (archs or {}).get(label) or label.lower()
+                style = "s--" if arch.startswith("retro") else "o-"
                 ax.plot([x for x, _ in pts], [100 * y for _, y in pts], style, label=label)
         ax.set_xlabel("noise ratio (distractors / passages given)")
         ax.set_ylabel(f"{title} (x100)")
@@ -75,18 +78,24 @@ def average_suites(runs: Sequence[Dict[str, dict]]) -> Dict[str, dict]:
 
 def write_suite_report(records: Sequence[dict], out_dir: str) -> List[str]:
     """An experiment's ``rag_suite.md`` and ``rag_noise.png``: each (model, method) cell's suite scores
-    averaged over its seeds (records: the cells' ``result.json`` with a ``rag`` entry)."""
+    averaged over its seeds (records: the cells' ``result.json`` with a ``rag`` entry).  A row per grid
+    model (its name, e.g. a Gemma beside a GPT of the same architecture), GPT and RETRO alike."""
     import os
 
     from megatron_retro.io_atomic import save_figure_atomic, write_text_atomic
 
     groups: Dict[str, List[dict]] = {}
+    archs: Dict[str, str] = {}
     for r in records:
         if "rag" in r:
-            groups.setdefault(f"{r['arch']} {r['method']}", []).append(r["rag"])
-    suites = {f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})": average_suites(runs)
-              for label, runs in groups.items()}
+            label = f"{r.get('model', r['arch'])} {r['method']}"
+            groups.setdefault(label, []).append(r["rag"])
+            archs[label] = r["arch"]
+    suites, styles = {}, {}
+    for label, runs in groups.items():
+        key = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        suites[key], styles[key] = average_suites(runs), archs[label]
     text = ("RAG suite (`evaluate --suite rag`): scores x100, mean over seeds; see "
             "megatron_retro/evaluation/rag_metrics.py for the definitions.\n\n" + suite_table(suites) + "\n")
     return [write_text_atomic(os.path.join(out_dir, "rag_suite.md"), text),
-            save_figure_atomic(noise_figure(suites), os.path.join(out_dir, "rag_noise.png"))]
+            save_figure_atomic(noise_figure(suites, archs=styles), os.path.join(out_dir, "rag_noise.png"))]

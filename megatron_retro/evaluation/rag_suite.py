@@ -125,8 +125,11 @@ def run_suite(cfg: RunConfig, chunks: list, qa, examples: int, judge: str = "ref
     return {"splits": table, "predictions": predictions, "judge": judge, "examples": examples}
 
 
-def write_suite(out_dir: str, result: dict, label: str) -> List[str]:
-    """rag_suite.json, rag_predictions.jsonl, rag_suite.md and rag_noise.png in ``out_dir`` (atomic)."""
+def write_suite(out_dir: str, result: dict, label: str, scored: Optional[dict] = None) -> List[str]:
+    """rag_suite.json, rag_predictions.jsonl, rag_suite.md and rag_noise.png in ``out_dir`` (atomic).
+
+    rag_suite.json names what was scored: the judge, the base questions per split (``examples``) and
+    ``scored`` (the model: ``{"base", "adapter"}``)."""
     from megatron_retro.evaluation.rag_report import noise_figure, suite_table
     from megatron_retro.io_atomic import save_figure_atomic, write_text_atomic
 
@@ -134,8 +137,8 @@ def write_suite(out_dir: str, result: dict, label: str) -> List[str]:
     paths = [write_text_atomic(os.path.join(out_dir, "rag_predictions.jsonl"),
                                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result["predictions"])),
              write_text_atomic(os.path.join(out_dir, "rag_suite.json"),
-                               json.dumps({"label": label, "judge": result["judge"], "splits": result["splits"]},
-                                          indent=1)),
+                               json.dumps({"label": label, "judge": result["judge"], "examples": result["examples"],
+                                           **(scored or {}), "splits": result["splits"]}, indent=1)),
              write_text_atomic(os.path.join(out_dir, "rag_suite.md"), suite_table({label: result["splits"]}) + "\n")]
     paths.append(save_figure_atomic(noise_figure({label: result["splits"]}), os.path.join(out_dir, "rag_noise.png")))
     return paths
@@ -152,5 +155,5 @@ def evaluate_rag(cfg: RunConfig, load: Optional[str], adapter: Optional[str] = N
     result = run_suite(cfg, chunks, qa, examples, judge=judge, progress=progress)
     if write and (not dist.is_initialized() or dist.get_rank() == 0):
         label = f"{cfg.model.arch}" + (f" + {os.path.basename(os.path.normpath(adapter))}" if adapter else "")
-        result["files"] = write_suite(cfg.out_dir, result, label)
+        result["files"] = write_suite(cfg.out_dir, result, label, {"base": load, "adapter": adapter})
     return result

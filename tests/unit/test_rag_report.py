@@ -35,3 +35,16 @@ def test_experiment_suites_are_validated():
         ExperimentConfig(suites=["ragas"])
     with pytest.raises(ConfigError, match="suite_examples=0"):
         ExperimentConfig(suite_examples=0)
+
+
+def test_report_rows_are_grid_models_not_architectures(tmp_path):
+    # a Gemma 3 and a GPT-tiny are both arch "gpt": each keeps its own rows, averaged over its own seeds
+    records = [{"model": "gpt-tiny", "arch": "gpt", "method": "lora", "rag": RUN},
+               {"model": "gemma3-270m", "arch": "gpt", "method": "lora", "rag": RUN},
+               {"model": "gemma3-270m", "arch": "gpt", "method": "lora",
+                "rag": {k: dict(v, em=1.0) for k, v in RUN.items()}},
+               {"model": "retro-tiny", "arch": "retro", "method": "lora", "rag": RUN}]
+    text = open(write_suite_report(records, str(tmp_path))[0]).read()
+    assert "| gpt-tiny lora (1 seed) | noise-1 | 4 | 25.0 |" in text
+    assert "| gemma3-270m lora (2 seeds) | noise-1 | 8 | 62.5 |" in text
+    assert "| retro-tiny lora (1 seed) |" in text and "| gpt lora" not in text
