@@ -170,7 +170,7 @@ READING_FACTS = 4   # facts (and questions) per reading-practice document
 READING_VERSION = 3  # bump when the reading-practice documents change (part of the data manifest)
 
 
-def _reading_world(limit: int, seed: int, taken: set) -> Tuple[Dict[str, Fact], Dict[str, List[dict]]]:
+def reading_world(limit: int, seed: int, taken: set) -> Tuple[Dict[str, Fact], Dict[str, List[dict]]]:
     """Facts (with their sentences) and questions per entity of a separate fictional world of
     ``limit`` entities, none named like an entity of the encyclopedia (``taken``); a question is
     kept when one of its fact's sentences names the answer, and only those sentences are kept."""
@@ -194,11 +194,11 @@ def _with_reading(documents: List[Document], limit: int, split: str, seed: int, 
     """``limit`` reading-practice documents first, the articles renumbered after them, and every
     document's split label recomputed.
 
-    The reading documents are about the entities of a separate fictional world (``_reading_world``),
+    The reading documents are about the entities of a separate fictional world (``reading_world``),
     one entity each, so their answers can only be read from their passage, never recalled: each
     asks up to READING_FACTS questions of its entity; its passage states those facts (one of each
     fact's wordings), one unasked fact of the entity and one fact of the next entity, shuffled."""
-    facts, by_entity = _reading_world(limit, seed, taken)
+    facts, by_entity = reading_world(limit, seed, taken)
     entities = sorted(by_entity)
     rng = random.Random(f"{seed}:reading")
     rng.shuffle(entities)
