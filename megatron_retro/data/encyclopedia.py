@@ -6,7 +6,7 @@ documents in which every fact appears in at least two documents with different w
 ``(num_entities, seed)`` always gives the same bytes; bump ``GENERATOR_VERSION`` whenever the
 output changes so that prepared data directories are regenerated.
 
-With ``reading > 0``, that many *reading-practice* documents come first (ids 0..R-1, all in the
+With ``reading > 0``, up to that many *reading-practice* documents come first (ids 0..R-1, all in the
 train range): each is about one entity of a separate fictional world (same generator, another
 seed, no name shared with the encyclopedia): the sentences stating a few of its facts, mixed with
 distractor sentences (an unasked fact, a fact of another entity), followed by the questions on
@@ -139,7 +139,8 @@ def _documents(world: Dict[str, Entity], drafts: list, ranges: List[Tuple[int, i
 
 def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0", reading: int = 0) -> Encyclopedia:
     """The whole encyclopedia for ``(num_entities, seed)``; ``split`` only labels documents;
-    ``reading`` = the number of reading-practice documents put first (0 = none)."""
+    ``reading`` = the number of reading-practice documents put first (0 = none; fewer when the
+    separate world has fewer entities with an answerable question)."""
     if num_entities < 10:
         raise UserError(f"num_entities={num_entities}: must be >= 10")
     world = build_world(num_entities, random.Random(f"{seed}:world"))
@@ -191,7 +192,7 @@ def reading_world(limit: int, seed: int, taken: set) -> Tuple[Dict[str, Fact], D
 
 
 def _with_reading(documents: List[Document], limit: int, split: str, seed: int, taken: set) -> List[Document]:
-    """``limit`` reading-practice documents first, the articles renumbered after them, and every
+    """Up to ``limit`` reading-practice documents first, the articles renumbered after them, and every
     document's split label recomputed.
 
     The reading documents are about the entities of a separate fictional world (``reading_world``),
