@@ -177,9 +177,9 @@ class DataConfig:
     vocab_size: int = cfg(4096, "vocabulary of the tokenizer trained on the bundled corpus")
     seed: int = cfg(1234, "seed of the corpus generator and the sample shuffling")
     split: str = cfg("98,2,0", "train,valid,test weights of the document split")
-    reading_docs: int = cfg(0, "bundled source: up to this many reading-practice documents (facts of a train-split "
-                               "QA entity, then questions and answers on them) added to the training text; "
-                               "0 = none")
+    reading_docs: int = cfg(0, "bundled source: up to this many reading-practice documents (facts of an entity of a "
+                               "separate fictional world, then questions on them answered from that passage) "
+                               "added to the training text; 0 = none")
 
     def __post_init__(self) -> None:
         _require(self.source != "indexed" or bool(self.prefix),

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from megatron_retro.data.synthetic.encyclopedia import (GENERATOR_VERSION, SPLITS, document_split,
+from megatron_retro.data.synthetic.encyclopedia import (GENERATOR_VERSION, READING_VERSION, SPLITS, document_split,
                                               generate, parse_split, write_documents,
                                               write_facts, write_qa)
 # heldout_tokens, unigram_entropy, ... live in stats.py; re-exported here for callers
@@ -93,6 +93,7 @@ def _params(num_entities: int, vocab_size: int, seed: int, split: str, reading: 
            "split": ",".join(p.strip() for p in str(split).split(","))}
     if reading:  # absent when 0: data prepared before the option existed stays valid
         out["reading"] = int(reading)
+        out["reading_version"] = READING_VERSION
     return out
 
 

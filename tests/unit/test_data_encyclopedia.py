@@ -225,20 +225,28 @@ def test_dates_are_consistent(enc):
                 assert int(a["leader_since"]) >= int(a["founded_year"])
 
 
-def test_reading_practice_documents_first_train_entities_only():
+def test_reading_practice_documents_first_answers_only_in_their_passage():
+    """Reading documents come first, are about entities of another world (so no QA question is
+    asked in them and no QA answer can be learnt from them), and every answer is in the passage."""
     from megatron_retro.data.synthetic.encyclopedia import generate
 
-    plain, enc = generate(60, seed=3, split="90,10,0"), generate(60, seed=3, split="90,10,0", reading=20)
+    plain, enc = generate(60, seed=3, split="90,10,0"), generate(60, seed=3, split="90,10,0", reading=40)
     r = enc.first_article
-    assert 0 < r <= 20 and len(enc.documents) == len(plain.documents) + r
-    split_of = {q.entity: q.split for q in enc.qa}
+    assert r == 40 and len(enc.documents) == len(plain.documents) + r
+    names = {e.name for e in enc.entities.values()}
+    questions = {q.question for q in enc.qa}
+    titles = set()
     for d in enc.documents[:r]:
-        assert d.kind == "reading" and d.split == "train" and split_of[d.entity] == "train"
+        assert d.kind == "reading" and d.split == "train" and d.entity is None
+        titles.add(d.title)
         passage, qa_lines = d.text.split("\n", 1)
-        for line in qa_lines.split("\n"):
+        lines = qa_lines.split("\n")
+        assert 1 <= len(lines) <= 4
+        for line in lines:
             q, a = line[len("Question: "):].split(" Answer: ")
-            pair = next(p for p in enc.qa if p.question == q)
-            assert pair.split == "train" and a == pair.answers[0] and a in passage   # answerable by reading
+            assert q not in questions and a in passage           # answerable by reading only
+        assert not any(n in d.text for n in names if len(n) > 12)           # no encyclopedia entity named
+    assert len(titles) == r                                                 # one entity per document
     # the articles are the same, renumbered after the reading documents; gold ids follow them
     assert [d.text for d in enc.documents[r:]] == [d.text for d in plain.documents]
     assert [d.id for d in enc.documents] == list(range(len(enc.documents)))

@@ -6,12 +6,14 @@ documents in which every fact appears in at least two documents with different w
 ``(num_entities, seed)`` always gives the same bytes; bump ``GENERATOR_VERSION`` whenever the
 output changes so that prepared data directories are regenerated.
 
-With ``reading > 0``, up to that many *reading-practice* documents come first (ids 0..R-1, all
-in the train range): each takes the sentences stating a few facts of one **train-split** QA
-entity, mixed with a distractor sentence of another train entity, followed by the questions on
-those facts and their answers (``Question: q Answer: a``).  Pretraining on them teaches a tiny
-model to read an answer out of a passage; no valid/test entity is ever asked about in them, and
-the QA retrieval database leaves them out (``first_article``).
+With ``reading > 0``, up to that many *reading-practice* documents come first (ids 0..R-1, all in the
+train range): each is about one entity of a separate fictional world (same generator, another
+seed, no name shared with the encyclopedia): the sentences stating a few of its facts, mixed with
+distractor sentences (an unasked fact, a fact of another entity), followed by the questions on
+those facts and their answers (``Question: q Answer: a``).  Their answers cannot be recalled from
+anywhere else, only read from the passage, so pretraining on them teaches a tiny model to read
+(copy) an answer out of its context; no QA question is ever asked in them, and the QA retrieval
+database leaves them out (``first_article``).
 
 Documents are numbered after a seeded shuffle; the number is the document's index in the
 megatron indexed dataset. ``document_split(n, split)`` cuts those numbers into train / valid /
@@ -107,18 +109,10 @@ def document_split(num_docs: int, split: str) -> List[Tuple[int, int]]:
             for i in range(3)]
 
 
-def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0", reading: int = 0) -> Encyclopedia:
-    """The whole encyclopedia for ``(num_entities, seed)``; ``split`` only labels documents;
-    ``reading`` = the maximum number of reading-practice documents put first (0 = none)."""
-    if num_entities < 10:
-        raise UserError(f"num_entities={num_entities}: must be >= 10")
-    world = build_world(num_entities, random.Random(f"{seed}:world"))
-    renderer = Renderer(world, random.Random(f"{seed}:render"))
-    drafts = renderer.articles() + list_drafts(renderer)
-    random.Random(f"{seed}:order").shuffle(drafts)
-    ranges = document_split(len(drafts), split)
-
-    text_rng = random.Random(f"{seed}:text")
+def _documents(world: Dict[str, Entity], drafts: list, ranges: List[Tuple[int, int]],
+               text_rng: random.Random) -> Tuple[List[Document], Dict[str, Fact]]:
+    """The drafts written out as documents (split label from ``ranges``) and every fact they state,
+    with the ids of the documents stating it and one sentence per document."""
     documents: List[Document] = []
     facts: Dict[str, Fact] = {}
     for doc_id, d in enumerate(drafts):
@@ -140,13 +134,30 @@ def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0", 
                     fact.sentences.append(s.text)
         documents.append(Document(doc_id, d.key, d.title, d.kind, d.entity, which, text,
                                   doc_facts))
+    return documents, facts
+
+
+def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0", reading: int = 0) -> Encyclopedia:
+    """The whole encyclopedia for ``(num_entities, seed)``; ``split`` only labels documents;
+    ``reading`` = the number of reading-practice documents put first (0 = none; fewer when the
+    separate world has fewer entities with an answerable question)."""
+    if num_entities < 10:
+        raise UserError(f"num_entities={num_entities}: must be >= 10")
+    world = build_world(num_entities, random.Random(f"{seed}:world"))
+    renderer = Renderer(world, random.Random(f"{seed}:render"))
+    drafts = renderer.articles() + list_drafts(renderer)
+    random.Random(f"{seed}:order").shuffle(drafts)
+    ranges = document_split(len(drafts), split)
+
+    documents, facts = _documents(world, drafts, ranges, random.Random(f"{seed}:text"))
 
     qa_rng = random.Random(f"{seed}:qa")
     questions = make_questions(world, renderer.ref, qa_rng)
     entity_split = split_by_entity(list(world), qa_rng)
     if reading:
-        documents = _with_reading(documents, facts, questions, entity_split, reading, split,
-                                  random.Random(f"{seed}:reading"))
+        documents = _with_reading(documents, reading, split, seed, {e.name for e in world.values()})
+        for f in facts.values():   # the articles now come after the reading documents
+            f.doc_ids = [i + len(documents) - len(drafts) for i in f.doc_ids]
     qa = []
     for k, q in enumerate(questions):
         if q["fact_id"] not in facts:  # a fact that no document states cannot be asked
@@ -157,36 +168,57 @@ def generate(num_entities: int = 1500, seed: int = 1234, split: str = "98,2,0", 
 
 
 READING_FACTS = 4   # facts (and questions) per reading-practice document
+READING_VERSION = 3  # bump when the reading-practice documents change (part of the data manifest)
 
 
-def _with_reading(documents: List[Document], facts: Dict[str, Fact], questions: List[dict],
-                  entity_split: Dict[str, str], limit: int, split: str, rng: random.Random) -> List[Document]:
-    """Reading-practice documents (train-split entities only) first, the articles renumbered after
-    them (facts' doc ids shifted), and every document's split label recomputed."""
+def reading_world(limit: int, seed: int, taken: set) -> Tuple[Dict[str, Fact], Dict[str, List[dict]]]:
+    """Facts (with their sentences) and questions per entity of a separate fictional world of
+    ``limit`` entities, none named like an entity of the encyclopedia (``taken``); a question is
+    kept when one of its fact's sentences names the answer, and only those sentences are kept."""
+    rng = random.Random(f"{seed}:reading-world")
+    world = build_world(max(limit, 10), rng)
+    renderer = Renderer(world, rng)
+    _, facts = _documents(world, renderer.articles(), [(0, 10 ** 9), (0, 0), (0, 0)], rng)
     by_entity: Dict[str, List[dict]] = {}
-    for q in questions:
-        if entity_split[q["entity"]] == "train" and q["fact_id"] in facts:
+    for q in make_questions(world, renderer.ref, rng):
+        fact = facts.get(q["fact_id"])
+        if fact is None or world[q["entity"]].name in taken:
+            continue
+        # only the wordings that name the answer ("The town is the seat of ..." does not)
+        fact.sentences = [t for t in fact.sentences if q["answers"][0] in t]
+        if fact.sentences:
             by_entity.setdefault(q["entity"], []).append(q)
+    return facts, by_entity
+
+
+def _with_reading(documents: List[Document], limit: int, split: str, seed: int, taken: set) -> List[Document]:
+    """Up to ``limit`` reading-practice documents first, the articles renumbered after them, and every
+    document's split label recomputed.
+
+    The reading documents are about the entities of a separate fictional world (``reading_world``),
+    one entity each, so their answers can only be read from their passage, never recalled: each
+    asks up to READING_FACTS questions of its entity; its passage states those facts (one of each
+    fact's wordings), one unasked fact of the entity and one fact of the next entity, shuffled."""
+    facts, by_entity = reading_world(limit, seed, taken)
     entities = sorted(by_entity)
+    rng = random.Random(f"{seed}:reading")
     rng.shuffle(entities)
     reading = []
-    for e in entities[:limit]:
-        asked = by_entity[e][:READING_FACTS]
-        other = by_entity[entities[rng.randrange(len(entities))]][0]
-        sentences = [facts[q["fact_id"]].sentences[0] for q in asked]
-        if other["entity"] != e:
-            sentences.append(facts[other["fact_id"]].sentences[0])
+    for i, e in enumerate(entities[:limit]):
+        pool = by_entity[e]
+        picked = rng.sample(pool, min(READING_FACTS + 1, len(pool)))
+        asked = picked[:READING_FACTS]
+        told = picked if len(picked) > READING_FACTS else asked
+        told = told + [rng.choice(by_entity[entities[(i + 1) % len(entities)]])]   # a distractor
+        sentences = list(dict.fromkeys(rng.choice(facts[q["fact_id"]].sentences) for q in told))
         rng.shuffle(sentences)
-        rng.shuffle(asked)
         text = " ".join(sentences) + "\n" + "\n".join(f"Question: {q['question']} Answer: {q['answers'][0]}"
                                                        for q in asked)
-        reading.append(Document(len(reading), f"reading:{e}", f"Reading practice: {e}", "reading", e, "train",
-                                text, [q["fact_id"] for q in asked]))
+        reading.append(Document(i, f"reading:{e}", f"Reading practice: {e}", "reading", None, "train",
+                                text, []))
     shift = len(reading)
     for d in documents:
         d.id += shift
-    for f in facts.values():
-        f.doc_ids = [i + shift for i in f.doc_ids]
     out = reading + documents
     ranges = document_split(len(out), split)
     for d in out:
