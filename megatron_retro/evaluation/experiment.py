@@ -31,15 +31,12 @@ from typing import Dict, List, Optional
 
 from megatron_retro.config import RunConfig
 from megatron_retro.evaluation.experiment_config import ExperimentConfig, ExperimentModel
+from megatron_retro.evaluation.grid_runs import barrier as _barrier
+from megatron_retro.evaluation.grid_runs import cell_config, cell_dir, grid  # noqa: F401 (public here too)
 from megatron_retro.evaluation.grid_runs import is_writer as _is_writer
 from megatron_retro.evaluation.grid_runs import model_config, run_pretrain
 
 
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def _log(msg: str) -> None:
@@ -235,17 +232,8 @@ def pretrain_base(exp: ExperimentConfig, model: ExperimentModel, bases: Dict[str
 
 
 # ----------------------------------------------------------------------------------------------
-def cell_dir(exp: ExperimentConfig, model: str, method: str, seed: int) -> str:
-    return os.path.join(exp.out_dir, "cells", model, method, f"seed{seed}")
 
 
-def cell_config(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int) -> RunConfig:
-    """The run config of one cell (its out_dir is the cell's directory): zero-shot reads the base as the
-    grid's common settings say; a fine-tuning cell adds its seed and the fine-tuning / method overrides."""
-    extra = [f"out_dir={cell_dir(exp, model.name, method, seed)}", f"checkpoint.load={base}"]
-    if method != "zero-shot":
-        extra += [f"train.seed={seed}", *exp.finetune_overrides, *exp.overrides_of(method)]
-    return model_config(exp, model, *extra)
 
 
 def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int,
@@ -338,14 +326,6 @@ def _peft_config(exp: ExperimentConfig, method: str, seed: int):
         raise UserError(f"{path}: {e}") from None
 
 
-def grid(exp: ExperimentConfig) -> List[tuple]:
-    """(model, method, seed) of every cell, in run order; zero-shot once per model (seed 0)."""
-    cells = []
-    for model in exp.models:
-        for method in exp.methods:
-            for seed in ([0] if method == "zero-shot" else exp.seeds):
-                cells.append((model, method, seed))
-    return cells
 
 
 def report(exp: ExperimentConfig, records: List[dict], perplexity: Optional[List[dict]] = None) -> List[str]:

@@ -42,7 +42,7 @@ def cell_model(exp: ExperimentConfig, model: ExperimentModel, method: str, seed:
                record: dict) -> Tuple[object, str, Optional[str]]:
     """(run config, checkpoint, adapter) of a finished cell: what its evaluation read."""
     from megatron_retro.errors import UserError
-    from megatron_retro.evaluation.experiment import cell_config, cell_dir
+    from megatron_retro.evaluation.grid_runs import cell_config, cell_dir
     from megatron_retro.training.checkpointing import newest_checkpoint
 
     cell = cell_dir(exp, model.name, method, seed)
@@ -67,7 +67,7 @@ def add_suite(exp: ExperimentConfig, model: ExperimentModel, method: str, seed: 
     """Collective: the rag suite of one finished cell, loaded from disk; written beside its result.json."""
     import torch.distributed as dist
 
-    from megatron_retro.evaluation.experiment import cell_dir
+    from megatron_retro.evaluation.grid_runs import cell_dir
     from megatron_retro.evaluation.rag_suite import evaluate_rag, write_suite
     from megatron_retro.parallel.initialize import destroy_parallel
 
@@ -85,7 +85,7 @@ def add_suite(exp: ExperimentConfig, model: ExperimentModel, method: str, seed: 
 
 def with_suites(exp: ExperimentConfig, records: List[dict]) -> List[dict]:
     """The records, each with its cell's stored suite (``rag``) when one matches the settings."""
-    from megatron_retro.evaluation.experiment import cell_dir
+    from megatron_retro.evaluation.grid_runs import cell_dir
 
     out = []
     for r in records:
@@ -95,7 +95,7 @@ def with_suites(exp: ExperimentConfig, records: List[dict]) -> List[dict]:
 
 
 def missing_suite(exp: ExperimentConfig, model: ExperimentModel, method: str, seed: int) -> bool:
-    from megatron_retro.evaluation.experiment import cell_dir
+    from megatron_retro.evaluation.grid_runs import cell_dir
 
     return "rag" in exp.suites and stored_suite(cell_dir(exp, model.name, method, seed), exp) is None
 
@@ -106,7 +106,7 @@ def run_suites_only(exp: ExperimentConfig, log, progress: bool = True) -> dict:
     import time
 
     from megatron_retro.errors import UserError
-    from megatron_retro.evaluation.experiment import _barrier, _is_writer, cell_dir, grid
+    from megatron_retro.evaluation.grid_runs import barrier as _barrier, cell_dir, grid, is_writer as _is_writer
 
     t0 = time.perf_counter()
     records, scored, unfinished = [], 0, []

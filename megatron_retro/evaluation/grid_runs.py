@@ -1,9 +1,14 @@
 """The runs an experiment grid is made of, shared by its phases (cells, perplexity study).
 
 ``model_config``: a grid model's run config; ``run_pretrain``: one GPT or RETRO pretraining run;
-``is_writer``: this rank writes the grid's files (rank 0, or no process group).
+``is_writer``: this rank writes the grid's files (rank 0, or no process group); ``barrier``;
+``grid``: the (model, method, seed) cells in run order; ``cell_dir`` / ``cell_config``: one cell's
+directory and run config (the grid runner and the suites-only runner read the same).
 """
 from __future__ import annotations
+
+import os
+from typing import List
 
 from megatron_retro.config import RunConfig, load_config
 from megatron_retro.evaluation.experiment_config import ExperimentConfig, ExperimentModel
@@ -35,3 +40,35 @@ def run_pretrain(cfg: RunConfig, progress: bool):
         return pretrain(cfg, progress=progress)
     finally:
         destroy_parallel()
+
+
+def barrier() -> None:
+    """Wait for every rank of the job (no-op in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def cell_dir(exp: ExperimentConfig, model: str, method: str, seed: int) -> str:
+    """Directory of one cell of the grid: <out_dir>/cells/<model>/<method>/seed<seed>."""
+    return os.path.join(exp.out_dir, "cells", model, method, f"seed{seed}")
+
+
+def cell_config(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int) -> RunConfig:
+    """The run config of one cell (its out_dir is the cell's directory): zero-shot reads the base as the
+    grid's common settings say; a fine-tuning cell adds its seed and the fine-tuning / method overrides."""
+    extra = [f"out_dir={cell_dir(exp, model.name, method, seed)}", f"checkpoint.load={base}"]
+    if method != "zero-shot":
+        extra += [f"train.seed={seed}", *exp.finetune_overrides, *exp.overrides_of(method)]
+    return model_config(exp, model, *extra)
+
+
+def grid(exp: ExperimentConfig) -> List[tuple]:
+    """(model, method, seed) of every cell, in run order; zero-shot once per model (seed 0)."""
+    cells = []
+    for model in exp.models:
+        for method in exp.methods:
+            for seed in ([0] if method == "zero-shot" else exp.seeds):
+                cells.append((model, method, seed))
+    return cells
