@@ -1,0 +1,113 @@
+"""How fast a model learns to copy: ours (megatron-core GPT from a model YAML) vs a plain PyTorch
+causal transformer of the same width, depth, heads and FFN size, on the same synthetic task.
+
+Task: a random sequence of L tokens (ids 100..599) repeated once, ``[eod] s s``; the loss on the
+second copy falls to ~0 once the model has an induction (copy) circuit, and stays at the unigram
+level, ln(500) = 6.21 nats, until then.  Same batches, same Adam (lr 1e-3), no schedule.
+
+This isolates the study's question "can the tiny model read a passage at all?" (issue 13) from the
+data: BENCHMARKS.md "Study" reports the step at which each model leaves the plateau.
+
+    python benchmarks/copy_task_plateau.py --config configs/models/gpt-tiny.yaml --steps 400
+    python benchmarks/copy_task_plateau.py --model plain --steps 400
+    python benchmarks/copy_task_plateau.py --config configs/models/gpt-tiny.yaml model.rotary_percent=1.0
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn as nn
+
+
+class PlainCausalTransformer(nn.Module):
+    """Pre-norm torch encoder layers with a causal mask, learned positions, untied output layer."""
+
+    def __init__(self, vocab: int, hidden: int, heads: int, ffn: int, layers: int, max_len: int = 512,
+                 init_std: float = 0.0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, hidden)
+        self.position = nn.Embedding(max_len, hidden)
+        layer = nn.TransformerEncoderLayer(hidden, heads, ffn, dropout=0.0, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.output = nn.Linear(hidden, vocab)
+        if init_std > 0:   # megatron-like: every matrix N(0, init_std)
+            for p in self.parameters():
+                if p.dim() == 2:
+                    nn.init.normal_(p, std=init_std)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [b, s] -> logits [b, s, vocab]."""
+        s = tokens.shape[1]
+        h = self.embedding(tokens) + self.position(torch.arange(s))[None]     # [b, s, hidden]
+        mask = nn.Transformer.generate_square_subsequent_mask(s)
+        return self.output(self.layers(h, mask=mask, is_causal=True))
+
+
+def build(args):
+    """A function tokens [b, s], labels [b, s] -> per-token loss [b, s], and its parameters."""
+    if args.model == "plain":
+        m = PlainCausalTransformer(args.vocab, args.hidden, args.heads, args.ffn, args.layers,
+                                   init_std=args.plain_init_std)
+
+        def loss_fn(x, y):
+            return nn.functional.cross_entropy(m(x).transpose(1, 2), y, reduction="none")
+        return loss_fn, m.parameters()
+    from megatron_retro.config import load_config
+    from megatron_retro.parallel.initialize import initialize_parallel
+    from megatron_retro.training.finetune import build_model
+
+    cfg = load_config(args.config, args.overrides)
+    initialize_parallel(cfg.parallel, seed=args.seed)
+    m = build_model(cfg, args.vocab)[0]
+    while hasattr(m, "module"):   # unwrap DDP / Float16Module
+        m = m.module
+    m.train()
+
+    def loss_fn(x, y):
+        pos = torch.arange(x.shape[1])[None].expand_as(x)
+        return m(x, pos, None, labels=y, loss_mask=torch.ones_like(x, dtype=torch.float))   # [b, s]
+    return loss_fn, m.parameters()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=["ours", "plain"], default="ours")
+    ap.add_argument("--config", default="configs/models/gpt-tiny.yaml", help="ours: the model YAML")
+    ap.add_argument("overrides", nargs="*", help="ours: key=value overrides of the YAML")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--length", type=int, default=24, help="L, tokens per copy")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--hidden", type=int, default=256, help="plain: width (match the YAML)")
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--ffn", type=int, default=704)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--plain-init-std", type=float, default=0.0, help="plain: N(0, std) matrices (0 = torch default)")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    loss_fn, params = build(args)
+    opt = torch.optim.Adam(params, lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    L, t0, left = args.length, time.time(), None
+    for step in range(args.steps):
+        half = torch.randint(100, 600, (args.batch, L), generator=g)
+        seq = torch.cat([torch.zeros(args.batch, 1, dtype=torch.long), half, half], 1)   # [b, 2L+1]
+        loss = loss_fn(seq[:, :-1], seq[:, 1:])                                          # [b, 2L]
+        loss.mean().backward()
+        opt.step()
+        opt.zero_grad()
+        second = loss[:, L + 1:].mean().item()   # positions whose target is in the second copy (first excluded)
+        if left is None and second < 0.5 * math.log(500):
+            left = step
+        if step % 50 == 0 or step == args.steps - 1:
+            print(f"step {step:4d}  first copy {loss[:, :L].mean().item():.3f}  second copy {second:.3f}  "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    print(f"left the plateau (second-copy loss < half the unigram level) at step: {left}")
+
+
+if __name__ == "__main__":
+    main()
