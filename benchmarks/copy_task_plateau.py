@@ -65,6 +65,10 @@ def build(args):
     while hasattr(m, "module"):   # unwrap DDP / Float16Module
         m = m.module
     m.train()
+    if args.ours_init_std > 0:   # re-draw every matrix N(0, std): megatron's scaled output-side init off
+        for p in m.parameters():
+            if p.dim() == 2:
+                nn.init.normal_(p, std=args.ours_init_std)
 
     def loss_fn(x, y):
         pos = torch.arange(x.shape[1])[None].expand_as(x)
@@ -87,6 +91,7 @@ def main() -> None:
     ap.add_argument("--ffn", type=int, default=704)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--plain-init-std", type=float, default=0.0, help="plain: N(0, std) matrices (0 = torch default)")
+    ap.add_argument("--ours-init-std", type=float, default=0.0, help="ours: re-draw every matrix N(0, std) (0 = keep)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     loss_fn, params = build(args)
