@@ -128,6 +128,11 @@ class ModelConfig:
         return self.kv_channels or self.hidden_size // self.num_attention_heads
 
     @property
+    def gated_mlp(self) -> bool:
+        """fc1 holds two ffn_size halves (gate and up): SwiGLU and Gemma's tanh-GeGLU."""
+        return self.activation in ("swiglu", "geglu_tanh")
+
+    @property
     def ffn_size(self) -> int:
         """MLP inner width; NVIDIA's SwiGLU GPTs use 8/3*d rounded up to a multiple of 64."""
         if self.ffn_hidden_size is not None:

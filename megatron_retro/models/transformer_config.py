@@ -56,7 +56,7 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
         ffn_hidden_size=model.ffn_size,
         kv_channels=model.head_dim,
         activation_func=activation,
-        gated_linear_unit=model.activation in ("swiglu", "geglu_tanh"),
+        gated_linear_unit=model.gated_mlp,
         normalization=model.normalization,
         layernorm_epsilon=model.norm_epsilon,
         add_bias_linear=model.add_bias_linear,

@@ -30,7 +30,7 @@ def _gpt_layer(prefix: str, model_cfg) -> tuple[list[Linear], list[str]]:
     heads = model_cfg.num_attention_heads
     groups = model_cfg.num_query_groups or heads
     ffn = model_cfg.ffn_size
-    fc1_out = 2 * ffn if model_cfg.activation in ("swiglu", "geglu_tanh") else ffn
+    fc1_out = 2 * ffn if model_cfg.gated_mlp else ffn
     linears = [Linear(f"{prefix}.self_attention.linear_qkv", "column", d, (heads + 2 * groups) * hn),
                Linear(f"{prefix}.self_attention.linear_proj", "row", heads * hn, d),
                Linear(f"{prefix}.mlp.linear_fc1", "column", d, fc1_out),

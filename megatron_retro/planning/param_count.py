@@ -88,7 +88,7 @@ def closed_form_gpt_params(model: ModelConfig, padded_vocab: int) -> int:
     q = model.num_attention_heads * hd
     kv = (model.num_query_groups or model.num_attention_heads) * hd
     norm = d if model.normalization == "RMSNorm" else 2 * d
-    fc1_out = 2 * f if model.activation == "swiglu" else f
+    fc1_out = 2 * f if model.gated_mlp else f
     per_layer = d * (q + 2 * kv) + q * d + d * fc1_out + f * d + 2 * norm
     if model.add_bias_linear:
         per_layer += (q + 2 * kv) + d + fc1_out + d

@@ -60,7 +60,7 @@ def layer_params(model: ModelConfig, tp: int) -> int:
     d, f = model.hidden_size, model.ffn_size
     q = model.num_attention_heads * model.head_dim
     kv = (model.num_query_groups or model.num_attention_heads) * model.head_dim
-    fc1_out = 2 * f if model.activation == "swiglu" else f
+    fc1_out = 2 * f if model.gated_mlp else f
     norm = d if model.normalization == "RMSNorm" else 2 * d
     sharded = d * (q + 2 * kv) + q * d + d * fc1_out + f * d
     replicated = 2 * norm

@@ -32,6 +32,21 @@ def test_counts_match_closed_form_and_file_name(path):
     assert os.path.basename(path) == f"gpt-{sig3(counts.total)}.yaml"
 
 
+@pytest.mark.parametrize("activation", ["swiglu", "gelu", "geglu_tanh"])
+def test_closed_form_and_layer_count_follow_the_mlp_kind(activation):
+    """A gated MLP (SwiGLU, Gemma's GeGLU) has a 2*ffn-wide fc1: the closed form and the planner's
+    per-layer count agree with a meta-device build for every activation."""
+    from megatron_retro.planning.recommend import layer_params
+
+    cfg = load_config(os.path.join(ROOT, "configs", "models", "gpt-tiny.yaml"), [f"model.activation={activation}"])
+    counts = count_parameters(cfg.model, tp=1, pp=1, vocab_size=cfg.data.vocab_size)
+    assert counts.total == closed_form_gpt_params(cfg.model, counts.vocab_size)
+    m = cfg.model
+    embeddings = counts.vocab_size * m.hidden_size * (2 if m.untie_embeddings else 1)
+    final_norm = m.hidden_size if m.normalization == "RMSNorm" else 2 * m.hidden_size
+    assert counts.total == embeddings + m.num_layers * layer_params(m, 1) + final_norm
+
+
 @pytest.mark.parametrize("path,tp,pp", [(PAPER[0], 2, 2), (PAPER[-1], 8, 4), (PAPER[-1], 4, 8)],
                          ids=lambda v: os.path.basename(v) if isinstance(v, str) else str(v))
 def test_per_rank_counts_add_up(path, tp, pp):
