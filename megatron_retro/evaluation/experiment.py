@@ -256,8 +256,8 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
     record = {"model": model.name, "method": method, "seed": seed, "base": base}
     rag, scored = None, {"base": base, "adapter": None}   # scored: the model the suite read
     try:
+        cfg = _served(cell_config(exp, model, base, method, seed), services, qa_db)
         if method == "zero-shot":
-            cfg = _served(cell_config(exp, model, base, method, seed), services, qa_db)
             result = evaluate(cfg, base, progress=progress, write=False)
             params = base_params = result.info["params"]
             if "rag" in exp.suites:
@@ -265,7 +265,6 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
 
                 rag = evaluate_rag(cfg, base, examples=exp.suite_examples, progress=progress, write=False)
         else:
-            cfg = _served(cell_config(exp, model, base, method, seed), services, qa_db)
             peft_cfg = None if method == "none" else _peft_config(exp, method, seed)
             ft = finetune(cfg, peft_cfg, progress=progress, keep_engine=True)
             split = load_split(cfg, ft.qa, cfg.qa.eval_split, cfg.qa.eval_examples)

@@ -16,7 +16,6 @@ One launch per configuration, tiny sizes.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
