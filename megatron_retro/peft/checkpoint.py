@@ -1,6 +1,12 @@
 """Adapter-only checkpoints: ``adapter_model.safetensors`` (full, unsharded fp32 tensors keyed by
 global name) + ``adapter_config.json`` (method, its options, base-model record, source layout).
 
+Written and read through the project's one checkpoint file layer (``parallel/checkpoint_io.py``,
+also under ``training/checkpointing.py``): rank 0 writes both files beside their names and renames
+them in; a failure is one line and leaves the previous adapter; a missing or corrupt config is
+refused naming the file.  ``check_adapter`` / ``check_base`` compare the adapter's record with the consuming model
+(and base weights) and is meant to run before any weights are built or loaded.
+
 Because tensors are stored whole under layout-independent names, an adapter saved at one TP/PP
 layout loads at any other: each rank reads the file and copies the slices it owns.  No pickle.
 """
@@ -10,22 +16,15 @@ import json
 import os
 from typing import Optional
 
-import torch.distributed as dist
-
-from megatron_retro.errors import RuntimeFailure, UserError, is_disk_full, os_error_line
+from megatron_retro.errors import UserError
+from megatron_retro.parallel.checkpoint_io import barrier, first_mismatch, rank, read_json_record, write_files_atomic
 from megatron_retro.peft.api import config_from_dict, config_to_dict, load_peft_state_dict, peft_state_dict
 
 WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
 FORMAT_VERSION = 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+# Model fields an adapter's tensor shapes depend on (checked against the consuming model first).
+SHAPE_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size",
+                "vocab_size")
 
 
 def save_adapter(directory: str, chunks: list, peft_cfg, model_record: Optional[dict] = None,
@@ -35,51 +34,24 @@ def save_adapter(directory: str, chunks: list, peft_cfg, model_record: Optional[
     from safetensors.torch import save_file
 
     state = peft_state_dict(chunks)
-    if _rank() == 0:
+    if rank() == 0:
         os.makedirs(directory, exist_ok=True)
         layout = {"tp": parallel_state.get_tensor_model_parallel_world_size(),
                   "pp": parallel_state.get_pipeline_model_parallel_world_size()}
         meta = {"format_version": FORMAT_VERSION, "peft": config_to_dict(peft_cfg), "model": model_record or {},
                 "saved_layout": layout, "tensors": len(state), **(extra or {})}
-        _write_both(directory, state, meta, save_file)
-    _barrier()
+        write_files_atomic(directory, {
+            WEIGHTS: lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata={"format": "pt"}),
+            CONFIG: json.dumps(meta, indent=1, sort_keys=True)}, "adapter")
+    barrier()
     return directory
 
 
-def _write_both(directory: str, state: dict, meta: dict, save_file) -> None:
-    """Write weights and config to temporary files, then rename both: a failure (a full disk) leaves
-    the previous adapter as it was and no temporary file, and says so in one line."""
-    tmps = {name: os.path.join(directory, name + ".tmp") for name in (WEIGHTS, CONFIG)}
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmps[WEIGHTS], metadata={"format": "pt"})
-        with open(tmps[CONFIG], "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException as e:
-        for tmp in tmps.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        if is_disk_full(e):
-            raise RuntimeFailure(f"{directory}: cannot save adapter: no space left on device") from e
-        if isinstance(e, OSError):
-            raise RuntimeFailure(f"{directory}: cannot save adapter: {os_error_line(e)}") from e
-        raise
-    os.replace(tmps[WEIGHTS], os.path.join(directory, WEIGHTS))
-    os.replace(tmps[CONFIG], os.path.join(directory, CONFIG))
-
-
 def read_adapter_config(directory: str) -> dict:
-    path = os.path.join(directory, CONFIG)
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{directory}: not an adapter checkpoint (no {CONFIG})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: corrupt adapter config ({e.msg})") from None
+    meta = read_json_record(directory, CONFIG, "an adapter checkpoint", "adapter config")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: format_version={meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise UserError(f"{os.path.join(directory, CONFIG)}: format_version={meta.get('format_version')!r}, "
+                        f"expected {FORMAT_VERSION}")
     return meta
 
 
@@ -106,11 +78,19 @@ def check_base(directory: str, meta: dict, model_record: Optional[dict], base_fi
                         f"{trained_on[:19]}), not on {base or 'this base'} (weights {base_fingerprint[:19]}): "
                         "same shapes, other weights")
     saved = meta.get("model") or {}
-    for key in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size",
-                "vocab_size"):
-        if model_record and key in saved and key in model_record and saved[key] != model_record[key]:
-            raise UserError(f"{directory}: adapter was trained for model.{key}={saved[key]!r}, "
-                            f"this base has {model_record[key]!r}")
+    key = first_mismatch(saved, model_record, SHAPE_FIELDS) if model_record else None
+    if key:
+        raise UserError(f"{directory}: adapter was trained for model.{key}={saved[key]!r}, "
+                        f"this base has {model_record.get(key)!r}")
+
+
+def check_adapter(directory: str, model_record: Optional[dict], base_fingerprint: Optional[str] = None,
+                  base: Optional[str] = None) -> dict:
+    """Read the adapter's record and refuse it for this model / base (before any weights are built);
+    returns the record."""
+    meta = read_adapter_config(directory)
+    check_base(directory, meta, model_record, base_fingerprint, base)
+    return meta
 
 
 def load_adapter(directory: str, chunks: list, apply: bool = True, model_record: Optional[dict] = None,
@@ -119,8 +99,7 @@ def load_adapter(directory: str, chunks: list, apply: bool = True, model_record:
     ``base_fingerprint``/``base``: the weights fingerprint and path of the base checkpoint loaded."""
     from megatron_retro.peft.api import apply_peft
 
-    meta = read_adapter_config(directory)
-    check_base(directory, meta, model_record, base_fingerprint, base)
+    meta = check_adapter(directory, model_record, base_fingerprint, base)
     peft_cfg = config_from_dict(meta["peft"], where=os.path.join(directory, CONFIG))
     if apply:
         apply_peft(chunks, peft_cfg)

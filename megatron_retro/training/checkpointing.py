@@ -36,8 +36,9 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from megatron_retro.errors import RuntimeFailure, UserError, is_disk_full, one_line
+from megatron_retro.errors import UserError
 from megatron_retro.io_atomic import write_text_atomic
+from megatron_retro.parallel.checkpoint_io import barrier, failure_text, first_mismatch, rank, read_json_record, saving
 from megatron_retro.training.fingerprint import FIELD as FINGERPRINT_FIELD
 from megatron_retro.training.fingerprint import weights_fingerprint
 
@@ -54,15 +55,6 @@ class LoadedState:
     step: int
     path: str
     state: dict
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def checkpoint_name(step: int) -> str:
@@ -164,50 +156,6 @@ def _rng_state() -> dict[str, torch.Tensor]:
     return states
 
 
-def _disk_full(directory: str) -> bool:
-    """True when the file system holding ``directory`` has (almost) no free space left.
-
-    dist_checkpointing writes shards in forked helper processes; when one hits ENOSPC, the error
-    that comes back is torch's serializer complaining about a short write ("unexpected pos"), not
-    the errno.  So a failed save also looks at the disk itself, before the partial files are
-    removed."""
-    path = directory
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    try:
-        st = os.statvfs(path or ".")
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < _FULL_DISK_BYTES
-
-
-_FULL_DISK_BYTES = 256 << 10
-
-
-def _failure_text(e: BaseException, directory: Optional[str] = None, loading: bool = False) -> str:
-    """One line for a failed save/load, "no space left on device" when that is the cause anywhere in
-    the chain (torch's CheckpointException wraps each rank's error in ``failures``) or when the
-    disk holding ``directory`` is full."""
-    seen, errors, todo = set(), [], [e]
-    while todo:
-        cur = todo.pop(0)
-        if not isinstance(cur, BaseException) or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        errors.append(cur)
-        todo += [cur.__cause__, cur.__context__]
-        for failure in (getattr(cur, "failures", None) or {}).values():  # rank -> (exception, stack)
-            todo.append(failure[0] if isinstance(failure, tuple) else failure)
-    if any(is_disk_full(x) for x in errors) or (directory and _disk_full(directory)):
-        return "no space left on device"
-    # The innermost error says what went wrong; CheckpointException's own text is a traceback.
-    inner = [x for x in errors if not getattr(x, "failures", None)] or errors
-    first = (str(inner[0]).strip().splitlines() or [""])[0]
-    if not first and loading and isinstance(inner[0], EOFError):
-        first = "unexpected end of file (a file of the checkpoint is truncated)"
-    return f"{type(inner[0]).__name__}: {one_line(first)[:300] or '(no message)'}"
-
-
 def save_checkpoint(directory: str, step: int, engine, state: dict, keep_last: int = 2) -> str:
     """Collective: every rank calls it.  Returns the path of the complete checkpoint.
 
@@ -216,34 +164,28 @@ def save_checkpoint(directory: str, step: int, engine, state: dict, keep_last: i
     :class:`RuntimeFailure` line naming the directory and the cause."""
     final = os.path.join(directory, checkpoint_name(step))
     tmp = final + ".tmp"
-    try:
+    with saving(directory, f"checkpoint {checkpoint_name(step)}", lambda: shutil.rmtree(tmp, ignore_errors=True)):
         return _save(directory, step, engine, state, keep_last, final, tmp)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as e:
-        reason = _failure_text(e, directory)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeFailure(f"{directory}: cannot save checkpoint {checkpoint_name(step)}: {reason}") from e
 
 
 def _save(directory: str, step: int, engine, state: dict, keep_last: int, final: str, tmp: str) -> str:
     from megatron.core import dist_checkpointing
     from safetensors.torch import save_file
 
-    if _rank() == 0:
+    if rank() == 0:
         os.makedirs(directory, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save
         os.makedirs(tmp)
-    _barrier()
+    barrier()
     dist_checkpointing.save(_sharded_state(engine, is_loading=False, with_optimizer=True), tmp)
     os.makedirs(os.path.join(tmp, "rng"), exist_ok=True)
     if os.environ.get("MEGATRON_RETRO_FAULT_KILL_IN_SAVE") == str(step):
         os.killpg(os.getpgid(0), signal.SIGKILL)
     save_file({k: v.contiguous() for k, v in _rng_state().items()},
-              os.path.join(tmp, "rng", f"rank{_rank():05d}.safetensors"))
+              os.path.join(tmp, "rng", f"rank{rank():05d}.safetensors"))
     fingerprint = weights_fingerprint(engine.chunks)  # collective
-    _barrier()
-    if _rank() == 0:
+    barrier()
+    if rank() == 0:
         full_state = dict(state, step=step, world_size=dist.get_world_size() if dist.is_initialized() else 1,
                           scheduler=engine.scheduler.state_dict(), **{FINGERPRINT_FIELD: fingerprint})
         write_text_atomic(os.path.join(tmp, STATE_FILE), json.dumps(full_state, indent=1, sort_keys=True))
@@ -254,27 +196,20 @@ def _save(directory: str, step: int, engine, state: dict, keep_last: int, final:
         write_text_atomic(os.path.join(directory, "latest"), checkpoint_name(step) + "\n")
         for _, old in complete_checkpoints(directory)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-    _barrier()
+    barrier()
     return final
 
 
 def read_state(path: str) -> dict:
-    state_path = os.path.join(path, STATE_FILE)
-    try:
-        with open(state_path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: not a complete checkpoint (no {STATE_FILE})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{state_path}:{e.lineno}: corrupt checkpoint state ({e.msg})") from None
+    return read_json_record(path, STATE_FILE, "a complete checkpoint", "checkpoint state")
 
 
 def check_compatible(path: str, saved_model: dict, model_cfg: dict) -> None:
     """Refuse weights saved for another architecture, naming the first differing field."""
-    for name in ARCH_FIELDS:
-        if name in saved_model and saved_model.get(name) != model_cfg.get(name):
-            raise UserError(f"{path}: checkpoint is for another model: model.{name}={saved_model.get(name)!r} "
-                            f"there, {model_cfg.get(name)!r} in this run")
+    name = first_mismatch(saved_model, model_cfg, ARCH_FIELDS)
+    if name:
+        raise UserError(f"{path}: checkpoint is for another model: model.{name}={saved_model.get(name)!r} "
+                        f"there, {model_cfg.get(name)!r} in this run")
 
 
 def load_checkpoint(path: str, engine, model_cfg: dict, with_optimizer: bool = True) -> LoadedState:
@@ -293,7 +228,7 @@ def load_checkpoint(path: str, engine, model_cfg: dict, with_optimizer: bool = T
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # CheckpointException (truncated shard) derives from BaseException
-        raise UserError(f"{path}: cannot load checkpoint: {_failure_text(e, loading=True)}") from None
+        raise UserError(f"{path}: cannot load checkpoint: {failure_text(e, loading=True)}") from None
     for i, chunk in enumerate(engine.chunks):
         module = getattr(chunk, "module", chunk)
         missing, unexpected = module.load_state_dict(loaded[f"model{i}"], strict=False)
@@ -314,7 +249,7 @@ def _restore_rng(path: str, state: dict) -> None:
     from safetensors.torch import load_file
 
     world = dist.get_world_size() if dist.is_initialized() else 1
-    rng_file = os.path.join(path, "rng", f"rank{_rank():05d}.safetensors")
+    rng_file = os.path.join(path, "rng", f"rank{rank():05d}.safetensors")
     if state.get("world_size") != world or not os.path.isfile(rng_file):
         return  # another layout: keep the fresh seeding of this run
     states = load_file(rng_file)

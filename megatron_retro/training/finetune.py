@@ -89,8 +89,8 @@ def load_model(cfg: RunConfig, vocab_size: int, base: Optional[str], adapter: Op
     must have the base's vocabulary: a mismatch is one line naming both."""
     from megatron_retro.peft import apply_peft
     from megatron_retro.peft.api import method_of
-    from megatron_retro.peft.checkpoint import load_adapter, read_adapter_config
-    from megatron_retro.training.checkpointing import STATE_FILE, load_checkpoint, read_state
+    from megatron_retro.peft.checkpoint import check_adapter, load_adapter
+    from megatron_retro.training.checkpointing import STATE_FILE, check_compatible, load_checkpoint, read_state
     from megatron_retro.training.pretrain import model_record
 
     if base and tokenizer is not None and os.path.isfile(os.path.join(base, STATE_FILE)):
@@ -100,10 +100,15 @@ def load_model(cfg: RunConfig, vocab_size: int, base: Optional[str], adapter: Op
         if saved:
             check_vocab(tokenizer, int(saved), base)
 
-    method = read_adapter_config(adapter)["peft"].get("method") if adapter else \
-        (method_of(peft_cfg) if peft_cfg is not None else None)
-    chunks = build_model(cfg, vocab_size, peft_method=method)
     record = model_record(cfg, vocab_size)
+    # The stored things are checked against this model before any weights are built or read:
+    # the base checkpoint's record first, then the adapter's (its shapes and its base's weights).
+    saved_base = read_state(base) if base else {}
+    if base:
+        check_compatible(base, saved_base.get("model", {}), record)
+    meta = check_adapter(adapter, record, saved_base.get(FINGERPRINT_FIELD), base) if adapter else None
+    method = meta["peft"].get("method") if meta else (method_of(peft_cfg) if peft_cfg is not None else None)
+    chunks = build_model(cfg, vocab_size, peft_method=method)
     base_state = {}
     if base:
         base_state = load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False).state
@@ -242,9 +247,9 @@ def export_hf_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) 
     from megatron_retro.errors import UserError
     from megatron_retro.parallel.initialize import initialize_parallel
     from megatron_retro.peft import peft_state_dict
-    from megatron_retro.peft.checkpoint import load_adapter
+    from megatron_retro.peft.checkpoint import check_adapter, load_adapter
     from megatron_retro.peft.hf_export import check_llama_compatible, export_hf, full_model_state
-    from megatron_retro.training.checkpointing import load_checkpoint, read_state
+    from megatron_retro.training.checkpointing import check_compatible, load_checkpoint, read_state
     from megatron_retro.training.pretrain import model_record
 
     check_llama_compatible(cfg.model)
@@ -252,9 +257,11 @@ def export_hf_checkpoint(cfg: RunConfig, base: str, adapter: str, out_dir: str) 
     vocab = (state.get("model") or {}).get("vocab_size")
     if not vocab:
         raise UserError(f"{base}: checkpoint state names no model.vocab_size")
+    record = model_record(cfg, vocab)
+    check_compatible(base, state.get("model", {}), record)  # the stored things first, then the work
+    check_adapter(adapter, record, state.get(FINGERPRINT_FIELD), base)
     initialize_parallel(cfg.parallel, seed=cfg.train.seed)
     chunks = build_model(cfg, vocab, precision="fp32", peft_method="lora")
-    record = model_record(cfg, vocab)
     loaded = load_checkpoint(base, SimpleNamespace(chunks=chunks), record, with_optimizer=False)
     lora_cfg = load_adapter(adapter, chunks, apply=True, model_record=record,
                             base_fingerprint=loaded.state.get(FINGERPRINT_FIELD), base=base)

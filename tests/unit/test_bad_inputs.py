@@ -158,3 +158,24 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert proc.returncode == 2
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
     assert last == f"megatron-retro pretrain: error: {bad}:2: model.num_layers=0: must be >= 1"
+
+
+def test_adapter_for_another_shape_is_refused_before_any_model_is_built(saved_checkpoint, tmp_path, monkeypatch):
+    """The stored things (base checkpoint record, adapter record) are checked before the work."""
+    from megatron_retro.peft.checkpoint import CONFIG, FORMAT_VERSION
+    from megatron_retro.training import finetune
+    from megatron_retro.training.pretrain import model_record
+
+    cfg, _, path = saved_checkpoint
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / CONFIG).write_text(json.dumps({"format_version": FORMAT_VERSION, "peft": {"method": "lora"},
+                                              "model": dict(model_record(cfg, 64), hidden_size=48)}))
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built before the adapter was checked")
+
+    monkeypatch.setattr(finetune, "build_model", no_build)
+    with pytest.raises(UserError) as info:
+        finetune.load_model(cfg, 64, path, adapter=str(adapter))
+    assert one_line(info) == f"{adapter}: adapter was trained for model.hidden_size=48, this base has 32"
