@@ -1,7 +1,10 @@
-"""Build megatron-core GPTModel chunks for this rank (one per virtual pipeline stage)."""
+"""Build megatron-core GPTModel chunks for this rank (one per virtual pipeline stage).
+
+Also the one chunk builder RETRO reuses (``models/retro/builder.py``): ``chunk_arguments`` (the
+GPTModel constructor arguments) and ``build_model_chunks`` (the per-stage loop)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from megatron_retro.config import ModelConfig, ParallelConfig
 
@@ -12,6 +15,17 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
+def chunk_arguments(model: ModelConfig, config, vocab_size: int, pre_process: bool, post_process: bool,
+                    vp_stage: Optional[int] = None) -> dict:
+    """The GPTModel constructor arguments every chunk shares, GPT and RETRO alike (one rule for the
+    vocabulary, positions, tied embeddings and the stage's ends)."""
+    return dict(config=config, vocab_size=vocab_size, max_sequence_length=model.seq_length,
+                pre_process=pre_process, post_process=post_process, parallel_output=True,
+                share_embeddings_and_output_weights=not model.untie_embeddings,
+                position_embedding_type=model.position_embedding, rotary_percent=model.rotary_percent,
+                rotary_base=model.rotary_base, vp_stage=vp_stage)
+
+
 def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bool, post_process: bool,
                     vp_stage: Optional[int] = None, backend=None):
     """One GPTModel holding this stage's layers (embedding on the first, output on the last)."""
@@ -19,19 +33,8 @@ def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bo
     from megatron_retro.models.gpt_spec import get_gpt_block_spec
 
     chunk = FusedLossGPTModel(
-        config=config,
         transformer_layer_spec=get_gpt_block_spec(model, config, vp_stage=vp_stage, backend=backend),
-        vocab_size=vocab_size,
-        max_sequence_length=model.seq_length,
-        pre_process=pre_process,
-        post_process=post_process,
-        parallel_output=True,
-        share_embeddings_and_output_weights=not model.untie_embeddings,
-        position_embedding_type=model.position_embedding,
-        rotary_percent=model.rotary_percent,
-        rotary_base=model.rotary_base,
-        vp_stage=vp_stage,
-    )
+        **chunk_arguments(model, config, vocab_size, pre_process, post_process, vp_stage))
     chunk.fused_output_loss = model.fused_output_loss
     return chunk
 
@@ -55,6 +58,18 @@ def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: in
     ``vocab_size`` is the tokenizer's; it is padded here for TP.  Requires parallel_state to be
     initialised (world size 1 is fine).
     """
+    def build_chunk(config, padded: int, pre_process: bool, post_process: bool, vp_stage: Optional[int]):
+        return build_gpt_chunk(model, config, padded, pre_process, post_process, vp_stage=vp_stage,
+                               backend=backend)
+
+    return build_model_chunks(model, parallel, vocab_size, build_chunk, precision, recompute)
+
+
+def build_model_chunks(model: ModelConfig, parallel: ParallelConfig, vocab_size: int, build_chunk: Callable,
+                       precision: str = "auto", recompute: "bool | str" = False) -> list:
+    """The one chunk loop of GPT and RETRO: this rank's chunks (one per virtual pipeline stage),
+    each ``build_chunk(config, padded_vocab, pre_process, post_process, vp_stage)``, then scaled
+    embeddings (Gemma 3: decoder tokens and RETRO neighbours alike), device and model type."""
     import torch
     from megatron.core import parallel_state
 
@@ -66,12 +81,11 @@ def build_gpt_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: in
     chunks = []
     for vp_stage in range(parallel.vpp or 1):
         stage = vp_stage if parallel.vpp else None
-        chunk = build_gpt_chunk(
-            model, config, padded,
-            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
-            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
-            vp_stage=stage, backend=backend,
-        )
+        chunk = build_chunk(
+            config, padded,
+            parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+            parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+            stage)
         if model.family == "gemma3":
             from megatron_retro.models.gemma3_spec import scale_embeddings
 

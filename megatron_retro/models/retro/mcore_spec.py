@@ -128,10 +128,7 @@ def build_mcore_retro_chunk(model: ModelConfig, retro: RetroConfig, config, voca
                         "tensor parallelism only (megatron-core 0.15 RETRO had no pipeline parallelism)")
     if config.sequence_parallel:
         raise UserError("parallel.sequence_parallel: not supported with retro.megatron_compat=true")
-    return McoreRetroModel(
-        config=config, transformer_layer_spec=get_mcore_decoder_block_spec(model, retro, config),
-        vocab_size=vocab_size, max_sequence_length=model.seq_length, pre_process=pre_process,
-        post_process=post_process, parallel_output=True,
-        share_embeddings_and_output_weights=not model.untie_embeddings,
-        position_embedding_type=model.position_embedding, rotary_percent=model.rotary_percent,
-        rotary_base=model.rotary_base, retro=retro)
+    from megatron_retro.models.gpt import chunk_arguments
+
+    return McoreRetroModel(transformer_layer_spec=get_mcore_decoder_block_spec(model, retro, config), retro=retro,
+                           **chunk_arguments(model, config, vocab_size, pre_process, post_process))
