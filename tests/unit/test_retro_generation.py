@@ -92,3 +92,32 @@ def test_sampling_is_seeded():
     b = generate(model, prompts, 10, VOCAB, greedy=False, temperature=1.5, top_k=20, seed=7, use_cache=False)
     c = generate(model, prompts, 10, VOCAB, greedy=False, temperature=1.5, top_k=20, seed=8)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("steps", [[5, 1, 1, 9, 1, 3, 12], [16, 1, 7, 8], [3, 3, 3, 3, 3, 3, 3, 3, 2]])
+def test_cached_cross_attention_equals_the_whole_sequence(steps):
+    """A retrieval layer's incremental path (new tokens at [offset, offset + s) against the chunks
+    complete so far) gives the rows of its training path over the whole sequence, bias and gate
+    included: one chunked cross-attention (kernels.chunked_cross_attention) serves both."""
+    from megatron_retro.models.retro.cross_attention import RetroChunkedCrossAttention
+
+    model = _build(COMMON + RETRO)
+    cca = [mod for mod in model.modules() if isinstance(mod, RetroChunkedCrossAttention)][-1]
+    cca.eval()
+    with torch.no_grad():
+        cca.gate.fill_(0.7)
+    ns, bs, d = sum(steps), 2, 64
+    l = -(-ns // M)
+    g = torch.Generator().manual_seed(11)
+    normed = torch.randn(ns, bs, d, generator=g)
+    context = torch.randn(R, K * l * bs, d, generator=g)         # encoded neighbours, (k, l, bs) order
+    with torch.no_grad():
+        whole = cca.attend(normed, context)                      # [ns, bs, d]
+        offset, rows = 0, []
+        for s in steps:
+            n = (offset + s) // M                                # chunks complete so far
+            done = context.view(R, K, l, bs, d)[:, :, :n].reshape(R, K * n * bs, d)
+            rows.append(cca._attend_positions(normed[offset:offset + s], done if n else None, offset, n))
+            offset += s
+    torch.testing.assert_close(torch.cat(rows), whole, rtol=1e-5, atol=1e-6)
+    assert whole[M - 1:].abs().amax() > 0.1                      # the attending rows are not all zero

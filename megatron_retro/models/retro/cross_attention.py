@@ -14,7 +14,8 @@ the encoder over the embedded neighbours (its first layer cross-attends to the c
 replaces the context by the encoder output; then every retrieval layer attends from the decoder
 to its chunk's k·r encoded neighbour tokens with RETRO's causal shift, through
 ``megatron_retro.kernels.chunked_cross_attention`` (Triton on CUDA, torch reference on CPU; the
-shift is done by indexing, no pad/permute copies of the queries or the output).
+shift is done by indexing, no pad/permute copies of the queries or the output).  Generation
+with a KV cache uses the same function on a window of whole chunks (``_attend_positions``).
 
 ``RetroEncoderCrossAttention`` (encoder layers): every neighbour token attends to the m decoder
 states of the chunk the neighbour was retrieved for (bidirectional; one SDPA call for all k).
@@ -257,22 +258,31 @@ class RetroChunkedCrossAttention(_Projections):
         return {"output": (out, None), "context": context}
 
     def _attend_positions(self, normed, context, offset: int, n: int) -> torch.Tensor:
-        """Tokens at positions [offset, offset + s) attend to chunk (t - m + 1) // m of n encoded chunks."""
+        """Tokens at positions [offset, offset + s) attend to chunk (t - m + 1) // m of n encoded chunks.
+
+        The same ``chunked_cross_attention`` as training, on a window of whole chunks: window row i
+        is position c0·m + i (c0 the first chunk a new token reads), the window holds n - c0 + 1
+        chunks so the kernel's shift is m - 1 as in ``attend``, and the last (never read by these
+        tokens) gets zero keys/values."""
         hl, hd, m = self.heads, self.head_dim, self.chunk_length
-        q, _ = self.linear_q(normed)
+        q, _ = self.linear_q(normed)                        # [s, bs, hl·hd]
         s, bs = q.shape[:2]
         q = q.view(s, bs, hl, hd)
         out = q.new_zeros(s, bs, hl, hd)
-        t = torch.arange(offset, offset + s, device=q.device)
-        valid = t >= m - 1
-        if n > 0 and context is not None and bool(valid.any()):
+        if n > 0 and context is not None:
+            c0 = max(0, (offset - (m - 1)) // m)
+            window = q.new_zeros((n - c0 + 1) * m, bs, hl, hd)
+            window[offset - c0 * m:offset - c0 * m + s] = q
             kv, _ = self.linear_kv(context)                 # [r, k·n·bs, hl·2·hd]
             r = kv.shape[0]
             kk = kv.shape[1] // (n * bs)
-            kv = kv.view(r, kk, n, bs, hl, 2, hd).permute(2, 3, 4, 0, 1, 5, 6).reshape(n, bs, hl, r * kk, 2, hd)
-            kv_t = kv[(t[valid] - (m - 1)) // m]            # [sv, bs, hl, nk, 2, hd]
-            scores = torch.einsum("sbhd,sbhnd->sbhn", q[valid], kv_t[..., 0, :]) / math.sqrt(hd)
-            out[valid] = torch.einsum("sbhn,sbhnd->sbhd", scores.softmax(-1), kv_t[..., 1, :])
+            # [r, k, n, bs, hl, 2, hd] -> [bs, n - c0, r·k, hl, 2, hd], then the zero chunk
+            kv = kv.view(r, kk, n, bs, hl, 2, hd)[:, :, c0:].permute(3, 2, 0, 1, 4, 5, 6).reshape(
+                bs, n - c0, r * kk, hl, 2, hd)
+            kv = F.pad(kv, (0, 0, 0, 0, 0, 0, 0, 0, 0, 1))
+            attended = chunked_cross_attention(window, kv[..., 0, :], kv[..., 1, :], chunk_length=m,
+                                               softmax_scale=1.0 / math.sqrt(hd))  # [(n-c0+1)·m, bs, hl, hd]
+            out = attended[offset - c0 * m:offset - c0 * m + s]
         out, bias = self.linear_proj(out.reshape(s, bs, hl * hd))
         if bias is not None:
             out = out + bias * self._attending_rows(s, out.device, out.dtype, start=offset)
