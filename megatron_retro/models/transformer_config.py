@@ -7,6 +7,20 @@ import torch.nn.functional as F
 from megatron_retro.config import ModelConfig, ParallelConfig
 
 
+# TransformerConfig field <- ModelConfig / ParallelConfig attribute, copied as they are.
+MODEL_FIELDS = {
+    "num_layers": "num_layers", "hidden_size": "hidden_size", "num_attention_heads": "num_attention_heads",
+    "num_query_groups": "num_query_groups", "ffn_hidden_size": "ffn_size", "kv_channels": "head_dim",
+    "gated_linear_unit": "gated_mlp", "normalization": "normalization", "layernorm_epsilon": "norm_epsilon",
+    "add_bias_linear": "add_bias_linear", "hidden_dropout": "hidden_dropout",
+    "attention_dropout": "attention_dropout", "init_method_std": "init_method_std",
+}
+PARALLEL_FIELDS = {
+    "tensor_model_parallel_size": "tp", "pipeline_model_parallel_size": "pp",
+    "virtual_pipeline_model_parallel_size": "vpp", "sequence_parallel": "sequence_parallel",
+}
+
+
 def resolve_precision(precision: str) -> str:
     """'auto' = bf16 on CUDA, fp32 on CPU."""
     if precision == "auto":
@@ -48,40 +62,23 @@ def make_transformer_config(model: ModelConfig, parallel: ParallelConfig, precis
     on_gpu = torch.cuda.is_available()
     activation = {"swiglu": F.silu, "gelu": F.gelu, "squared_relu": squared_relu,
                   "geglu_tanh": gelu_tanh}[model.activation]
-    kwargs = dict(
-        num_layers=model.num_layers,
-        hidden_size=model.hidden_size,
-        num_attention_heads=model.num_attention_heads,
-        num_query_groups=model.num_query_groups,
-        ffn_hidden_size=model.ffn_size,
-        kv_channels=model.head_dim,
+    kwargs = {field: getattr(model, name) for field, name in MODEL_FIELDS.items()}
+    kwargs.update({field: getattr(parallel, name) for field, name in PARALLEL_FIELDS.items()})
+    kwargs.update(
         activation_func=activation,
-        gated_linear_unit=model.gated_mlp,
-        normalization=model.normalization,
-        layernorm_epsilon=model.norm_epsilon,
-        add_bias_linear=model.add_bias_linear,
-        hidden_dropout=model.hidden_dropout,
-        attention_dropout=model.attention_dropout,
-        init_method_std=model.init_method_std,
-        tensor_model_parallel_size=parallel.tp,
-        pipeline_model_parallel_size=parallel.pp,
-        virtual_pipeline_model_parallel_size=parallel.vpp,
-        sequence_parallel=parallel.sequence_parallel,
         params_dtype=dtype,
         pipeline_dtype=dtype,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         # CPU builds have no apex / fused CUDA kernels; keep the fusions for GPUs.
         use_cpu_initialization=not on_gpu,
-        gradient_accumulation_fusion=False,
         bias_activation_fusion=on_gpu and model.activation == "swiglu" and not model.add_bias_linear,
         masked_softmax_fusion=on_gpu,
         bias_dropout_fusion=on_gpu,
-        apply_rope_fusion=False,
-        persist_layer_norm=False,
-        cross_entropy_loss_fusion=False,
         batch_p2p_sync=on_gpu,  # the batched p2p sync path assumes CUDA
         batch_p2p_comm=on_gpu,  # gloo: batched isend/irecv pairs mismatch in the interleaved schedule
+        **dict.fromkeys(("gradient_accumulation_fusion", "apply_rope_fusion", "persist_layer_norm",
+                         "cross_entropy_loss_fusion"), False),
         deallocate_pipeline_outputs=True,
     )
     kwargs.update(local_attention_fields(model))
