@@ -69,24 +69,30 @@ def load_nq_open(path: str) -> Iterator[QAExample]:
                         answers=dedup(r.texts(key)), task="nq_open", meta={"line": lineno})
 
 
+# TriviaQA layouts that nest the answer, by the field that marks them (tried in this order):
+# question, question id, answer object, its aliases, normalised aliases, value and type fields.
+_TRIVIA_NESTED = {
+    "Question": ("Question", "QuestionId", "Answer", "Aliases", "NormalizedAliases", "Value", "Type"),  # original
+    "answer": ("question", "question_id", "answer", "aliases", "normalized_aliases", "value", "type"),   # HuggingFace
+}
+
+
+def _trivia_nested(r: Fields, keys: tuple) -> tuple:
+    """(question, id, answers, meta) of a record whose answer is an object with aliases."""
+    question_key, id_key, answer_key, aliases_key, normalized_key, value_key, type_key = keys
+    question, qid = r.text(question_key), r.text(id_key, optional=True)
+    a = r.sub(answer_key)
+    aliases = a.texts(aliases_key, allow_empty_list=True) if a.has(aliases_key) else []
+    if not aliases and a.has(normalized_key):
+        aliases = a.texts(normalized_key, allow_empty_list=True)
+    return question, qid, [a.text(value_key)] + aliases, {"answer_type": a.obj.get(type_key)}
+
+
 def _trivia_record(r: Fields, lineno: int, fallback_id: str) -> QAExample:
     """One TriviaQA record in the original, HuggingFace or simplified layout."""
-    if "Question" in r.obj:                                   # original
-        question, qid = r.text("Question"), r.text("QuestionId", optional=True)
-        a = r.sub("Answer")
-        aliases = a.texts("Aliases", allow_empty_list=True) if a.has("Aliases") else []
-        if not aliases and a.has("NormalizedAliases"):
-            aliases = a.texts("NormalizedAliases", allow_empty_list=True)
-        answers = [a.text("Value")] + aliases
-        meta = {"answer_type": a.obj.get("Type")}
-    elif "answer" in r.obj:                                   # HuggingFace trivia_qa
-        question, qid = r.text("question"), r.text("question_id", optional=True)
-        a = r.sub("answer")
-        aliases = a.texts("aliases", allow_empty_list=True) if a.has("aliases") else []
-        if not aliases and a.has("normalized_aliases"):
-            aliases = a.texts("normalized_aliases", allow_empty_list=True)
-        answers = [a.text("value")] + aliases
-        meta = {"answer_type": a.obj.get("type")}
+    nested = next((keys for marker, keys in _TRIVIA_NESTED.items() if marker in r.obj), None)
+    if nested:
+        question, qid, answers, meta = _trivia_nested(r, nested)
     elif "answers" in r.obj:                                  # simplified
         question, qid = r.text("question"), None
         if isinstance(r.obj.get("id"), str):
