@@ -14,19 +14,15 @@ from typing import Optional
 import torch
 
 from megatron_retro.errors import UserError
+from megatron_retro.parallel.checkpoint_io import read_json
 
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"
 
 
 def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (an HF checkpoint directory holds config.json + *.safetensors)") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    data = read_json(path, f"{path}: not found (an HF checkpoint directory holds config.json + *.safetensors)",
+                     "not valid JSON")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
     return data

@@ -11,8 +11,9 @@ It sits below both (peft/ may not import training/) and holds what the two had w
   removed the partial files, so the previous checkpoint stays as it was;
 * ``write_files_atomic(directory, files)``: several files written beside their final names, then
   renamed in, so a reader sees the old set or the new one;
-* ``read_json_record(path, kind)``: the stored thing's JSON identity, ``<file>:<line>`` on a
-  corrupt one and "not a ... checkpoint" when absent;
+* ``read_json_record(directory, name, kind, corrupt)``: the stored thing's JSON identity,
+  ``<file>:<line>`` on a corrupt one and "not a ... checkpoint" when absent (``read_json``: the
+  same for any JSON file, HF ``config.json`` included);
 * ``first_mismatch(saved, current, fields)``: the first architecture field that differs between
   what a checkpoint was saved for and the model that consumes it (each caller words its refusal).
 """
@@ -126,17 +127,22 @@ def write_files_atomic(directory: str, files: dict[str, Union[str, Callable[[str
         os.replace(tmp, os.path.join(directory, name))
 
 
-def read_json_record(directory: str, name: str, kind: str, corrupt: str) -> dict:
-    """The JSON record ``directory/name`` of a stored thing; one line when it is absent
-    (``<dir>: not <kind> (no <name>)``) or corrupt (``<file>:<line>: corrupt <corrupt> (...)``)."""
-    path = os.path.join(directory, name)
+def read_json(path: str, missing: str, corrupt: str):
+    """The parsed JSON file ``path``; one line when it is absent (``missing``, the whole message)
+    or corrupt (``<path>:<line>: <corrupt> (<what the parser says>)``)."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise UserError(f"{directory}: not {kind} (no {name})") from None
+        raise UserError(missing) from None
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: corrupt {corrupt} ({e.msg})") from None
+        raise UserError(f"{path}:{e.lineno}: {corrupt} ({e.msg})") from None
+
+
+def read_json_record(directory: str, name: str, kind: str, corrupt: str) -> dict:
+    """The JSON record ``directory/name`` of a stored thing; one line when it is absent
+    (``<dir>: not <kind> (no <name>)``) or corrupt (``<file>:<line>: corrupt <corrupt> (...)``)."""
+    return read_json(os.path.join(directory, name), f"{directory}: not {kind} (no {name})", f"corrupt {corrupt}")
 
 
 def first_mismatch(saved: dict, current: dict, fields: Iterable[str]) -> Optional[str]:
