@@ -39,20 +39,26 @@ def register(subparsers) -> None:
 
     peft = subparsers.add_parser("peft", help="adapter tools: merge, export-hf, methods")
     sub = peft.add_subparsers(dest="peft_command", required=True, metavar="<tool>")
-    m = sub.add_parser("merge", help="fold an adapter into its base checkpoint (any TP/PP)")
-    add_run_config_args(m)
-    m.add_argument("--base", required=True, help="base checkpoint directory (iter_*)")
-    m.add_argument("--adapter", required=True, help="adapter directory (adapter_config.json + safetensors)")
-    m.add_argument("--merged-out", required=True, help="directory for the merged checkpoint")
-    m.set_defaults(handler=_merge)
-    e = sub.add_parser("export-hf", help="LoRA adapter -> HF peft format + base -> HF Llama/Gemma3ForCausalLM")
-    add_run_config_args(e)
-    e.add_argument("--base", required=True, help="base checkpoint directory (iter_*)")
-    e.add_argument("--adapter", required=True, help="LoRA adapter directory")
-    e.add_argument("--hf-out", required=True, help="output directory (base/ and adapter/ inside)")
-    e.set_defaults(handler=_export_hf)
+    _add_adapter_tool(sub, "merge", "fold an adapter into its base checkpoint (any TP/PP)",
+                      "adapter directory (adapter_config.json + safetensors)",
+                      "--merged-out", "directory for the merged checkpoint", _merge)
+    _add_adapter_tool(sub, "export-hf", "LoRA adapter -> HF peft format + base -> HF Llama/Gemma3ForCausalLM",
+                      "LoRA adapter directory", "--hf-out", "output directory (base/ and adapter/ inside)",
+                      _export_hf)
     lst = sub.add_parser("methods", help="list PEFT methods and their options")
     lst.set_defaults(handler=_methods)
+
+
+def _add_adapter_tool(sub, name: str, help: str, adapter_help: str, out_flag: str, out_help: str, handler) -> None:
+    """``peft <name> --base B --adapter A <out_flag> O`` with the run-config arguments."""
+    from megatron_retro.cli import add_run_config_args
+
+    p = sub.add_parser(name, help=help)
+    add_run_config_args(p)
+    p.add_argument("--base", required=True, help="base checkpoint directory (iter_*)")
+    p.add_argument("--adapter", required=True, help=adapter_help)
+    p.add_argument(out_flag, required=True, help=out_help)
+    p.set_defaults(handler=handler)
 
 
 def _finetune(args: argparse.Namespace) -> int:
