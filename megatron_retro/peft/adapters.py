@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 
 from megatron_retro.errors import UserError
+from megatron_retro.peft.options import check_count
 from megatron_retro.peft.registry import PeftMethod, register_peft_method
 from megatron_retro.peft.targets import find_modules
 
@@ -39,8 +40,7 @@ class AdapterConfig:
     exclude: list = field(default_factory=list, metadata={"help": "path globs to leave out"})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.dim, int) or self.dim < 1:
-            raise UserError(f"peft.dim={self.dim}: must be an integer >= 1")
+        check_count(self, "dim")
         if self.activation not in ACTIVATIONS:
             raise UserError(f"peft.activation={self.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
         if not self.targets:

@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 
 from megatron_retro.errors import UserError
+from megatron_retro.peft.options import check_count, check_positive
 from megatron_retro.peft.registry import PeftMethod, register_peft_method
 from megatron_retro.peft.targets import find_linear_targets, global_path, seeded_full, tp_slice
 from megatron_retro.peft.tp_rule import (COLUMN, lora_layout, mark_tp_partial_grad, register_peft_param,
@@ -49,10 +50,8 @@ class LoraConfig:
     seed: int = field(default=1234, metadata={"help": "seed of the layout-independent A init"})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise UserError(f"peft.rank={self.rank}: must be an integer >= 1")
-        if self.alpha <= 0:
-            raise UserError(f"peft.alpha={self.alpha}: must be > 0")
+        check_count(self, "rank")
+        check_positive(self, "alpha")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"peft.dropout={self.dropout}: must be in [0, 1)")
         if self.init not in ("kaiming", "gaussian"):

@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 
 from megatron_retro.errors import UserError
+from megatron_retro.peft.options import check_count, check_positive
 from megatron_retro.peft.registry import PeftMethod, register_peft_method
 from megatron_retro.peft.targets import find_modules, global_path, seeded_full, tp_slice
 from megatron_retro.peft.tp_rule import register_peft_param
@@ -37,10 +38,8 @@ class PrefixConfig:
     seed: int = field(default=1234, metadata={"help": "init seed"})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_prefix_tokens, int) or self.num_prefix_tokens < 1:
-            raise UserError(f"peft.num_prefix_tokens={self.num_prefix_tokens}: must be an integer >= 1")
-        if self.init_std <= 0:
-            raise UserError(f"peft.init_std={self.init_std}: must be > 0")
+        check_count(self, "num_prefix_tokens")
+        check_positive(self, "init_std")
 
 
 def _prefix_forward(original):

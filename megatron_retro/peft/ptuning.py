@@ -21,6 +21,7 @@ from typing import ClassVar
 import torch
 
 from megatron_retro.errors import UserError
+from megatron_retro.peft.options import check_count, check_positive
 from megatron_retro.peft.registry import PeftMethod, register_peft_method
 from megatron_retro.peft.targets import first_stage_chunks, seeded_full
 from megatron_retro.peft.tp_rule import mark_tp_partial_grad
@@ -36,10 +37,8 @@ class PromptTuningConfig:
     seed: int = field(default=1234, metadata={"help": "init seed"})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_virtual_tokens, int) or self.num_virtual_tokens < 1:
-            raise UserError(f"peft.num_virtual_tokens={self.num_virtual_tokens}: must be an integer >= 1")
-        if self.init_std <= 0:
-            raise UserError(f"peft.init_std={self.init_std}: must be > 0")
+        check_count(self, "num_virtual_tokens")
+        check_positive(self, "init_std")
 
 
 @dataclass
@@ -59,14 +58,18 @@ class PtuningConfig(PromptTuningConfig):
             raise UserError(f"peft.encoder_hidden={self.encoder_hidden}: must be an integer >= 2 (even for lstm)")
 
 
+def _virtual_tokens(cfg: PromptTuningConfig, d: int, stream: str) -> torch.nn.Parameter:
+    """[v, d] drawn from N(0, init_std) by the seeded stream ``stream`` (the same at every layout)."""
+    return torch.nn.Parameter(seeded_full((cfg.num_virtual_tokens, d), cfg.seed, stream,
+                                          lambda t, g: t.normal_(0.0, cfg.init_std, generator=g)))
+
+
 class SoftPrompt(torch.nn.Module):
     """Prompt tuning: the v x d prompt itself."""
 
     def __init__(self, cfg: PromptTuningConfig, d: int):
         super().__init__()
-        full = seeded_full((cfg.num_virtual_tokens, d), cfg.seed, "prompt",
-                           lambda t, g: t.normal_(0.0, cfg.init_std, generator=g))
-        self.weight = torch.nn.Parameter(full)
+        self.weight = _virtual_tokens(cfg, d, "prompt")
         self.num_virtual_tokens = cfg.num_virtual_tokens
 
     def forward(self) -> torch.Tensor:
@@ -78,9 +81,7 @@ class PromptEncoder(torch.nn.Module):
 
     def __init__(self, cfg: PtuningConfig, d: int):
         super().__init__()
-        full = seeded_full((cfg.num_virtual_tokens, d), cfg.seed, "ptuning",
-                           lambda t, g: t.normal_(0.0, cfg.init_std, generator=g))
-        self.inputs = torch.nn.Parameter(full)
+        self.inputs = _virtual_tokens(cfg, d, "ptuning")
         self.num_virtual_tokens = cfg.num_virtual_tokens
         hidden = cfg.encoder_hidden
         self.lstm = None

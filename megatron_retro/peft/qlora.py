@@ -43,6 +43,7 @@ import torch
 
 from megatron_retro.errors import UserError
 from megatron_retro.peft.lora import LoraConfig, apply_lora, lora_param_count, remove_lora
+from megatron_retro.peft.options import check_count
 from megatron_retro.peft.registry import PeftMethod, register_peft_method
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,7 @@ class QLoraConfig(LoraConfig):
         super().__post_init__()
         if not isinstance(self.block_size, int) or self.block_size < 2 or self.block_size % 2:
             raise UserError(f"peft.block_size={self.block_size}: must be an even integer >= 2")
-        if not isinstance(self.scale_block_size, int) or self.scale_block_size < 1:
-            raise UserError(f"peft.scale_block_size={self.scale_block_size}: must be an integer >= 1")
+        check_count(self, "scale_block_size")
         if not isinstance(self.double_quant, bool):
             raise UserError(f"peft.double_quant={self.double_quant!r}: must be true or false")
 
