@@ -22,22 +22,21 @@ import torch
 
 from megatron_retro.config import ConfigError, ModelConfig
 from megatron_retro.errors import UserError
-from megatron_retro.models.hf_llama import (EMBEDDING, FINAL_NORM, Rule, _groups, base_to_hf, hf_tensor_for,
-                                             vocab_divisor)
+from megatron_retro.models.hf_llama import (DOWN_PROJ, EMBEDDING, FINAL_NORM, GATE_UP, O_PROJ, QKV, Rule, _groups,
+                                             base_to_hf, hf_tensor_for, vocab_divisor)
 
 LAYER_RULES = (
     Rule(("input_layernorm.weight", "self_attention.linear_qkv.layer_norm_weight"),
          ("input_layernorm.weight",), "same"),
-    Rule(("self_attention.linear_qkv.weight",),
-         ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), "qkv"),
+    QKV,
     Rule(("self_attention.q_layernorm.weight",), ("self_attn.q_norm.weight",), "same"),
     Rule(("self_attention.k_layernorm.weight",), ("self_attn.k_norm.weight",), "same"),
-    Rule(("self_attention.linear_proj.weight",), ("self_attn.o_proj.weight",), "same"),
+    O_PROJ,
     Rule(("post_self_attn_layernorm.weight",), ("post_attention_layernorm.weight",), "same"),
     Rule(("pre_mlp_layernorm.weight", "mlp.linear_fc1.layer_norm_weight"),
          ("pre_feedforward_layernorm.weight",), "same"),
-    Rule(("mlp.linear_fc1.weight",), ("mlp.gate_proj.weight", "mlp.up_proj.weight"), "gate_up"),
-    Rule(("mlp.linear_fc2.weight",), ("mlp.down_proj.weight",), "same"),
+    GATE_UP,
+    DOWN_PROJ,
     Rule(("post_mlp_layernorm.weight",), ("post_feedforward_layernorm.weight",), "same"),
 )
 GLOBAL_RULES = (EMBEDDING, FINAL_NORM)

@@ -36,16 +36,21 @@ class Rule:
     kind: str              # "same" | "qkv" (split by group) | "gate_up" (halves) | "vocab" (pad rows)
 
 
+# The projections every HF decoder layer of this family names alike (Llama, Gemma 3).
+QKV = Rule(("self_attention.linear_qkv.weight",),
+           ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), "qkv")
+O_PROJ = Rule(("self_attention.linear_proj.weight",), ("self_attn.o_proj.weight",), "same")
+GATE_UP = Rule(("mlp.linear_fc1.weight",), ("mlp.gate_proj.weight", "mlp.up_proj.weight"), "gate_up")
+DOWN_PROJ = Rule(("mlp.linear_fc2.weight",), ("mlp.down_proj.weight",), "same")
 LAYER_RULES = (
     Rule(("self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
          ("input_layernorm.weight",), "same"),
-    Rule(("self_attention.linear_qkv.weight",),
-         ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), "qkv"),
-    Rule(("self_attention.linear_proj.weight",), ("self_attn.o_proj.weight",), "same"),
+    QKV,
+    O_PROJ,
     Rule(("mlp.linear_fc1.layer_norm_weight", "pre_mlp_layernorm.weight"),
          ("post_attention_layernorm.weight",), "same"),
-    Rule(("mlp.linear_fc1.weight",), ("mlp.gate_proj.weight", "mlp.up_proj.weight"), "gate_up"),
-    Rule(("mlp.linear_fc2.weight",), ("mlp.down_proj.weight",), "same"),
+    GATE_UP,
+    DOWN_PROJ,
 )
 EMBEDDING = Rule(("embedding.word_embeddings.weight",), ("model.embed_tokens.weight",), "vocab")
 FINAL_NORM = Rule(("decoder.final_layernorm.weight",), ("model.norm.weight",), "same")
