@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from common import options
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "models", "gemma3-270m.yaml")
 VARIANTS = ("hf-peft-all-logits", "hf-peft-answer-logits", "ours-lora")
@@ -129,14 +130,8 @@ def child(variant: str, args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--seq", type=int, default=384)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--answer", type=int, default=16, help="loss positions at the end of each row")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--layers", type=int, default=18, help="fewer layers: a smoke run (random weights only)")
+    ap = options(__doc__, steps=4, warmup=1, seq=384, batch=4, answer=(16, "loss positions at the end of each row"),
+                 threads=2, layers=(18, "fewer layers: a smoke run (random weights only)"))
     ap.add_argument("--gguf", help="load the real weights from this GGUF into every variant")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -12,7 +12,6 @@ Prints one JSON line with the median step times and their ratio (megatron / plai
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -23,6 +22,7 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import options  # noqa: E402
 
 
 class PlainGPT(torch.nn.Module):
@@ -85,16 +85,8 @@ def copy_weights(plain: PlainGPT, mc) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--ffn", type=int, default=1408)
-    ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per model (after 2 warm-up steps)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap = options(__doc__, vocab=8192, hidden=512, layers=8, heads=8, ffn=1408, seq=512, batch=4,
+                 steps=(10, "timed steps per model (after 2 warm-up steps)"), threads=2)
     ap.add_argument("--attention", default="sdpa", choices=["sdpa", "unfused"],
                     help="megatron side core attention: ours (sdpa) or megatron's DotProductAttention")
     args = ap.parse_args()

@@ -13,7 +13,6 @@ Prints one JSON line: seconds of each and ratios to the baseline.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -24,18 +23,12 @@ import warnings
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
+from common import options  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hidden", type=int, default=1024)
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=16)
-    ap.add_argument("--kv-heads", type=int, default=4)
-    ap.add_argument("--ffn", type=int, default=2816)
-    ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = options(__doc__, hidden=1024, layers=12, heads=16, kv_heads=4, ffn=2816, vocab=32000,
+                   threads=2).parse_args()
     torch.set_num_threads(args.threads)
 
     from safetensors.torch import load_file, save_file

@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from megatron_retro.retrieval.index import IndexFactory  # noqa: E402
 from megatron_retro.retrieval.sharding import build_sharded_index  # noqa: E402
+from common import options  # noqa: E402
 
 
 def clustered(n, dim, clusters=256, seed=0):
@@ -268,31 +268,13 @@ def bench_recall(args, out):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="a,e,d,c", help="sections: a (includes b), c, d, e")
-    p.add_argument("--n", type=int, default=100_000, help="(a) database vectors")
-    p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--k", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--service-indexes", default="flat,ivf-flat")
-    p.add_argument("--nlist", type=int, default=256)
-    p.add_argument("--nprobe", type=int, default=16)
-    p.add_argument("--pq-m", type=int, default=48)
-    p.add_argument("--recall-n", type=int, default=20_000)
-    p.add_argument("--recall-train", type=int, default=5_000, help="(e) vectors the quantizers train on")
-    p.add_argument("--recall-clusters", type=int, default=256)
-    p.add_argument("--recall-indexes", default="ivf-flat;ivf-pq;hnsw;opq-ivf-pq",
-                   help="(e) ';'-separated factory strings or aliases")
-    p.add_argument("--embed-n", type=int, default=1024)
-    p.add_argument("--prefetch-docs", type=int, default=300)
-    p.add_argument("--prefetch-steps", type=int, default=30)
-    p.add_argument("--prefetch-bs", type=int, default=2)
-    p.add_argument("--prefetch-l", type=int, default=8)
-    p.add_argument("--step-dim", type=int, default=1024)
-    p.add_argument("--step-matmuls", type=int, default=40)
-    p.add_argument("--depth", type=int, default=2)
-    args = p.parse_args()
+    args = options(
+        __doc__, only=("a,e,d,c", "sections: a (includes b), c, d, e"), n=(100_000, "(a) database vectors"),
+        dim=384, batch=256, k=2, rounds=3, service_indexes="flat,ivf-flat", nlist=256, nprobe=16, pq_m=48,
+        recall_n=20_000, recall_train=(5_000, "(e) vectors the quantizers train on"), recall_clusters=256,
+        recall_indexes=("ivf-flat;ivf-pq;hnsw;opq-ivf-pq", "(e) ';'-separated factory strings or aliases"),
+        embed_n=1024, prefetch_docs=300, prefetch_steps=30, prefetch_bs=2, prefetch_l=8, step_dim=1024,
+        step_matmuls=40, depth=2).parse_args()
     only = set(args.only.split(","))
     out = [f"Machine: {os.cpu_count()} CPU cores, shared with other jobs (load varies); python {sys.version.split()[0]}"]
     for key, fn in (("a", bench_service), ("e", bench_recall), ("d", bench_embedder), ("c", bench_prefetch)):
