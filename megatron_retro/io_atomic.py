@@ -6,7 +6,7 @@ Every writer of the project goes through here:
   filesystem), which is then renamed over ``path``; the usual file mode (not mkstemp's 0600);
   the temporary file is removed if ``write`` fails;
 * ``write_text_atomic(path, text)``, ``write_bytes_atomic(path, data)`` (flushed to disk first)
-  and ``save_figure_atomic(fig, path)``;
+  and ``save_figure_atomic(fig, path)``; ``text_writer(text)`` the ``write`` of the first;
 * ``atomic_dir(out)``: a context manager yielding a temporary directory beside ``out`` that
   replaces ``out`` (and whatever was there) when the block ends without error, or is removed.
 
@@ -62,9 +62,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:
     return atomic_file(path, _synced(data, "wb"))
 
 
+def text_writer(text: str) -> Callable[[str], None]:
+    """A ``write(tmp)`` of ``text`` (UTF-8) flushed to disk, for :func:`atomic_file` and for the
+    checkpoint file sets (parallel/checkpoint_io.py)."""
+    return _synced(text, "w", encoding="utf-8")
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> str:
     """``text`` (UTF-8) as the new content of ``path``; returns ``path``."""
-    return atomic_file(path, _synced(text, "w", encoding="utf-8"))
+    return atomic_file(path, text_writer(text))
 
 
 def save_figure_atomic(fig, path: str | os.PathLike, dpi: int = 120) -> str:

@@ -9,8 +9,9 @@ It sits below both (peft/ may not import training/) and holds what the two had w
   :class:`RuntimeFailure` line ``<directory>: cannot save <what>: <reason>`` ("no space left on
   device" when that is the cause anywhere in the chain or the disk is full), after ``cleanup()``
   removed the partial files, so the previous checkpoint stays as it was;
-* ``write_files_atomic(directory, files)``: several files written beside their final names, then
-  renamed in, so a reader sees the old set or the new one;
+* ``write_files_atomic(directory, files, what)``: several files written beside their final names
+  (text through ``io_atomic.text_writer``), then renamed in, so a reader sees the old set or the
+  new one;
 * ``read_json_record(directory, name, kind, corrupt)``: the stored thing's JSON identity,
   ``<file>:<line>`` on a corrupt one and "not a ... checkpoint" when absent (``read_json``: the
   same for any JSON file, HF ``config.json`` included);
@@ -27,6 +28,7 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import torch.distributed as dist
 
 from megatron_retro.errors import RuntimeFailure, UserError, is_disk_full, one_line, os_error_line
+from megatron_retro.io_atomic import text_writer
 
 # Below this much free space a failed save is reported as a full disk (see :func:`failure_text`).
 FULL_DISK_BYTES = 256 << 10
@@ -100,15 +102,6 @@ def saving(directory: str, what: str, cleanup: Callable[[], None]) -> Iterator[N
         raise RuntimeFailure(f"{directory}: cannot save {what}: {reason}") from e
 
 
-def _write_text(text: str) -> Callable[[str], None]:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    return write
-
-
 def write_files_atomic(directory: str, files: dict[str, Union[str, Callable[[str], object]]], what: str) -> None:
     """Write ``files`` (name -> text, or a ``write(tmp_path)``) into ``directory``: each to
     ``<name>.tmp`` first, then all renamed in.  A failure leaves the previous files as they were,
@@ -122,7 +115,7 @@ def write_files_atomic(directory: str, files: dict[str, Union[str, Callable[[str
 
     with saving(directory, what, cleanup):
         for name, content in files.items():
-            (_write_text(content) if isinstance(content, str) else content)(tmps[name])
+            (text_writer(content) if isinstance(content, str) else content)(tmps[name])
     for name, tmp in tmps.items():
         os.replace(tmp, os.path.join(directory, name))
 
