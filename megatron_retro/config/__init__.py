@@ -9,7 +9,8 @@ when the value came from a file).
 
 One module per section (``model``, ``parallel``, ``data``, ``train`` with ``checkpoint``,
 ``retro``, ``retrieval``, ``qa``), ``run`` for the whole run and its cross-section checks,
-``base`` for the field helpers, ``yaml_files`` and ``loader`` for reading.  This package is a
+``base`` for the field helpers, ``yaml_files`` and ``loader`` for reading, ``args`` for the
+command-line surface every run-config subcommand shares.  This package is a
 leaf: it imports only the standard library and PyYAML.
 
 Public API (``from megatron_retro.config import ...``):
@@ -22,6 +23,7 @@ Public API (``from megatron_retro.config import ...``):
 - the command line: ``add_run_config_args``, ``run_config_from_args``
 - building new config dataclasses: ``ConfigError``, ``cfg``, ``require``, ``note``
 """
+from megatron_retro.config.args import add_run_config_args, run_config_from_args
 from megatron_retro.config.base import ConfigError, cfg, note, require
 from megatron_retro.config.data import DataConfig
 from megatron_retro.config.loader import (apply_overrides, build_item, config_from_dict, field_help, load_config,
@@ -38,4 +40,4 @@ from megatron_retro.config.yaml_files import load_yaml_file, load_yaml_text
 __all__ = ["RunConfig", "ModelConfig", "ParallelConfig", "DataConfig", "TrainConfig", "CheckpointConfig",
            "RetroConfig", "RetrievalConfig", "QAConfig", "load_config", "config_from_dict", "apply_overrides",
            "parse_override", "field_help", "load_dataclass", "build_item", "load_yaml_file", "load_yaml_text",
-           "ConfigError", "cfg", "require", "note"]
+           "add_run_config_args", "run_config_from_args", "ConfigError", "cfg", "require", "note"]

@@ -9,7 +9,7 @@ CONFIGS = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "
 
 
 def register(subparsers) -> None:
-    from megatron_retro.cli import add_run_config_args
+    from megatron_retro.config.args import add_run_config_args
 
     p = subparsers.add_parser("evaluate", help="greedy answers to a QA split scored with EM / F1 / ROUGE-L")
     add_run_config_args(p)
