@@ -1,7 +1,7 @@
 """The articles of places: cities, countries, rivers and mountains (see ``articles.py``)."""
 from __future__ import annotations
 
-from megatron_retro.data.synthetic.prose import Draft, Sentence, article, cap, fid, join_list
+from megatron_retro.data.synthetic.prose import Draft, article, cap, fid, join_list
 from megatron_retro.data.synthetic.world import Entity
 from megatron_retro.data.synthetic.writer import Writer
 
@@ -15,42 +15,36 @@ class PlaceArticles(Writer):
         kw = dict(c=c.name, country=self.ref(a["country"]), pop=a["population"],
                   y=a["founded_year"])
         if self.rng.random() < 0.5:
-            d.lead.append(Sentence(self.pick([
-                "{c} is a city in {country}.", "{c} is a town in the country of {country}.",
-            ], **kw), (fid(c, "country"),)))
-            d.add(self.pick(["About {pop} people live in {c}.", "Its population is {pop}.",
-                             "{c} has {pop} inhabitants."], **kw), [fid(c, "population")])
+            self.say_lead(d, ["{c} is a city in {country}.", "{c} is a town in the country of {country}."],
+                          [fid(c, "country")], **kw)
+            self.say(d, ["About {pop} people live in {c}.", "Its population is {pop}.", "{c} has {pop} inhabitants."],
+                     [fid(c, "population")], **kw)
         else:
-            d.lead.append(Sentence(self.pick([
-                "{c} is a city of {pop} inhabitants in {country}.",
-                "{c}, a town of {country}, has a population of {pop}.",
-            ], **kw), (fid(c, "country"), fid(c, "population"))))
+            self.say_lead(d, ["{c} is a city of {pop} inhabitants in {country}.",
+                              "{c}, a town of {country}, has a population of {pop}."],
+                          [fid(c, "country"), fid(c, "population")], **kw)
         if "river" in a:
-            r, facts = self.mention(a["river"], 0.7)
-            d.add(self.pick(["It lies on the banks of {r}.", "The town stands on {r}.",
-                             "{c} was built where the land meets {r}."], r=r, **kw),
-                  [fid(c, "river")] + facts)
+            self.say_naming(d, "r", a["river"], 0.7, ["It lies on the banks of {r}.", "The town stands on {r}.",
+                                                      "{c} was built where the land meets {r}."],
+                            [fid(c, "river")], **kw)
         if "founder" in a:
-            f, facts = self.mention(a["founder"], 0.7)
-            d.add(self.pick(["{c} was founded in {y} by {f}.",
-                             "The settlement was founded in {y} by {f}.",
-                             "The town traces its origin to {y}; its founder was {f}."],
-                            f=f, **kw), [fid(c, "founded_year"), fid(c, "founder")] + facts)
+            self.say_naming(d, "f", a["founder"], 0.7, ["{c} was founded in {y} by {f}.",
+                                                        "The settlement was founded in {y} by {f}.",
+                                                        "The town traces its origin to {y}; its founder was {f}."],
+                            [fid(c, "founded_year"), fid(c, "founder")], **kw)
         else:
-            d.add(self.pick(["{c} was founded in {y}.", "The town dates from {y}.",
-                             "{c} was first settled in {y}."], **kw), [fid(c, "founded_year")])
+            self.say(d, ["{c} was founded in {y}.", "The town dates from {y}.", "{c} was first settled in {y}."],
+                     [fid(c, "founded_year")], **kw)
         country = w[a["country"]]
         for nid in c.links.get("capital_of", []):
             n = w[nid]
-            d.add(self.pick([
+            self.say(d, [
                 "{c} is the capital of {n}, whose people speak {lang}.",
                 "As the capital of {n}, {c} is the seat of its government; {lang} is spoken in its streets.",
-            ], n=n.name, lang=n.attrs["language"], **kw),
-                [fid(n, "capital"), fid(n, "language")])
+            ], [fid(n, "capital"), fid(n, "language")], n=n.name, lang=n.attrs["language"], **kw)
         if not c.links.get("capital_of"):
-            nm, facts = self.mention(country, 0.8, avoid=[fid(country, "currency")])
-            d.add(self.pick(["{c} belongs to {n}.", "The town is part of {n}."], n=nm, **kw),
-                  [fid(c, "country")] + facts)
+            self.say_naming(d, "n", country, 0.8, ["{c} belongs to {n}.", "The town is part of {n}."],
+                            [fid(c, "country")], [fid(country, "currency")], **kw)
         people = [w[x] for x in c.links.get("born_here", [])]
         if len(people) > 3:
             d.add(f"Notable people born in {c.name} include " + join_list(
@@ -59,11 +53,10 @@ class PlaceArticles(Writer):
                 [fid(p, x) for p in people for x in ("birthplace", "birth_year", "occupation")])
         else:
             for p in people:
-                d.add(self.pick(["The {occ} {name} was born here in {b}.",
-                                 "{name}, {a_occ}, was born in {c} in {b}."],
-                                occ=p.attrs["occupation"], a_occ=article(p.attrs["occupation"]),
-                                name=p.name, b=p.attrs["birth_year"], **kw),
-                      [fid(p, "birthplace"), fid(p, "birth_year"), fid(p, "occupation")])
+                self.say(d, ["The {occ} {name} was born here in {b}.", "{name}, {a_occ}, was born in {c} in {b}."],
+                         [fid(p, "birthplace"), fid(p, "birth_year"), fid(p, "occupation")],
+                         occ=p.attrs["occupation"], a_occ=article(p.attrs["occupation"]), name=p.name,
+                         b=p.attrs["birth_year"], **kw)
         dead = [w[x] for x in c.links.get("died_here", [])]
         if len(dead) > 3:
             d.add(f"Among those who died in {c.name} are " + join_list(
@@ -71,25 +64,20 @@ class PlaceArticles(Writer):
                 [fid(p, x) for p in dead for x in ("death_place", "death_year")])
         else:
             for p in dead:
-                d.add(self.pick(["{name} died in {c} in {dd}.", "In {dd}, {name} died here."],
-                                name=p.name, dd=p.attrs["death_year"], **kw),
-                      [fid(p, "death_place"), fid(p, "death_year")])
+                self.say(d, ["{name} died in {c} in {dd}.", "In {dd}, {name} died here."],
+                         [fid(p, "death_place"), fid(p, "death_year")], name=p.name, dd=p.attrs["death_year"], **kw)
         if "neighbour" in a:
-            d.add(self.pick(["{c} lies {km} kilometres from {nb}.",
-                             "The nearest town, {nb}, is {km} kilometres away."],
-                            km=a["distance_km"], nb=self.ref(a["neighbour"]), **kw),
-                  [fid(c, "neighbour"), fid(c, "distance_km")])
+            self.say(d, ["{c} lies {km} kilometres from {nb}.", "The nearest town, {nb}, is {km} kilometres away."],
+                     [fid(c, "neighbour"), fid(c, "distance_km")], km=a["distance_km"], nb=self.ref(a["neighbour"]),
+                     **kw)
         for oid in c.links.get("neighbour_of", []):
             o = w[oid]
-            d.add(self.pick(["{o} lies {km} kilometres away.",
-                             "From {o} it is {km} kilometres to {c}."],
-                            o=o.name, km=o.attrs["distance_km"], **kw),
-                  [fid(o, "neighbour"), fid(o, "distance_km")])
+            self.say(d, ["{o} lies {km} kilometres away.", "From {o} it is {km} kilometres to {c}."],
+                     [fid(o, "neighbour"), fid(o, "distance_km")], o=o.name, km=o.attrs["distance_km"], **kw)
         for oid in c.links.get("org_here", []):
-            o, facts = self.mention(oid, 0.7, avoid=[fid(w[oid], "headquarters")])
-            d.add(self.pick(["{c} is home to the headquarters of {o}.",
-                             "The town is the seat of {o}."], o=o, **kw),
-                  [fid(w[oid], "headquarters")] + facts)
+            headquarters = [fid(w[oid], "headquarters")]
+            self.say_naming(d, "o", oid, 0.7, ["{c} is home to the headquarters of {o}.",
+                                               "The town is the seat of {o}."], headquarters, headquarters, **kw)
         self.filler(d, [
             "The old market of {c} is busy on feast days.",
             "Winters in {c} are long and wet.",
@@ -105,19 +93,18 @@ class PlaceArticles(Writer):
         a, w = n.attrs, self.world
         d = Draft(f"article:{n.id}", n.name, "article", n.id)
         kw = dict(n=n.name, y=a["founded_year"], lang=a["language"], cur=a["currency"])
-        d.lead.append(Sentence(self.pick([
+        self.say_lead(d, [
             "{n} is a country founded in {y}.",
             "{n} is a nation whose history as a state begins in {y}.",
             "{n} became a state in {y}.",
-        ], **kw), (fid(n, "founded_year"),)))
-        capital, facts = self.mention(a["capital"], 0.8, avoid=[fid(w[a["capital"]], "country")])
-        d.add(self.pick(["Its capital is {cap}.", "The capital of {n} is {cap}.",
-                         "The seat of government is {cap}."], cap=capital, **kw),
-              [fid(n, "capital")] + facts)
-        d.add(self.pick(["The official language of {n} is {lang}.",
-                         "Most people in {n} speak {lang}."], **kw), [fid(n, "language")])
-        d.add(self.pick(["The currency of {n} is the {cur}.",
-                         "Trade in {n} is conducted in the {cur}."], **kw), [fid(n, "currency")])
+        ], [fid(n, "founded_year")], **kw)
+        self.say_naming(d, "cap", a["capital"], 0.8, ["Its capital is {cap}.", "The capital of {n} is {cap}.",
+                                                      "The seat of government is {cap}."],
+                        [fid(n, "capital")], [fid(w[a["capital"]], "country")], **kw)
+        self.say(d, ["The official language of {n} is {lang}.", "Most people in {n} speak {lang}."],
+                 [fid(n, "language")], **kw)
+        self.say(d, ["The currency of {n} is the {cur}.", "Trade in {n} is conducted in the {cur}."],
+                 [fid(n, "currency")], **kw)
         cities = [w[x] for x in n.links.get("city", [])]
         d.add(f"Cities of {n.name} include " + join_list(
             [f"{x.name} (population {x.attrs['population']}, founded {x.attrs['founded_year']})"
@@ -149,28 +136,22 @@ class PlaceArticles(Writer):
         d = Draft(f"article:{r.id}", self.ref(r)[4:], "article", r.id)
         kw = dict(r=self.ref(r), R=cap(self.ref(r)), n=self.ref(a["country"]),
                   km=a["length_km"])
-        d.lead.append(Sentence(self.pick(["{R} is a river in {n}.",
-                                          "{R} is one of the rivers of {n}."], **kw),
-                               (fid(r, "country"),)))
-        d.add(self.pick(["It is {km} kilometres long.", "The river runs for {km} kilometres.",
-                         "{R} has a length of {km} kilometres."], **kw), [fid(r, "length_km")])
-        m, facts = self.mention(a["source"], 0.7)
-        d.add(self.pick(["It rises on the slopes of {m}.", "Its source lies on {m}.",
-                         "{R} springs from {m}."], m=m, **kw), [fid(r, "source")] + facts)
+        self.say_lead(d, ["{R} is a river in {n}.", "{R} is one of the rivers of {n}."], [fid(r, "country")], **kw)
+        self.say(d, ["It is {km} kilometres long.", "The river runs for {km} kilometres.",
+                     "{R} has a length of {km} kilometres."], [fid(r, "length_km")], **kw)
+        self.say_naming(d, "m", a["source"], 0.7, ["It rises on the slopes of {m}.", "Its source lies on {m}.",
+                                                   "{R} springs from {m}."], [fid(r, "source")], **kw)
         cities = [w[x] for x in r.links.get("city", [])]
         if cities:
-            d.add(self.pick(["Cities on {r} include {cs}.", "{R} passes {cs}."],
-                            cs=join_list([f"{x.name} ({x.attrs['population']} people)"
-                                          for x in cities]), **kw),
-                  [fid(x, k) for x in cities for k in ("river", "population")])
+            self.say(d, ["Cities on {r} include {cs}.", "{R} passes {cs}."],
+                     [fid(x, k) for x in cities for k in ("river", "population")],
+                     cs=join_list([f"{x.name} ({x.attrs['population']} people)" for x in cities]), **kw)
         for sid in r.links.get("species", []):
             s = w[sid]
-            d.add(self.pick(["{R} is home to {sp}, {a_col} {an} that feeds on {diet}.",
-                             "{Sp}, which is {col}, lives along {r} and eats {diet}."],
-                            sp=self.ref(s), Sp=cap(self.ref(s)), col=s.attrs["colour"],
-                            a_col=article(s.attrs["colour"]), an=s.name.split()[-1],
-                            diet=s.attrs["diet"], **kw),
-                  [fid(s, "habitat"), fid(s, "colour"), fid(s, "diet")])
+            self.say(d, ["{R} is home to {sp}, {a_col} {an} that feeds on {diet}.",
+                         "{Sp}, which is {col}, lives along {r} and eats {diet}."],
+                     [fid(s, "habitat"), fid(s, "colour"), fid(s, "diet")], diet=s.attrs["diet"],
+                     **self.species_words(s), **kw)
         self.filler(d, ["Barges once carried timber down {r}.",
                         "{R} floods in most springs.", "Fishing on {r} is regulated.",
                         "Several mills stood on {r}.", "The water of {r} is cold and clear."],
@@ -184,33 +165,27 @@ class PlaceArticles(Writer):
         kw = dict(m=self.ref(m), n=self.ref(a["country"]), h=a["height_m"],
                   y=a["first_ascent_year"])
         if self.rng.random() < 0.5:
-            d.lead.append(Sentence(self.pick(["{m} is a mountain in {n}, {h} metres high."],
-                                             **kw), (fid(m, "country"), fid(m, "height_m"))))
+            self.say_lead(d, ["{m} is a mountain in {n}, {h} metres high."],
+                          [fid(m, "country"), fid(m, "height_m")], **kw)
         else:
-            d.lead.append(Sentence(self.pick(["{m} is a mountain in {n}.",
-                                              "{m} is a peak of {n}."], **kw),
-                                   (fid(m, "country"),)))
-            d.add(self.pick(["It rises to {h} metres.",
-                             "Its summit stands {h} metres above the sea."], **kw),
-                  [fid(m, "height_m")])
-        p, facts = self.mention(a["first_ascent_by"], 0.8)
-        d.add(self.pick(["It was first climbed in {y} by {p}.",
-                         "The summit was first reached in {y} by {p}.",
-                         "The first ascent was made in {y} by {p}."], p=p, **kw),
-              [fid(m, "first_ascent_by"), fid(m, "first_ascent_year")] + facts)
+            self.say_lead(d, ["{m} is a mountain in {n}.", "{m} is a peak of {n}."], [fid(m, "country")], **kw)
+            self.say(d, ["It rises to {h} metres.", "Its summit stands {h} metres above the sea."],
+                     [fid(m, "height_m")], **kw)
+        self.say_naming(d, "p", a["first_ascent_by"], 0.8, ["It was first climbed in {y} by {p}.",
+                                                            "The summit was first reached in {y} by {p}.",
+                                                            "The first ascent was made in {y} by {p}."],
+                        [fid(m, "first_ascent_by"), fid(m, "first_ascent_year")], **kw)
         for rid in m.links.get("river_source", []):
             rv = w[rid]
-            d.add(self.pick(["{R}, {km} kilometres long, rises on its slopes.",
-                             "The source of {r} lies on {m}; the river is {km} kilometres long."],
-                            r=self.ref(rv), R=cap(self.ref(rv)), km=rv.attrs["length_km"], **kw),
-                  [fid(rv, "source"), fid(rv, "length_km")])
+            self.say(d, ["{R}, {km} kilometres long, rises on its slopes.",
+                         "The source of {r} lies on {m}; the river is {km} kilometres long."],
+                     [fid(rv, "source"), fid(rv, "length_km")],
+                     r=self.ref(rv), R=cap(self.ref(rv)), km=rv.attrs["length_km"], **kw)
         for sid in m.links.get("species", []):
             s = w[sid]
-            d.add(self.pick(["{Sp}, {a_col} {an}, lives on its slopes.",
-                             "The slopes of {m} are home to {sp}, which is {col}."],
-                            sp=self.ref(s), Sp=cap(self.ref(s)), col=s.attrs["colour"],
-                            a_col=article(s.attrs["colour"]), an=s.name.split()[-1], **kw),
-                  [fid(s, "habitat"), fid(s, "colour")])
+            self.say(d, ["{Sp}, {a_col} {an}, lives on its slopes.",
+                         "The slopes of {m} are home to {sp}, which is {col}."],
+                     [fid(s, "habitat"), fid(s, "colour")], **self.species_words(s), **kw)
         self.filler(d, ["Snow lies on {m} for half the year.",
                         "Shepherds graze flocks on the lower slopes of {m}.",
                         "The path to the summit of {m} is steep.",

@@ -13,22 +13,19 @@ class ThingArticles(Writer):
         a, w = o.attrs, self.world
         d = Draft(f"article:{o.id}", o.name, "article", o.id)
         kw = dict(o=self.ref(o), O=cap(self.ref(o)), y=a["founded_year"], field=a["field"])
-        d.lead.append(Sentence(self.pick(["{O} is an organisation devoted to {field}.",
-                                          "{O} is a society working in {field}."], **kw),
-                               (fid(o, "field"),)))
-        f, facts = self.mention(a["founder"], 0.8)
-        d.add(self.pick(["It was founded in {y} by {f}.", "It was established in {y} by {f}.",
-                         "{O} was set up in {y}; its founder was {f}."], f=f, **kw),
-              [fid(o, "founder"), fid(o, "founded_year")] + facts)
-        hq, facts = self.mention(a["headquarters"], 0.6)
-        d.add(self.pick(["Its headquarters are in {hq}.", "{O} has its seat in {hq}.",
-                         "The society meets in {hq}."], hq=hq, **kw),
-              [fid(o, "headquarters")] + facts)
+        self.say_lead(d, ["{O} is an organisation devoted to {field}.", "{O} is a society working in {field}."],
+                      [fid(o, "field")], **kw)
+        self.say_naming(d, "f", a["founder"], 0.8, ["It was founded in {y} by {f}.",
+                                                    "It was established in {y} by {f}.",
+                                                    "{O} was set up in {y}; its founder was {f}."],
+                        [fid(o, "founder"), fid(o, "founded_year")], **kw)
+        self.say_naming(d, "hq", a["headquarters"], 0.6, ["Its headquarters are in {hq}.", "{O} has its seat in {hq}.",
+                                                          "The society meets in {hq}."],
+                        [fid(o, "headquarters")], **kw)
         if "leader" in a:
-            lead, facts = self.mention(a["leader"], 0.6)
-            d.add(self.pick(["From {ly} it was led by {l}.", "In {ly}, leadership passed to {l}."],
-                            ly=a["leader_since"], l=lead, **kw),
-                  [fid(o, "leader"), fid(o, "leader_since")] + facts)
+            self.say_naming(d, "l", a["leader"], 0.6, ["From {ly} it was led by {l}.",
+                                                       "In {ly}, leadership passed to {l}."],
+                            [fid(o, "leader"), fid(o, "leader_since")], ly=a["leader_since"], **kw)
         for iid in o.links.get("made", []):
             i = w[iid]
             if self.rng.random() < 0.5:
@@ -58,26 +55,21 @@ class ThingArticles(Writer):
         hab = self.world[a["habitat"]]
         habitat, hfacts = self.mention(hab, 0.6)
         where = (f"along {habitat}" if hab.kind == "river" else f"on the slopes of {habitat}")
-        kw = dict(sp=self.ref(s), Sp=cap(self.ref(s)), an=s.name.split()[-1], col=a["colour"],
-                  a_col=article(a["colour"]), diet=a["diet"], y=a["discovery_year"],
-                  where=where)
+        kw = dict(diet=a["diet"], y=a["discovery_year"], where=where, **self.species_words(s))
         lead = self.pick(["{Sp} is {a_col} {an} that feeds on {diet}.",
                           "{Sp} is a species of {an}, {col} in colour."], **kw)
         if a["diet"] in lead:
             d.lead.append(Sentence(lead, (fid(s, "colour"), fid(s, "diet"))))
         else:
             d.lead.append(Sentence(lead, (fid(s, "colour"),)))
-            d.add(self.pick(["It feeds mainly on {diet}.", "Its diet consists of {diet}."],
-                            **kw), [fid(s, "diet")])
-        p, facts = self.mention(a["discovered_by"], 0.8)
-        d.add(self.pick(["It was first described in {y} by {p}.", "It was discovered in {y} by {p}.",
-                         "The species was found in {y} by {p}."], p=p, **kw),
-              [fid(s, "discovered_by"), fid(s, "discovery_year")] + facts)
-        d.add(self.pick(["Adults grow to about {cm} centimetres.",
-                         "It reaches a length of {cm} centimetres."], cm=a["length_cm"], **kw),
-              [fid(s, "length_cm")])
-        d.add(self.pick(["It lives {where}.", "The {an} is found {where}."], **kw),
-              [fid(s, "habitat")] + hfacts)
+            self.say(d, ["It feeds mainly on {diet}.", "Its diet consists of {diet}."], [fid(s, "diet")], **kw)
+        self.say_naming(d, "p", a["discovered_by"], 0.8, ["It was first described in {y} by {p}.",
+                                                          "It was discovered in {y} by {p}.",
+                                                          "The species was found in {y} by {p}."],
+                        [fid(s, "discovered_by"), fid(s, "discovery_year")], **kw)
+        self.say(d, ["Adults grow to about {cm} centimetres.", "It reaches a length of {cm} centimetres."],
+                 [fid(s, "length_cm")], cm=a["length_cm"], **kw)
+        self.say(d, ["It lives {where}.", "The {an} is found {where}."], [fid(s, "habitat")] + hfacts, **kw)
         self.filler(d, ["The {an} is shy and rarely seen.",
                         "Its numbers have fallen in recent years.",
                         "Young ones stay close to the nest.",
@@ -92,21 +84,19 @@ class ThingArticles(Writer):
         kw = dict(inv=self.ref(i), Inv=cap(self.ref(i)), p=p, y=a["year"],
                   purpose=a["purpose"], mat=a["material"])
         if self.rng.random() < 0.5:
-            d.lead.append(Sentence(self.pick(["{Inv} is a device for {purpose}."], **kw),
-                                   (fid(i, "purpose"),)))
-            d.add(self.pick(["It was invented in {y} by {p}.", "The first one was built in {y} by {p}."],
-                            **kw), [fid(i, "inventor"), fid(i, "year")] + pfacts)
+            self.say_lead(d, ["{Inv} is a device for {purpose}."], [fid(i, "purpose")], **kw)
+            self.say(d, ["It was invented in {y} by {p}.", "The first one was built in {y} by {p}."],
+                     [fid(i, "inventor"), fid(i, "year")] + pfacts, **kw)
         else:
-            d.lead.append(Sentence(self.pick(["{Inv} was invented in {y} by {p}."], **kw),
-                                   tuple([fid(i, "inventor"), fid(i, "year")] + pfacts)))
-            d.add(self.pick(["It was used for {purpose}.", "Its purpose was {purpose}."], **kw),
-                  [fid(i, "purpose")])
+            self.say_lead(d, ["{Inv} was invented in {y} by {p}."], [fid(i, "inventor"), fid(i, "year")] + pfacts,
+                          **kw)
+            self.say(d, ["It was used for {purpose}.", "Its purpose was {purpose}."], [fid(i, "purpose")], **kw)
         if "manufacturer" in a:
-            org, facts = self.mention(a["manufacturer"], 0.6)
-            d.add(self.pick(["It was produced by {org}.", "For many years it was made by {org}."],
-                            org=org, **kw), [fid(i, "manufacturer")] + facts)
-        d.add(self.pick(["Early models were made of {mat}.", "It was built from {mat}.",
-                         "The frame was {mat}."], **kw), [fid(i, "material")])
+            self.say_naming(d, "org", a["manufacturer"], 0.6, ["It was produced by {org}.",
+                                                               "For many years it was made by {org}."],
+                            [fid(i, "manufacturer")], **kw)
+        self.say(d, ["Early models were made of {mat}.", "It was built from {mat}.", "The frame was {mat}."],
+                 [fid(i, "material")], **kw)
         self.filler(d, ["Copies of {inv} spread quickly.", "Later versions were larger.",
                         "Few original examples survive.", "It needed two people to work it."],
                     k=(1, 2), **kw)

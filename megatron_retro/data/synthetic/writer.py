@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Dict, List, Sequence, Tuple
 
-from megatron_retro.data.synthetic.prose import Draft, article, cap, fid
+from megatron_retro.data.synthetic.prose import Draft, Sentence, article, cap, fid
 from megatron_retro.data.synthetic.world import Entity
 
 
@@ -100,6 +100,12 @@ class Writer:
                 out.append((f"made by {r(a['manufacturer'])}", ("manufacturer",)))
         return [(t, tuple(fid(e, f) for f in fs)) for t, fs in out]
 
+    def species_words(self, s: Entity) -> Dict[str, str]:
+        """The template words of a species: ``{sp}``/``{Sp}`` its name, ``{an}`` the animal,
+        ``{col}``/``{a_col}`` its colour."""
+        return dict(sp=self.ref(s), Sp=cap(self.ref(s)), col=s.attrs["colour"], a_col=article(s.attrs["colour"]),
+                    an=s.name.split()[-1])
+
     def mention(self, x, p: float = 0.6, avoid: Sequence[str] = ()) -> Tuple[str, List[str]]:
         """``(text, facts)`` naming ``x``, with probability ``p`` followed by an aside that
         states none of the facts in ``avoid``. Put it at the end of a clause."""
@@ -115,12 +121,26 @@ class Writer:
         others = self.by_kind[e.kind]
         if len(others) > 1:
             x = self.rng.choice([o for o in self.rng.sample(others, 2) if o is not e])
-            other, facts = self.mention(x, 1.0)
-            d.add(self.pick(["It is often compared with {o}.", "It is sometimes confused with {o}.",
-                             "Visitors also know {o}."], o=other), facts)
+            self.say_naming(d, "o", x, 1.0, ["It is often compared with {o}.", "It is sometimes confused with {o}.",
+                                             "Visitors also know {o}."])
 
     def pick(self, templates: Sequence[str], **kw) -> str:
         return cap(self.rng.choice(templates).format(**kw))
+
+    def say(self, d: Draft, templates: Sequence[str], facts: Sequence[str] = (), /, **kw) -> None:
+        """A body sentence: one of ``templates``, filled with ``kw``, stating ``facts``."""
+        d.add(self.pick(templates, **kw), facts)
+
+    def say_lead(self, d: Draft, templates: Sequence[str], facts: Sequence[str] = (), /, **kw) -> None:
+        """The same for the lead (the opening sentences, which are not shuffled)."""
+        d.lead.append(Sentence(self.pick(templates, **kw), tuple(facts)))
+
+    def say_naming(self, d: Draft, slot: str, x, p: float, templates: Sequence[str], facts: Sequence[str] = (),
+                   avoid: Sequence[str] = (), /, **kw) -> None:
+        """A body sentence whose ``{slot}`` names ``x``, with probability ``p`` followed by an aside
+        (see :meth:`mention`, ``avoid``); it states ``facts`` and the aside's facts."""
+        text, aside = self.mention(x, p, avoid)
+        self.say(d, templates, list(facts) + aside, **{slot: text}, **kw)
 
     def filler(self, d: Draft, templates: Sequence[str], k: Tuple[int, int] = (1, 2),
                **kw) -> None:
