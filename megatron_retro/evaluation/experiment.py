@@ -139,8 +139,9 @@ def _run_phases(exp: ExperimentConfig, first: RunConfig, services: Services, pro
 
 
 def report(exp: ExperimentConfig, records: List[dict], perplexity: Optional[List[dict]] = None) -> List[str]:
-    from megatron_retro.evaluation.tables import (Floor, ScoreRow, aggregate, findings, write_report,
-                                                  write_score_rows)
+    from megatron_retro.evaluation.findings import Floor, findings
+    from megatron_retro.evaluation.score_cells import ScoreRow, aggregate
+    from megatron_retro.evaluation.tables import write_report, write_score_rows
 
     rows = [ScoreRow(model=r["arch"], size=r["size"], method=r["method"], seed=r["seed"], scores=r["scores"],
                      task=r["task"], top_answer=r.get("top_answer"), top_share=r.get("top_share"),
