@@ -187,7 +187,7 @@ def test_qa_files_are_nq_open_style(enc, tmp_path):
 
 
 def test_heldout_facts_are_stated_in_training_documents(enc):
-    from megatron_retro.data.prepare import retrieval_coverage
+    from megatron_retro.data.stats import retrieval_coverage
 
     cov = retrieval_coverage(enc)
     assert cov["heldout_facts"] > 100
@@ -198,7 +198,7 @@ def test_heldout_facts_are_stated_in_training_documents(enc):
 def test_answers_not_guessable_from_question_alone(enc):
     """The best question-blind guess (the most frequent train answer of the relation)
     gets few test questions right: the answers have to come from the corpus."""
-    from megatron_retro.data.prepare import blind_baseline_em
+    from megatron_retro.data.stats import blind_baseline_em
 
     train = collections.defaultdict(collections.Counter)
     for q in enc.qa:
