@@ -36,7 +36,7 @@ from megatron_retro.evaluation.experiment_config import ExperimentConfig, Experi
 from megatron_retro.evaluation.experiment_retrieval import Services, prepare_retrieval
 from megatron_retro.evaluation.grid_runs import barrier, cell_dir, grid, is_writer, log, model_config
 
-__all__ = ["run_experiment", "plan_lines", "report", "grid", "model_config"]
+__all__ = ["run_experiment", "plan_lines", "report"]
 
 
 def plan_lines(exp: ExperimentConfig) -> List[str]:
