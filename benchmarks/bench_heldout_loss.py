@@ -28,7 +28,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from megatron_retro.config import load_config
-    from megatron_retro.data.prepare import heldout_tokens, resolve_data, unigram_cross_entropy, unigram_entropy
+    from megatron_retro.data.prepare import resolve_data
+    from megatron_retro.data.stats import heldout_tokens, unigram_cross_entropy, unigram_entropy
     from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.training.pretrain import pretrain
 

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from megatron_retro.config import RunConfig, load_config
+from megatron_retro.config.args import add_run_config_args, run_config_from_args
 from megatron_retro.errors import describe_failure
 
 DEBUG_ENV = "MEGATRON_RETRO_DEBUG"  # =1: the same as --debug (e.g. for torchrun workers)
@@ -38,27 +38,6 @@ COMMAND_MODULES = [
     "megatron_retro.training.hf_commands",
     "megatron_retro.training.retro_commands",
 ]
-
-
-def add_run_config_args(parser: argparse.ArgumentParser) -> None:
-    """The small shared surface: a YAML file, the common overrides, and generic key=value ones."""
-    parser.add_argument("--config", help="run config YAML (configs/...)")
-    parser.add_argument("--tp", type=int, help="override parallel.tp")
-    parser.add_argument("--pp", type=int, help="override parallel.pp")
-    parser.add_argument("--steps", type=int, help="override train.steps")
-    parser.add_argument("--out", help="override out_dir")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help="any other field, e.g. train.lr=3e-4 model.num_layers=4")
-
-
-def run_config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides = list(args.overrides or [])
-    for flag, key in (("tp", "parallel.tp"), ("pp", "parallel.pp"), ("steps", "train.steps"),
-                      ("out", "out_dir")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    return load_config(args.config, overrides)
 
 
 def _config_command(args: argparse.Namespace) -> int:

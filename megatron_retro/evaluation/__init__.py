@@ -7,8 +7,13 @@ Public API (import the submodules; this package imports nothing on its own):
 * ``generation.generate`` (KV-cached greedy decoding; RETRO retrieves at chunk boundaries),
   ``pipeline_generation.generate_pipelined`` (several pipeline stages)
 * ``metrics``: ``exact_match``, ``token_f1``, ``rouge_l``, ``score_all``
-* ``experiment.run_experiment(exp)`` (`megatron-retro experiment`), ``experiment_config``,
-  ``grid_runs`` (``model_config``, ``run_pretrain``, ``is_writer``), ``perplexity_study``
-* ``tables``: ``write_report``, ``aggregate``, ``findings``, ``band_verdict``
+* ``experiment.run_experiment(exp)`` (`megatron-retro experiment`), ``experiment.plan_lines``; its
+  phases ``experiment_retrieval`` (``prepare_retrieval``, ``Services``) and ``experiment_cells``
+  (``pretrain_base``, ``run_cell``); ``experiment_config`` (``ExperimentConfig``), ``grid_runs``
+  (``grid``, ``model_config``, ``run_pretrain``, ``is_writer``, ``log``), ``experiment_suites``,
+  ``perplexity_study``
+* ``score_cells`` (``ScoreRow``, ``aggregate`` -> ``Cell``), ``findings`` (``findings``, ``Floor``,
+  ``band_verdict``), ``plots.build_figure``, ``tables`` (``markdown_table``, ``write_report``,
+  ``write_score_rows`` / ``read_score_rows``)
 * ``rag_suite.evaluate_rag`` / ``run_suite``, ``rag_metrics``, ``rag_report``
 """

@@ -9,7 +9,7 @@ CONFIGS = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "
 
 
 def register(subparsers) -> None:
-    from megatron_retro.cli import add_run_config_args
+    from megatron_retro.config.args import add_run_config_args
 
     p = subparsers.add_parser("evaluate", help="greedy answers to a QA split scored with EM / F1 / ROUGE-L")
     add_run_config_args(p)
@@ -121,11 +121,11 @@ def _run(path: str, out, overrides, max_cells, progress: bool, suites_only: Opti
 def _suites_only(exp, suite: str, progress: bool) -> int:
     import json
 
-    from megatron_retro.evaluation.experiment import _log
     from megatron_retro.evaluation.experiment_suites import run_suites_only
+    from megatron_retro.evaluation.grid_runs import log
 
     exp.suites = list(dict.fromkeys([*exp.suites, suite]))
-    summary = run_suites_only(exp, _log, progress=progress)
+    summary = run_suites_only(exp, log, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         with open(summary["report"][0], encoding="utf-8") as f:
             print(f.read())

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
-from megatron_retro.config import ConfigError, _require, build_item, cfg, load_dataclass
+from megatron_retro.config import ConfigError, build_item, cfg, load_dataclass, require
 
 METHODS = ("zero-shot", "none", "lora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3",
            "qlora")
@@ -35,10 +35,10 @@ class ExperimentModel:
     overrides: List[str] = cfg([], "section.key=value overrides of this model's runs")
 
     def __post_init__(self) -> None:
-        _require(bool(self.name) and "/" not in self.name, f"models.name={self.name!r}: a non-empty label without '/'")
-        _require(bool(self.config), f"models.config: required (model {self.name})")
-        _require(self.pretrain_steps >= 0, f"models.pretrain_steps={self.pretrain_steps}: must be >= 0")
-        _require(bool(self.checkpoint) or self.pretrain_steps > 0,
+        require(bool(self.name) and "/" not in self.name, f"models.name={self.name!r}: a non-empty label without '/'")
+        require(bool(self.config), f"models.config: required (model {self.name})")
+        require(self.pretrain_steps >= 0, f"models.pretrain_steps={self.pretrain_steps}: must be >= 0")
+        require(bool(self.checkpoint) or self.pretrain_steps > 0,
                  f"models.pretrain_steps={self.pretrain_steps}: model {self.name} needs a checkpoint or "
                  f"pretrain_steps > 0")
 
@@ -82,33 +82,33 @@ class ExperimentConfig:
                                         "questions is degenerate (at the floor)")
 
     def __post_init__(self) -> None:
-        _require(bool(self.methods), "methods: name at least one")
+        require(bool(self.methods), "methods: name at least one")
         for m in self.methods:
-            _require(m in METHODS, f"methods: {m!r} is not one of {', '.join(METHODS)}")
-        _require(len(set(self.seeds)) == len(self.seeds) and len(self.seeds) >= 1, f"seeds={self.seeds}: distinct, >= 1")
-        _require(self.retrieval_shards >= 0 and self.retrieval_replicas >= 1,
+            require(m in METHODS, f"methods: {m!r} is not one of {', '.join(METHODS)}")
+        require(len(set(self.seeds)) == len(self.seeds) and len(self.seeds) >= 1, f"seeds={self.seeds}: distinct, >= 1")
+        require(self.retrieval_shards >= 0 and self.retrieval_replicas >= 1,
                  f"retrieval_shards={self.retrieval_shards}/retrieval_replicas={self.retrieval_replicas}: "
                  f"shards >= 0, replicas >= 1")
-        _require(self.spread in ("std", "minmax"), f"spread={self.spread!r}: std or minmax")
+        require(self.spread in ("std", "minmax"), f"spread={self.spread!r}: std or minmax")
         for suite in self.suites:
-            _require(suite in SUITES, f"suites: {suite!r} is not one of {', '.join(SUITES)}")
-        _require(self.suite_examples >= 1, f"suite_examples={self.suite_examples}: must be >= 1")
+            require(suite in SUITES, f"suites: {suite!r} is not one of {', '.join(SUITES)}")
+        require(self.suite_examples >= 1, f"suite_examples={self.suite_examples}: must be >= 1")
 
-        _require(0 <= self.floor_f1 <= 1, f"floor_f1={self.floor_f1}: a fraction in [0, 1]")
-        _require(0 < self.degenerate_share <= 1, f"degenerate_share={self.degenerate_share}: in (0, 1]")
+        require(0 <= self.floor_f1 <= 1, f"floor_f1={self.floor_f1}: a fraction in [0, 1]")
+        require(0 < self.degenerate_share <= 1, f"degenerate_share={self.degenerate_share}: in (0, 1]")
         for item in self.peft_configs:
-            _require("=" in item, f"peft_configs: {item!r} is not method=path")
+            require("=" in item, f"peft_configs: {item!r} is not method=path")
         self.phase_minutes()
         for item in self.method_overrides:
             method, _, override = str(item).partition(":")
-            _require(method in METHODS and "=" in override,
+            require(method in METHODS and "=" in override,
                      f"method_overrides: {item!r} is not method:section.key=value with method one of "
                      f"{', '.join(METHODS)}")
         for item in self.perplexity_pairs:
-            _require(str(item).count(":") == 1, f"perplexity_pairs: {item!r} is not gpt_name:retro_name")
-        _require(not (self.perplexity_pairs and self.perplexity_seeds) or self.perplexity_steps > 0,
+            require(str(item).count(":") == 1, f"perplexity_pairs: {item!r} is not gpt_name:retro_name")
+        require(not (self.perplexity_pairs and self.perplexity_seeds) or self.perplexity_steps > 0,
                  f"perplexity_steps={self.perplexity_steps}: must be > 0 with perplexity_pairs and seeds")
-        _require(len(set(self.perplexity_seeds)) == len(self.perplexity_seeds),
+        require(len(set(self.perplexity_seeds)) == len(self.perplexity_seeds),
                  f"perplexity_seeds={self.perplexity_seeds}: distinct")
 
     def phase_minutes(self) -> dict:
@@ -120,7 +120,7 @@ class ExperimentConfig:
                 minutes = float(value)
             except ValueError:
                 minutes = -1.0
-            _require(phase in PHASES and minutes >= 0, f"expected_minutes: {item!r} is not phase=minutes with "
+            require(phase in PHASES and minutes >= 0, f"expected_minutes: {item!r} is not phase=minutes with "
                                                        f"phase one of {', '.join(PHASES)} and minutes >= 0")
             out[phase] = minutes
         return out

@@ -1,7 +1,8 @@
 """The runs an experiment grid is made of, shared by its phases (cells, perplexity study).
 
 ``model_config``: a grid model's run config; ``run_pretrain``: one GPT or RETRO pretraining run;
-``is_writer``: this rank writes the grid's files (rank 0, or no process group); ``barrier``;
+``is_writer``: this rank writes the grid's files (rank 0, or no process group); ``log``: one
+``[experiment]`` console line from that rank; ``barrier``;
 ``grid``: the (model, method, seed) cells in run order; ``cell_dir`` / ``cell_config``: one cell's
 directory and run config (the grid runner and the suites-only runner read the same).
 """
@@ -18,6 +19,12 @@ def is_writer() -> bool:
     import torch.distributed as dist
 
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def log(msg: str) -> None:
+    """One ``[experiment] ...`` line on the console, from the writing rank only."""
+    if is_writer():
+        print(f"[experiment] {msg}", flush=True)
 
 
 def model_config(exp: ExperimentConfig, model: ExperimentModel, *extra: str) -> RunConfig:

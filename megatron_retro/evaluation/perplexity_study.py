@@ -11,7 +11,7 @@ seed of ``perplexity_seeds``, three pretraining runs from scratch (``train.seed`
 Each run's held-out loss (nats/token) at its last step gives perplexity = exp(loss); a finished run
 is a ``result.json`` in ``<out_dir>/perplexity/<model>/<regime>/seed<s>/`` (written atomically, so
 a killed study resumes and never reports half a run).  The verdict per regime is computed like
-the grid's findings (``tables.band_verdict``, mean ± spread bands over seeds): "RETRO perplexity <
+the grid's findings (``findings.band_verdict``, mean ± spread bands over seeds): "RETRO perplexity <
 GPT" holds when GPT's band lies wholly above RETRO's, reversed when below, else inconclusive.
 """
 from __future__ import annotations
@@ -99,7 +99,8 @@ def run_perplexity(exp, log) -> List[dict]:
 def perplexity_findings(records: List[dict], spread: str = "std") -> List[dict]:
     """Per (pair, regime): GPT and RETRO perplexity over seeds (mean, std) and the verdict of
     "RETRO perplexity < GPT" (equal compute: GPT's longer run against RETRO's N-step run)."""
-    from megatron_retro.evaluation.tables import ScoreRow, aggregate, band_verdict
+    from megatron_retro.evaluation.findings import band_verdict
+    from megatron_retro.evaluation.score_cells import ScoreRow, aggregate
 
     out = []
     for pair in sorted({r["pair"] for r in records}):

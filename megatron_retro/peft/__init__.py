@@ -4,6 +4,12 @@ Methods register in :mod:`megatron_retro.peft.registry`: ``lora``, ``qlora``, ``
 (Houlsby serial), ``parallel_adapter``, ``ptuning``, ``prompt``, ``prefix``, ``ia3``.  The TP
 sharding rule lives in :mod:`megatron_retro.peft.tp_rule`; target selection (module-path
 patterns x megatron linear types) in :mod:`megatron_retro.peft.targets`.
+
+Public API (``from megatron_retro.peft import ...``, see ``__all__``): ``make_peft_config``,
+``apply_peft``, ``peft_state_dict`` / ``load_peft_state_dict``, ``merge_peft``,
+``config_from_dict`` / ``config_to_dict``, ``trainable_parameters``, ``peft_method_count``; the
+registry's ``get_method`` / ``method_names`` / ``register_peft_method``; gradient reduction
+``install_peft_grad_reduction`` / ``peft_finalize_model_grads``.
 """
 # Imported on first use (PEP 562): `megatron-retro --help` and `peft methods` must not pay for
 # torch/megatron-core just because the CLI registers this package's commands.

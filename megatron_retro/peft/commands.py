@@ -19,7 +19,7 @@ def _peft_options(pairs) -> dict:
 
 
 def register(subparsers) -> None:
-    from megatron_retro.cli import add_run_config_args
+    from megatron_retro.config.args import add_run_config_args
 
     p = subparsers.add_parser("finetune", help="QA fine-tuning with retrieval of a GPT or RETRO: PEFT (LoRA, "
                                                "adapters, P-tuning, ...) or full")
@@ -97,7 +97,7 @@ def config_for_model(args: argparse.Namespace):
     """The run config of ``--config`` or, without it, of ``--model``'s tiny config; the two must agree."""
     import os
 
-    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.config.args import run_config_from_args
     from megatron_retro.errors import UserError
 
     model = getattr(args, "model", None)
@@ -111,7 +111,7 @@ def config_for_model(args: argparse.Namespace):
 
 def _with_run_config(args: argparse.Namespace, tool, *tool_args):
     """``tool(run config of args, *tool_args)``, the parallel state torn down after (also on failure)."""
-    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.config.args import run_config_from_args
     from megatron_retro.parallel.initialize import destroy_parallel
 
     cfg = run_config_from_args(args)

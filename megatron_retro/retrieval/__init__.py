@@ -12,7 +12,8 @@ Public API (import the submodules directly; this package imports nothing heavy o
 * ``service.client``: ``ShardedRetrievalClient`` (same ``search`` contract as ``Index``);
   ``service.server``: ``megatron-retro serve``; ``service.launcher``: ``start_service``
 * ``prefetch``: ``PrefetchingNeighbourLoader``, ``precompute_neighbours``, ``PrecomputedNeighbourSource``
-* ``config``: ``RetrievalConfig``, ``open_neighbour_source(cfg, decode, rank)``
+* ``sources``: ``open_neighbour_source(cfg, decode, rank)``, ``open_searcher``, ``resolve`` (the config
+  class is ``megatron_retro.config.RetrievalConfig``)
 * ``sharding`` / ``build`` / ``parallel_build``: index directories, ``megatron-retro index build|eval``;
   ``parallel_build``: one shard per rank under torchrun (gloo) or mpirun (mpi4py)
 * ``metrics`` (Hit@k, Recall@k, MRR, NDCG) and ``hybrid`` (BM25 + dense RRF, re-ranking hook)

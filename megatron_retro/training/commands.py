@@ -5,7 +5,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    from megatron_retro.cli import add_run_config_args
+    from megatron_retro.config.args import add_run_config_args
 
     p = subparsers.add_parser("pretrain", help="pretrain a GPT (single process or under torchrun/Slurm/mpirun)")
     add_run_config_args(p)
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
 def _pretrain(args: argparse.Namespace) -> int:
     import json
 
-    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.config.args import run_config_from_args
     from megatron_retro.parallel.initialize import destroy_parallel
     from megatron_retro.training.pretrain import pretrain
 

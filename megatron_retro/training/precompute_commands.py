@@ -10,7 +10,7 @@ import argparse
 
 def register(subparsers) -> None:
     """Add ``precompute`` to the steps of the existing ``megatron-retro index`` command."""
-    from megatron_retro.cli import add_run_config_args
+    from megatron_retro.config.args import add_run_config_args
 
     index = subparsers.choices["index"]
     steps = next(a for a in index._actions if isinstance(a, argparse._SubParsersAction))
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 def _precompute(args: argparse.Namespace) -> int:
     import json
 
-    from megatron_retro.cli import run_config_from_args
+    from megatron_retro.config.args import run_config_from_args
     from megatron_retro.training.precompute import precompute_run
 
     meta = precompute_run(run_config_from_args(args), dp=args.dp, out=args.precomputed_out)

@@ -136,7 +136,7 @@ def _cache_key(examples: List[QAExample], k: int, db_dir: str) -> str:
 def _search(cfg: RunConfig, store, index_dir: str, questions: List[str], k: int, rank: int = 0) -> np.ndarray:
     """int64 [n, k] chunk ids of the top-k chunks per question (service or in-process; ``rank``: DP rank)."""
     from megatron_retro.retrieval.build_id import check_searcher
-    from megatron_retro.retrieval.config import open_searcher
+    from megatron_retro.retrieval.sources import open_searcher
     from megatron_retro.retrieval.embedder import build_embedder
 
     embedder = build_embedder(cfg.qa.embedder)

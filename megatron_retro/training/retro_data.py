@@ -79,14 +79,14 @@ def ensure_retro_db(cfg: RunConfig, prefix: str, tokenizer, train_docs, out: str
 
 def open_source(cfg: RunConfig, out: str, tokenizer, rank: int = 0):
     """The run's ``NeighbourSource`` over its retrieval database ``out`` (any retrieval.mode)."""
-    from megatron_retro.retrieval.config import open_neighbour_source
+    from megatron_retro.retrieval.sources import open_neighbour_source
 
     return open_neighbour_source(retrieval_config(cfg, out), decode=tokenizer.decode, rank=rank)
 
 
 def retrieval_config(cfg: RunConfig, out: str):
     """``cfg.retrieval`` with the unset fields filled from the RETRO run and its database ``out``."""
-    from megatron_retro.retrieval.config import resolve
+    from megatron_retro.retrieval.sources import resolve
 
     retro = cfg.retro
     # the run's own index pins the build a service must serve

@@ -155,7 +155,7 @@ def test_cpu_image_builds_pretrains_and_serves_retrieval(tmp_path, capsys):
         log(f"SKIP: {reason}")
         pytest.skip(reason)
     t0 = time.monotonic()
-    build = _sh([sys.executable, os.path.join(DOCKER, "build_cpu.py"), "--tag", CPU_TAG], timeout=1200)
+    _sh([sys.executable, os.path.join(DOCKER, "build_cpu.py"), "--tag", CPU_TAG], timeout=1200)
     log(f"docker: CPU image {CPU_TAG} built in {time.monotonic() - t0:.0f} s")
     work = tmp_path / "work"
     work.mkdir()

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from retrieval_testlib import clustered_vectors
+from megatron_retro.config import RetrievalConfig
 from megatron_retro.errors import UserError
 from megatron_retro.retrieval.build import ShardedLocalIndex, build_index
 from megatron_retro.retrieval.build_id import (BuildIdentity, canonical_embedder, check_build,
                                                compute_store_digest)
 from megatron_retro.retrieval.chunk_store import ChunkStore, build_chunk_store
-from megatron_retro.retrieval.config import RetrievalConfig, open_neighbour_source
+from megatron_retro.retrieval.sources import open_neighbour_source
 from megatron_retro.retrieval.service.client import ShardedRetrievalClient
 from megatron_retro.retrieval.service.server import ShardServer
 from megatron_retro.retrieval.sharding import build_sharded_index, load_manifest

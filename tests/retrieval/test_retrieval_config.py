@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from megatron_retro.config import ConfigError, RunConfig
+from megatron_retro.config import ConfigError, RetrievalConfig, RunConfig
 from megatron_retro.errors import UserError
 from megatron_retro.retrieval.build import build_index
-from megatron_retro.retrieval.config import RetrievalConfig, open_neighbour_source
+from megatron_retro.retrieval.sources import open_neighbour_source
 
 
 def test_config_errors_name_the_field():

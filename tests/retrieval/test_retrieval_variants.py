@@ -1,5 +1,5 @@
 """Small-to-big and multi-query fusion retrievers against slow references (`index eval-qa` runs them in
-test_retrieval_qa_eval.py)."""
+test_retrieval_qa_retrieval.py)."""
 import numpy as np
 
 from megatron_retro.retrieval.embedder import HashingEmbedder

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from megatron_retro.data.synthetic.encyclopedia import (SPLITS, document_split, generate, read_documents,
-                                              read_qa, write_documents, write_facts, write_qa)
+from megatron_retro.data.synthetic.encyclopedia import (GENERATOR_VERSION, SPLITS, document_split, generate,
+                                                        read_documents, read_qa, write_documents, write_facts,
+                                                        write_qa)
 from megatron_retro.data.synthetic.qa import answers_for, contains_words
 from megatron_retro.errors import UserError
 
@@ -35,6 +36,20 @@ def test_same_seed_same_bytes_other_seed_other_bytes(enc, tmp_path):
     assert _digest(enc, tmp_path, "a") != _digest(other, tmp_path, "c")
     # different seeds give different knowledge, not just a different order
     assert {d.title for d in enc.documents} != {d.title for d in other.documents}
+
+
+# sha256 of the documents, facts and QA files of generate(120, seed=7, split="80,10,10") (with
+# reading=20), per GENERATOR_VERSION: a change to the generator that changes a byte of the corpus
+# must bump the version (prepared data directories are checked against it), a refactor must not.
+PINNED = {3: ("95987ea2f28799b3d62ece1c835743cf4f7edf557c33e07a2acfe62aa0b1e24c",
+              "efa14f818d4d7e5258aa98b624b313e26f84deec905718db04933ccab9eb3d00")}
+
+
+def test_the_same_version_writes_the_same_bytes(enc, tmp_path):
+    assert GENERATOR_VERSION in PINNED, "new GENERATOR_VERSION: pin its digests here"
+    plain, reading = PINNED[GENERATOR_VERSION]
+    assert _digest(enc, tmp_path, "pinned") == plain
+    assert _digest(generate(N, seed=7, split="80,10,10", reading=20), tmp_path, "reading") == reading
 
 
 def test_entity_counts_and_one_article_each(enc):
@@ -172,7 +187,7 @@ def test_qa_files_are_nq_open_style(enc, tmp_path):
 
 
 def test_heldout_facts_are_stated_in_training_documents(enc):
-    from megatron_retro.data.prepare import retrieval_coverage
+    from megatron_retro.data.stats import retrieval_coverage
 
     cov = retrieval_coverage(enc)
     assert cov["heldout_facts"] > 100
@@ -183,7 +198,7 @@ def test_heldout_facts_are_stated_in_training_documents(enc):
 def test_answers_not_guessable_from_question_alone(enc):
     """The best question-blind guess (the most frequent train answer of the relation)
     gets few test questions right: the answers have to come from the corpus."""
-    from megatron_retro.data.prepare import blind_baseline_em
+    from megatron_retro.data.stats import blind_baseline_em
 
     train = collections.defaultdict(collections.Counter)
     for q in enc.qa:

@@ -10,9 +10,8 @@ import pytest
 from megatron_retro.data import prepare as prep
 from megatron_retro.data.synthetic.encyclopedia import document_split, read_documents, read_qa
 from megatron_retro.data.indexed import read_documents_tokens
-from megatron_retro.data.prepare import (heldout_tokens, load_bundled_data,
-                                         prepare_bundled_data, unigram_cross_entropy,
-                                         unigram_entropy)
+from megatron_retro.data.prepare import load_bundled_data, prepare_bundled_data
+from megatron_retro.data.stats import heldout_tokens, unigram_cross_entropy, unigram_entropy
 from megatron_retro.data.tokenizer import load_tokenizer
 from megatron_retro.errors import UserError
 

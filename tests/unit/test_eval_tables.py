@@ -7,10 +7,10 @@ import re
 import pytest
 
 from megatron_retro.errors import UserError
-from megatron_retro.evaluation.tables import (ScoreRow, aggregate, build_figure,
-                                              markdown_table, read_score_rows,
-                                              save_figure_atomic, size_label, write_report,
-                                              write_score_rows, write_text_atomic)
+from megatron_retro.evaluation.plots import build_figure
+from megatron_retro.evaluation.score_cells import ScoreRow, aggregate, size_label
+from megatron_retro.evaluation.tables import markdown_table, read_score_rows, write_report, write_score_rows
+from megatron_retro.io_atomic import save_figure_atomic, write_text_atomic
 
 # F1 over seeds 0,1,2: GPT-lora-small 0.40/0.42/0.44 -> mean 42.0, sample std 2.0,
 # min-max 40.0-44.0; RETRO-lora-small 0.50/0.53/0.59 -> mean 54.0,
@@ -169,7 +169,7 @@ def test_score_rows_round_trip_and_bad_lines(tmp_path):
 
 
 def test_findings_verdicts():
-    from megatron_retro.evaluation.tables import findings, findings_markdown
+    from megatron_retro.evaluation.findings import findings, findings_markdown
 
     cells = aggregate(rows())
     got = {(f.claim, f.size): f.verdict for f in findings(cells, "f1")}
@@ -197,7 +197,7 @@ def test_floor_degenerate_predictions_read_no_signal():
     P-tuning scores chance overlap (F1 ~1); the bands do not overlap, so without the floor
     the claim would read 'reversed'."""
     from megatron_retro.evaluation.metrics import answer_concentration
-    from megatron_retro.evaluation.tables import Floor, findings, findings_markdown
+    from megatron_retro.evaluation.findings import Floor, findings, findings_markdown
 
     golds = ["Ossel River", "412", "Mara Venn", "1801", "Tarn"]
     collapsed = ["1717", "1717.", "The 1717", "1717", "Venn"]          # normalises to 4 x "1717"
@@ -243,7 +243,7 @@ def test_figure_own_sizes_pairing_by_decoder_and_all_zero_metric():
     the panels instead of an empty plot."""
     from matplotlib.text import Text
 
-    from megatron_retro.evaluation.tables import findings
+    from megatron_retro.evaluation.findings import findings
 
     rs = [ScoreRow(m, size, "zero-shot", s, {"em": 0.0, "f1": v}, decoder=5.31e6)
           for m, size, vals in (("gpt", 5.31e6, (.1, .1, .1)), ("retro", 7.97e6, (.3, .3, .3)))

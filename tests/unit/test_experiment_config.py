@@ -4,7 +4,7 @@ import os
 import pytest
 
 from megatron_retro.config import ConfigError
-from megatron_retro.evaluation.experiment import grid
+from megatron_retro.evaluation.grid_runs import grid
 from megatron_retro.evaluation.experiment_config import load_experiment
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -68,7 +68,7 @@ def test_demo_plan_names_phases_and_minutes():
 
 
 def test_method_overrides_reach_that_method_only(tmp_path):
-    from megatron_retro.evaluation.experiment import model_config
+    from megatron_retro.evaluation.grid_runs import model_config
 
     exp = load_experiment(write(tmp_path, "models:\n" + GOOD_MODEL + "    pretrain_steps: 2\n"
                                 "finetune_overrides: [train.lr=1.0e-3]\n"

@@ -48,17 +48,17 @@ def _section_classes():
 
 
 _GENERIC_READERS = ("/dataclasses.py", "/copy.py", "/reprlib.py")  # asdict, replace, deepcopy, repr
-_VALIDATION = {"__post_init__", "_check_retro", "_build", "to_dict"}  # config.py reading its own fields
+_VALIDATION = {"__post_init__", "_check_retro", "_build", "to_dict"}  # the config package reading its own fields
 
 
 def _read_by_code(frame) -> bool:
     """True when the attribute read at ``frame`` comes from code that uses the value: the first frame
-    outside config.py is not dataclasses/copy machinery, and the chain does not pass through the
-    config's own validation or serialisation (config.py properties such as ``ffn_size`` count as
+    outside the config package is not dataclasses/copy machinery, and the chain does not pass through the
+    config's own validation or serialisation (its properties such as ``ffn_size`` count as
     reads by their caller)."""
     while frame is not None:
         name = frame.f_code.co_filename
-        if name.endswith("/megatron_retro/config.py"):
+        if "/megatron_retro/config/" in name:
             if frame.f_code.co_name in _VALIDATION:
                 return False
             frame = frame.f_back
@@ -69,7 +69,7 @@ def _read_by_code(frame) -> bool:
 
 class FieldReads:
     """Patches ``__getattribute__`` of RunConfig and its sections; records (section, field) reads
-    made by code outside config.py and the dataclasses/copy machinery (to_dict, validation, repr)."""
+    made by code outside the config package and the dataclasses/copy machinery (to_dict, validation, repr)."""
 
     def __init__(self):
         self.reads: set[tuple[str, str]] = set()

@@ -37,7 +37,7 @@ def test_verdicts_per_regime():
 
 def test_study_config_parses_and_equal_compute_gives_gpt_more_steps():
     exp = load_experiment(os.path.join(ROOT, "configs", "experiments", "study-cpu.yaml"))
-    from megatron_retro.evaluation.experiment import grid, model_config
+    from megatron_retro.evaluation.grid_runs import grid, model_config
 
     assert len({m.name for m in exp.models}) == 4 and len(exp.seeds) == 3 and len(exp.perplexity_seeds) == 3
     assert set(exp.methods) == {"zero-shot", "lora", "adapter", "ptuning"}

@@ -16,7 +16,9 @@ Public API (import the submodules; this package imports nothing on its own):
   ``GENERATOR_VERSION``, ``SPLITS``, ``document_split(n, split)``, ``parse_split``,
   ``write_documents / write_facts / write_qa``, ``read_documents / read_qa``
 * ``world``: ``build_world(num_entities, rng)``, ``Entity`` (the facts); ``names``: ``NameBank``
-* ``articles`` / ``lists``: the prose (``Renderer``, ``list_drafts``)
+* ``articles`` / ``lists``: the prose (``Renderer``, ``list_drafts``); ``Renderer`` is put together from
+  ``writer`` (``Writer``: names, asides, template picking), ``place_articles`` and ``thing_articles``;
+  ``prose``: ``Sentence``, ``Draft``, ``draft_text`` and the English helpers
 * ``qa``: ``make_questions``, ``split_by_entity``, ``answers_for``, ``contains_words``
 * ``rag_splits``: ``build_rag_splits(enc, k, per_split, seed)`` -> the four RAG ability splits
   (noise, negative, integration, counterfactual) with gold labels; ``REFUSAL``

@@ -33,7 +33,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from megatron_retro.data.synthetic.articles import Renderer, draft_text
+from megatron_retro.data.synthetic.articles import Renderer
+from megatron_retro.data.synthetic.prose import draft_text
 from megatron_retro.data.synthetic.lists import list_drafts
 from megatron_retro.data.synthetic.qa import answers_for, make_questions, split_by_entity
 from megatron_retro.data.synthetic.world import Entity, build_world

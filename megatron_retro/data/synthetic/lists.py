@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from megatron_retro.data.synthetic.articles import Draft, Renderer, Sentence, article, fid, ordinal
+from megatron_retro.data.synthetic.articles import Renderer
+from megatron_retro.data.synthetic.prose import Draft, Sentence, article, fid, ordinal
 from megatron_retro.data.synthetic.world import Entity
 
 LIST_PAGE = 25  # entries per list page

@@ -7,7 +7,7 @@ import pytest
 from launch import torchrun
 
 pytestmark = pytest.mark.slow
-WORKER = os.path.join(os.path.dirname(__file__), "worker_qa_eval.py")
+WORKER = os.path.join(os.path.dirname(__file__), "worker_answer_eval.py")
 
 
 def test_evaluation_is_layout_independent():

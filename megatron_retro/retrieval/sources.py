@@ -1,9 +1,8 @@
 """``open_neighbour_source``: the run's ``retrieval:`` section turned into a ``NeighbourSource``
 (in-process index, sharded service, or precomputed neighbours).
 
-There is one retrieval config class, ``megatron_retro.config.RetrievalConfig`` (re-exported
-here); a run fills its unset fields (store, index, embedder, k) from its own retrieval database
-with :func:`resolve`.  Every source is checked against the build the run expects
+The config class has one home, ``megatron_retro.config.RetrievalConfig``; a run fills its unset
+fields (store, index, embedder, k) from its own retrieval database with :func:`resolve`.  Every source is checked against the build the run expects
 (``build_id.check_searcher``) before it answers a single query.
 """
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Callable, Optional
 from megatron_retro.config import RetrievalConfig
 from megatron_retro.errors import UserError
 
-__all__ = ["RetrievalConfig", "open_neighbour_source", "open_searcher", "resolve"]
+__all__ = ["open_neighbour_source", "open_searcher", "resolve"]
 
 #: the fields each mode needs once the run's defaults are filled in
 NEEDS = {"local": ("store", "index_dir"), "service": ("store", "endpoints"), "precomputed": ("precomputed",)}

@@ -1,0 +1,36 @@
+"""``data:``: where the training text and the tokenizer come from (bundled corpus or indexed dataset)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from megatron_retro.config.base import cfg, require
+
+
+@dataclass
+class DataConfig:
+    """Where the training text and tokenizer come from."""
+
+    source: Literal["bundled", "indexed"] = cfg(
+        "bundled", "'bundled' = generate the synthetic encyclopedia; 'indexed' = use data.prefix")
+    dir: str = cfg("data/bundled", "directory of the prepared data (corpus, tokenizer, indexed dataset)")
+    prefix: Optional[str] = cfg(None, "megatron indexed-dataset prefix (.bin/.idx) for source=indexed")
+    tokenizer: Optional[str] = cfg(None, "tokenizer model file (None = <data.dir>/tokenizer.model)")
+    num_entities: int = cfg(1500, "entities in the generated encyclopedia (bundled source)")
+    vocab_size: int = cfg(4096, "vocabulary of the tokenizer trained on the bundled corpus")
+    seed: int = cfg(1234, "seed of the corpus generator and the sample shuffling")
+    split: str = cfg("98,2,0", "train,valid,test weights of the document split")
+    reading_docs: int = cfg(0, "bundled source: up to this many reading-practice documents (facts of an entity of a "
+                               "separate fictional world, then questions on them answered from that passage) "
+                               "added to the training text; 0 = none")
+
+    def __post_init__(self) -> None:
+        require(self.source != "indexed" or bool(self.prefix),
+                 "data.prefix: required when data.source=indexed")
+        require(self.num_entities >= 10, f"data.num_entities={self.num_entities}: must be >= 10")
+        require(self.vocab_size >= 64, f"data.vocab_size={self.vocab_size}: must be >= 64")
+        require(self.reading_docs >= 0, f"data.reading_docs={self.reading_docs}: must be >= 0")
+        parts = self.split.split(",")
+        ok = len(parts) == 3 and all(p.strip().replace(".", "", 1).isdigit() for p in parts)
+        require(ok and sum(float(p) for p in parts) > 0,
+                 f"data.split={self.split!r}: must be three non-negative weights 'train,valid,test'")
