@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 def _add_adapter_tool(sub, name: str, help: str, adapter_help: str, out_flag: str, out_help: str, handler) -> None:
     """``peft <name> --base B --adapter A <out_flag> O`` with the run-config arguments."""
-    from megatron_retro.cli import add_run_config_args
+    from megatron_retro.config.args import add_run_config_args
 
     p = sub.add_parser(name, help=help)
     add_run_config_args(p)
