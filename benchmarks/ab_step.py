@@ -4,9 +4,9 @@ Both variants run on the same engine (same weights, same batch), alternating ste
 machine load hits them alike; the ratio of medians is robust to load, absolute times are not.
 "plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false),
 megatron's unfused RoPE, the reference LoRA chain (kernels.fused_lora_reference), megatron's
-unfused gated MLP, dW added to main_grad by DDP's hook and torch's per-tensor Adam loop; "ours" =
+unfused gated MLP, torch's composite RMSNorm, dW added to main_grad by DDP's hook and torch's per-tensor Adam loop; "ours" =
 the defaults (models/output_loss.py, models/rope.py, kernels/lora_torch.py, models/swiglu.py,
-training/cpu_fast_paths.py).  ``--parts`` picks which of them the plain side undoes.  Before
+training/cpu_fast_paths.py, models/rmsnorm.py).  ``--parts`` picks which of them the plain side undoes.  Before
 timing, both variants' losses and gradients on the same weights are compared.
 
     python benchmarks/ab_step.py --method lora [--steps 6] [--small]
@@ -31,21 +31,25 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-PARTS = ("loss", "rope", "lora", "swiglu", "wgrad", "adam")
+PARTS = ("loss", "rope", "lora", "swiglu", "wgrad", "adam", "norm")
 
 
 @contextlib.contextmanager
 def plain_paths(engine, parts=PARTS):
     """The unoptimised ``parts`` (output loss, RoPE, LoRA chain) for the duration of the block."""
+    import torch
     from megatron.core.transformer import attention
     from megatron.core.transformer.mlp import MLP
 
     import megatron_retro.kernels.fused_lora as fl
     from megatron_retro.models import rope
+    from megatron_retro.models.rmsnorm import FastRMSNorm
     from megatron_retro.models.swiglu import SwiGLUMLP
 
     saved = fl.lora_linear_torch, attention.apply_rotary_pos_emb
-    swiglu_forward = SwiGLUMLP.forward
+    swiglu_forward, norm_forward = SwiGLUMLP.forward, FastRMSNorm.forward
+    if "norm" in parts:
+        FastRMSNorm.forward = torch.nn.RMSNorm.forward
     fused_linears = [m for c in engine.chunks for m in c.modules() if getattr(m, "gradient_accumulation_fusion", False)]
     groups = [g for o in getattr(engine.optimizer, "chained_optimizers", [engine.optimizer])
               for g in o.optimizer.param_groups if g.get("fused")]
@@ -67,7 +71,7 @@ def plain_paths(engine, parts=PARTS):
         yield
     finally:
         fl.lora_linear_torch, attention.apply_rotary_pos_emb = saved
-        SwiGLUMLP.forward = swiglu_forward
+        SwiGLUMLP.forward, FastRMSNorm.forward = swiglu_forward, norm_forward
         for m in fused_linears:
             m.gradient_accumulation_fusion = True
         for g in groups:

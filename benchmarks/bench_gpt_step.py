@@ -4,6 +4,9 @@ PyTorch model of identical shape and math, side by side in one process, same wei
 Both models: vocab V, hidden d, L layers, heads h, SwiGLU width f, RMSNorm, RoPE, untied
 embeddings, no bias, fused QKV in megatron's grouped layout, fp32, Adam(W) with the same
 hyper-parameters and grad clipping.  The step-0 losses are printed to show the math matches.
+Two plain twins (same weights): "plain" steps with torch's default AdamW (the per-tensor loop on
+CPU), "plain-fused" with ``AdamW(fused=True)`` (torch's fused CPU kernel, what our Engine uses):
+the fair comparison of the model code; the first also counts our optimizer choice.
 
     python benchmarks/bench_gpt_step.py            # defaults: V=8192 d=512 L=8 h=8 f=1408 s=512 b=4
     python benchmarks/bench_gpt_step.py --steps 10 --threads 2
@@ -109,8 +112,12 @@ def main() -> None:
     chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=args.vocab, precision="fp32")
     plain = PlainGPT(args.vocab, args.hidden, args.layers, args.heads, args.ffn, args.seq)
     copy_weights(plain, chunks[0])
+    plain_fused = PlainGPT(args.vocab, args.hidden, args.layers, args.heads, args.ffn, args.seq)
+    plain_fused.load_state_dict(plain.state_dict())
     engine = Engine(cfg, chunks, gpt_forward_step)
-    opt = torch.optim.AdamW(plain.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+    adam = dict(lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+    opts = {"plain": (plain, torch.optim.AdamW(plain.parameters(), **adam)),
+            "plain-fused": (plain_fused, torch.optim.AdamW(plain_fused.parameters(), fused=True, **adam))}
 
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, args.vocab, (args.steps + 2, args.batch, args.seq + 1), generator=g)
@@ -121,18 +128,21 @@ def main() -> None:
                  "loss_mask": torch.ones(args.batch, args.seq), "position_ids": positions}
         return engine.train_step([batch]).loss
 
-    def plain_step(i):
+    def plain_step(name, i):
+        model, opt = opts[name]
         opt.zero_grad(set_to_none=True)
-        loss = plain(data[i, :, :-1], data[i, :, 1:])
+        loss = model(data[i, :, :-1], data[i, :, 1:])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         return loss.item()
 
-    times = {"megatron": [], "plain": []}
+    times = {"megatron": [], "plain": [], "plain-fused": []}
     first = {}
-    for i in range(args.steps + 2):  # interleaved, so both see the same machine state
-        for name, fn in (("megatron", megatron_step), ("plain", plain_step)):
+    steps = (("megatron", megatron_step), ("plain", lambda i: plain_step("plain", i)),
+             ("plain-fused", lambda i: plain_step("plain-fused", i)))
+    for i in range(args.steps + 2):  # interleaved, so all see the same machine state
+        for name, fn in steps:
             t0 = time.perf_counter()
             loss = fn(i)
             dt = time.perf_counter() - t0
@@ -148,6 +158,7 @@ def main() -> None:
         "median_step_s": {k: round(v, 4) for k, v in med.items()},
         "tokens_per_s": {k: round(tokens / v, 1) for k, v in med.items()},
         "ratio_megatron_over_plain": round(med["megatron"] / med["plain"], 4),
+        "ratio_megatron_over_plain_fused": round(med["megatron"] / med["plain-fused"], 4),
         "ln_vocab": round(math.log(args.vocab), 4),
     }))
 

@@ -15,6 +15,7 @@ forward F (matmuls incl. attention scores and the output layer); full step 3F; L
 
     python benchmarks/bench_peft.py [--steps 6] [--warmup 2] [--small]
     python benchmarks/bench_peft.py --override model.recompute_modules=[mlp]   # ours-* with overrides
+    python benchmarks/bench_peft.py --threads 1       # one thread per variant (a one-core lane)
 """
 from __future__ import annotations
 
@@ -127,10 +128,10 @@ def run_hf(s: dict, steps: int, warmup: int) -> list[float]:
     return times
 
 
-def child(variant: str, s: dict, steps: int, warmup: int, overrides: tuple = ()) -> None:
+def child(variant: str, s: dict, steps: int, warmup: int, overrides: tuple = (), threads: int = 2) -> None:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     method = {"ours-full": None, "ours-lora": "lora", "ours-qlora": "qlora"}.get(variant)
     if variant == "hf-peft":
         times, extra = run_hf(s, steps, warmup), {}
@@ -148,17 +149,19 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="a tiny shape (smoke run)")
     ap.add_argument("--override", nargs="*", default=[], help="config overrides for the ours-* variants")
     ap.add_argument("--json", action="store_true", help="also print one RESULT line (for run_all.py)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per variant (1 on a one-core lane)")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args()
     s = SMALL if args.small else SHAPE
     if args.variant:
-        return child(args.variant, s, args.steps, args.warmup, tuple(args.override))
+        return child(args.variant, s, args.steps, args.warmup, tuple(args.override), args.threads)
     rows = {}
     for variant in ("hf-peft", "ours-full", "ours-lora", "ours-qlora"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--threads", str(args.threads)]
         cmd += ["--small"] if args.small else []
         cmd += ["--override", *args.override] if args.override else []
-        env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="ignore")
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
         if not lines:

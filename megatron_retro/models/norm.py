@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from megatron_retro.models.rmsnorm import FastRMSNorm
+
 
 class ZeroCenteredRMSNorm(torch.nn.Module):
     """RMSNorm scaled by (1 + w), w initialised to 0 (Gemma's; megatron's
@@ -33,7 +35,7 @@ class SequenceParallelNorm:
         if config.normalization == "RMSNorm" and config.layernorm_zero_centered_gamma:
             norm = ZeroCenteredRMSNorm(hidden_size, eps=eps)
         elif config.normalization == "RMSNorm":
-            norm = torch.nn.RMSNorm(hidden_size, eps=eps)
+            norm = FastRMSNorm(hidden_size, eps=eps)
         elif config.normalization == "LayerNorm":
             norm = torch.nn.LayerNorm(hidden_size, eps=eps)
         else:

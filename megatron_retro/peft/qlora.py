@@ -227,14 +227,9 @@ def release_freed_heap() -> bool:
     ``apply`` at bench_peft's shape, and its training peak did not fall below LoRA's although its
     base weights are 8x smaller.  Returns whether malloc_trim ran (False without glibc).
     """
-    import ctypes
-    import ctypes.util
+    from megatron_retro.glibc import libc_function
 
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return False
+    trim = libc_function("malloc_trim")
     if trim is None:
         return False
     trim(0)

@@ -47,6 +47,8 @@ class Engine:
         from megatron_retro.training import cpu_fast_paths
 
         cpu_fast_paths.accumulate_wgrad_into_main_grad(self.chunks)   # dW straight into main_grad
+        if all(p.device.type == "cpu" for c in chunks for p in c.parameters()):
+            cpu_fast_paths.keep_freed_heap()      # a step's freed tensors reused by the next, no page faults
         tf_config.finalize_model_grads_func = finalize_model_grads
         tf_config.no_sync_func = [c.no_sync for c in self.chunks] if len(self.chunks) > 1 else self.chunks[0].no_sync
         train = cfg.train

@@ -24,7 +24,7 @@ LAYERS: List[Tuple[str, Set[str]]] = [
     ("training/evaluation", {"training", "evaluation", "planning"}),
     ("peft/retrieval", {"peft", "retrieval"}),
     ("models/data", {"models", "data"}),
-    ("parallel/config", {"parallel", "config", "errors", "quiet", "io_atomic", "kernels", ""}),
+    ("parallel/config", {"parallel", "config", "errors", "quiet", "io_atomic", "glibc", "kernels", ""}),
 ]
 
 

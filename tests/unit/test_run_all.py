@@ -46,3 +46,11 @@ def test_later_runs_judged_by_others_cpu_not_their_own_load(later_load, later_ot
              {"load_before": later_load, "load_after": 1.9, "others_cores": later_others, "wall_s": 1.0}]
     body = "\n".join(run_all.section("peft", run_all.BENCHES["peft"], [PEFT_RUN, PEFT_RUN], loads, 1.0, 0.15, "abc"))
     assert ("NOT A FIGURE" in body) == banner
+
+
+def test_gpt_step_target_is_judged_against_the_fused_adam_twin():
+    run = {"median_step_s": {"megatron": 1.9, "plain": 1.8, "plain-fused": 1.7}, "step0_loss_abs_diff": 1e-6,
+           "ratio_megatron_over_plain": 1.9 / 1.8, "ratio_megatron_over_plain_fused": 1.9 / 1.7}
+    body = "\n".join(run_all.render_gpt_step([run]))
+    assert "the fair twin): **1.118** (target <= 1.03: not met)" in body
+    assert "per-tensor AdamW: 1.056." in body
