@@ -13,6 +13,7 @@ import torch
 from megatron.core import parallel_state
 
 from megatron_retro.config import ModelConfig, ParallelConfig, RetroConfig
+from megatron_retro.models.gpt import drop_final_norm
 from megatron_retro.models.retro.model import RetroModel
 
 
@@ -36,6 +37,7 @@ def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size
         position_embedding_type=model.position_embedding, rotary_percent=model.rotary_percent,
         rotary_base=model.rotary_base, vp_stage=vp_stage, retro=retro)
     chunk.fused_output_loss = model.fused_output_loss
+    drop_final_norm(chunk, model)
     return chunk
 
 
