@@ -11,6 +11,8 @@ data: BENCHMARKS.md "Study" reports the step at which each model leaves the plat
     python benchmarks/copy_task_plateau.py --config configs/models/gpt-tiny.yaml --steps 400
     python benchmarks/copy_task_plateau.py --model plain --steps 400
     python benchmarks/copy_task_plateau.py --config configs/models/gpt-tiny.yaml model.rotary_percent=1.0
+    python benchmarks/copy_task_plateau.py --model plain --plain-init-std 0.02 --plain-final-norm
+    python benchmarks/copy_task_plateau.py model.final_norm=false
 """
 from __future__ import annotations
 
@@ -23,15 +25,17 @@ import torch.nn as nn
 
 
 class PlainCausalTransformer(nn.Module):
-    """Pre-norm torch encoder layers with a causal mask, learned positions, untied output layer."""
+    """Pre-norm torch encoder layers with a causal mask, learned positions, untied output layer
+    (no final norm unless ``final_norm``)."""
 
     def __init__(self, vocab: int, hidden: int, heads: int, ffn: int, layers: int, max_len: int = 512,
-                 init_std: float = 0.0):
+                 init_std: float = 0.0, final_norm: bool = False):
         super().__init__()
         self.embedding = nn.Embedding(vocab, hidden)
         self.position = nn.Embedding(max_len, hidden)
         layer = nn.TransformerEncoderLayer(hidden, heads, ffn, dropout=0.0, batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.final = nn.LayerNorm(hidden) if final_norm else nn.Identity()   # ours has one (megatron's)
         self.output = nn.Linear(hidden, vocab)
         if init_std > 0:   # megatron-like: every matrix N(0, init_std)
             for p in self.parameters():
@@ -43,14 +47,14 @@ class PlainCausalTransformer(nn.Module):
         s = tokens.shape[1]
         h = self.embedding(tokens) + self.position(torch.arange(s))[None]     # [b, s, hidden]
         mask = nn.Transformer.generate_square_subsequent_mask(s)
-        return self.output(self.layers(h, mask=mask, is_causal=True))
+        return self.output(self.final(self.layers(h, mask=mask, is_causal=True)))
 
 
 def build(args):
     """A function tokens [b, s], labels [b, s] -> per-token loss [b, s], and its parameters."""
     if args.model == "plain":
         m = PlainCausalTransformer(args.vocab, args.hidden, args.heads, args.ffn, args.layers,
-                                   init_std=args.plain_init_std)
+                                   init_std=args.plain_init_std, final_norm=args.plain_final_norm)
 
         def loss_fn(x, y):
             return nn.functional.cross_entropy(m(x).transpose(1, 2), y, reduction="none")
@@ -91,6 +95,8 @@ def main() -> None:
     ap.add_argument("--ffn", type=int, default=704)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--plain-init-std", type=float, default=0.0, help="plain: N(0, std) matrices (0 = torch default)")
+    ap.add_argument("--plain-final-norm", action="store_true",
+                    help="plain: a LayerNorm before the output layer, as megatron's GPT has")
     ap.add_argument("--ours-init-std", type=float, default=0.0, help="ours: re-draw every matrix N(0, std) (0 = keep)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
