@@ -3,7 +3,7 @@ causal transformer of the same width, depth, heads and FFN size, on the same syn
 
 Task: a random sequence of L tokens (ids 100..599) repeated once, ``[eod] s s``; the loss on the
 second copy falls to ~0 once the model has an induction (copy) circuit, and stays at the unigram
-level, ln(500) = 6.21 nats, until then.  Same batches, same Adam (lr 1e-3), no schedule.
+level, ln(500) = 6.21 nats, until then.  Same batches, same Adam (lr 1e-3 unless --lr), no schedule.
 
 This isolates the study's question "can the tiny model read a passage at all?" (issue 13) from the
 data: BENCHMARKS.md "Study" reports the step at which each model leaves the plateau.
@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=24, help="L, tokens per copy")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (constant)")
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--hidden", type=int, default=256, help="plain: width (match the YAML)")
     ap.add_argument("--heads", type=int, default=4)
@@ -101,7 +102,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     loss_fn, params = build(args)
-    opt = torch.optim.Adam(params, lr=1e-3)
+    opt = torch.optim.Adam(params, lr=args.lr)
     g = torch.Generator().manual_seed(0)
     L, t0, left = args.length, time.time(), None
     for step in range(args.steps):
