@@ -3,7 +3,7 @@ causal transformer of the same width, depth, heads and FFN size, on the same syn
 
 Task: a random sequence of L tokens (ids 100..599) repeated once, ``[eod] s s``; the loss on the
 second copy falls to ~0 once the model has an induction (copy) circuit, and stays at the unigram
-level, ln(500) = 6.21 nats, until then.  Same batches, same Adam (lr 1e-3), no schedule.
+level, ln(500) = 6.21 nats, until then.  Same batches, same Adam (lr 1e-3 unless --lr), no schedule.
 
 This isolates the study's question "can the tiny model read a passage at all?" (issue 13) from the
 data: BENCHMARKS.md "Study" reports the step at which each model leaves the plateau.
@@ -11,6 +11,8 @@ data: BENCHMARKS.md "Study" reports the step at which each model leaves the plat
     python benchmarks/copy_task_plateau.py --config configs/models/gpt-tiny.yaml --steps 400
     python benchmarks/copy_task_plateau.py --model plain --steps 400
     python benchmarks/copy_task_plateau.py --config configs/models/gpt-tiny.yaml model.rotary_percent=1.0
+    python benchmarks/copy_task_plateau.py --model plain --plain-init-std 0.02 --plain-final-norm
+    python benchmarks/copy_task_plateau.py model.final_norm=false
 """
 from __future__ import annotations
 
@@ -23,15 +25,17 @@ import torch.nn as nn
 
 
 class PlainCausalTransformer(nn.Module):
-    """Pre-norm torch encoder layers with a causal mask, learned positions, untied output layer."""
+    """Pre-norm torch encoder layers with a causal mask, learned positions, untied output layer
+    (no final norm unless ``final_norm``)."""
 
     def __init__(self, vocab: int, hidden: int, heads: int, ffn: int, layers: int, max_len: int = 512,
-                 init_std: float = 0.0):
+                 init_std: float = 0.0, final_norm: bool = False):
         super().__init__()
         self.embedding = nn.Embedding(vocab, hidden)
         self.position = nn.Embedding(max_len, hidden)
         layer = nn.TransformerEncoderLayer(hidden, heads, ffn, dropout=0.0, batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.final = nn.LayerNorm(hidden) if final_norm else nn.Identity()   # ours has one (megatron's)
         self.output = nn.Linear(hidden, vocab)
         if init_std > 0:   # megatron-like: every matrix N(0, init_std)
             for p in self.parameters():
@@ -43,14 +47,14 @@ class PlainCausalTransformer(nn.Module):
         s = tokens.shape[1]
         h = self.embedding(tokens) + self.position(torch.arange(s))[None]     # [b, s, hidden]
         mask = nn.Transformer.generate_square_subsequent_mask(s)
-        return self.output(self.layers(h, mask=mask, is_causal=True))
+        return self.output(self.final(self.layers(h, mask=mask, is_causal=True)))
 
 
 def build(args):
     """A function tokens [b, s], labels [b, s] -> per-token loss [b, s], and its parameters."""
     if args.model == "plain":
         m = PlainCausalTransformer(args.vocab, args.hidden, args.heads, args.ffn, args.layers,
-                                   init_std=args.plain_init_std)
+                                   init_std=args.plain_init_std, final_norm=args.plain_final_norm)
 
         def loss_fn(x, y):
             return nn.functional.cross_entropy(m(x).transpose(1, 2), y, reduction="none")
@@ -85,17 +89,20 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=24, help="L, tokens per copy")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (constant)")
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--hidden", type=int, default=256, help="plain: width (match the YAML)")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ffn", type=int, default=704)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--plain-init-std", type=float, default=0.0, help="plain: N(0, std) matrices (0 = torch default)")
+    ap.add_argument("--plain-final-norm", action="store_true",
+                    help="plain: a LayerNorm before the output layer, as megatron's GPT has")
     ap.add_argument("--ours-init-std", type=float, default=0.0, help="ours: re-draw every matrix N(0, std) (0 = keep)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     loss_fn, params = build(args)
-    opt = torch.optim.Adam(params, lr=1e-3)
+    opt = torch.optim.Adam(params, lr=args.lr)
     g = torch.Generator().manual_seed(0)
     L, t0, left = args.length, time.time(), None
     for step in range(args.steps):

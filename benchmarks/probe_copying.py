@@ -6,7 +6,9 @@
    (``encyclopedia.reading_world``, another seed than any data directory's), each fed twice in one
    sequence; mean next-token loss (nats) on the first copy and on the second.  A model with
    induction (copying) heads predicts the second copy far better; equal losses mean it cannot copy.
-2. **Passage gain**: for each question on those passages, the loss of the answer tokens after
+2. **Sentence twice**: each fact sentence of those passages followed by itself; mean loss on the
+   first and on the second instance (the immediate repeat a sentence-doubled corpus trains).
+3. **Passage gain**: for each question on those passages, the loss of the answer tokens after
    ``passage Question: q Answer:`` and after ``Question: q Answer:`` alone, and how often the
    greedy first answer token is right with the passage.  Reading shows as a lower loss with it.
 
@@ -61,10 +63,11 @@ def main() -> None:
     tok = load_tokenizer(os.path.join(args.data_dir, "tokenizer.model"))
     facts, by_entity = reading_world(args.entities, seed=424242, taken=set())
     rng = random.Random(5)
-    passages, questions = [], []
+    passages, questions, sentences_seen = [], [], []
     for e in sorted(by_entity)[:args.entities]:
         asked = by_entity[e][:READING_FACTS]
         sentences = [facts[q["fact_id"]].sentences[0] for q in asked]
+        sentences_seen += [(tok.encode(t), tok.encode(" " + t)) for t in sentences[:2]]
         rng.shuffle(sentences)
         ctx = tok.encode(" ".join(sentences))
         if 2 * len(ctx) + 1 <= cfg.model.seq_length:
@@ -82,6 +85,10 @@ def main() -> None:
             out["repeat_first_copy_loss"] = round(float(np.mean([_loss(model, [tok.eod] + p, 1) for p in passages])), 3)
             out["repeat_second_copy_loss"] = round(float(np.mean(
                 [_loss(model, [tok.eod] + p + p, 1 + len(p)) for p in passages])), 3)
+            out["sentence_first_loss"] = round(float(np.mean([_loss(model, [tok.eod] + a, 1)
+                                                              for a, _ in sentences_seen])), 3)
+            out["sentence_second_loss"] = round(float(np.mean([_loss(model, [tok.eod] + a + b, 1 + len(a))
+                                                               for a, b in sentences_seen])), 3)
             with_p, without_p, right = [], [], []
             for ctx, q, a in questions:
                 with_p.append(_loss(model, [tok.eod] + ctx + q + a, 1 + len(ctx) + len(q)))

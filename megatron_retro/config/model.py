@@ -34,6 +34,9 @@ class ModelConfig:
     hidden_dropout: float = cfg(0.0, "dropout on residual branches")
     attention_dropout: float = cfg(0.0, "dropout on attention probabilities")
     init_method_std: float = cfg(0.02, "std of the normal weight initialisation")
+    final_norm: bool = cfg(
+        True, "normalise the last layer's output before the output layer; false = no final norm (on the "
+              "synthetic copy task the tiny GPT leaves the copy plateau without it: BENCHMARKS 'Study')")
     attention_backend: Literal["auto", "sdpa", "unfused", "te"] = cfg(
         "auto", "core attention: 'auto' = Transformer Engine if importable else torch SDPA")
     family: Literal["gpt", "gemma3"] = cfg(

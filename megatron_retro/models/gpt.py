@@ -36,7 +36,15 @@ def build_gpt_chunk(model: ModelConfig, config, vocab_size: int, pre_process: bo
         transformer_layer_spec=get_gpt_block_spec(model, config, vp_stage=vp_stage, backend=backend),
         **chunk_arguments(model, config, vocab_size, pre_process, post_process, vp_stage))
     chunk.fused_output_loss = model.fused_output_loss
+    drop_final_norm(chunk, model)
     return chunk
+
+
+def drop_final_norm(chunk, model: ModelConfig) -> None:
+    """``model.final_norm=false``: the last stage feeds its residual stream straight to the output
+    layer (megatron's decoder skips a ``final_layernorm`` that is None)."""
+    if not model.final_norm and getattr(chunk.decoder, "final_layernorm", None) is not None:
+        chunk.decoder.final_layernorm = None
 
 
 def check_vocab_size(model: ModelConfig, vocab_size: int) -> None:

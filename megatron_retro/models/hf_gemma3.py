@@ -75,7 +75,8 @@ def check_gemma3_compatible(model_cfg: ModelConfig) -> None:
                      (model_cfg.activation == "geglu_tanh", "model.activation=geglu_tanh"),
                      (not model_cfg.untie_embeddings, "model.untie_embeddings=false"),
                      (not model_cfg.add_bias_linear, "model.add_bias_linear=false"),
-                     (model_cfg.rotary_percent == 1.0, "model.rotary_percent=1.0")):
+                     (model_cfg.rotary_percent == 1.0, "model.rotary_percent=1.0"),
+                     (model_cfg.final_norm, "model.final_norm=true")):
         if not ok:
             raise UserError(f"hf export: a Gemma 3 checkpoint needs {what}")
 

@@ -189,7 +189,8 @@ def check_llama_compatible(model_cfg: ModelConfig) -> None:
                      (model_cfg.normalization == "RMSNorm", "model.normalization=RMSNorm"),
                      (model_cfg.position_embedding == "rope", "model.position_embedding=rope"),
                      (model_cfg.rotary_percent == 1.0, "model.rotary_percent=1.0"),
-                     (not model_cfg.add_bias_linear, "model.add_bias_linear=false")):
+                     (not model_cfg.add_bias_linear, "model.add_bias_linear=false"),
+                     (model_cfg.final_norm, "model.final_norm=true")):
         if not ok:
             raise UserError(f"hf export: a Llama checkpoint needs {what}")
 

@@ -115,6 +115,7 @@ def test_config_refusals(hf, message):
 @pytest.mark.parametrize("change, message", [
     ({"rotary_percent": 0.5}, "rotary_percent=1.0"), ({"activation": "gelu"}, "activation=swiglu"),
     ({"add_bias_linear": True}, "add_bias_linear=false"), ({"arch": "retro"}, "RETRO has no HF Llama"),
+    ({"final_norm": False}, "final_norm=true"),
 ])
 def test_export_refuses_non_llama_models(change, message):
     with pytest.raises(UserError, match=message):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from megatron_retro.config import ModelConfig, ParallelConfig, RetroConfig
-from megatron_retro.models.gpt import build_model_chunks, chunk_arguments
+from megatron_retro.models.gpt import build_model_chunks, chunk_arguments, drop_final_norm
 from megatron_retro.models.retro.model import RetroModel
 
 
@@ -30,6 +30,7 @@ def build_retro_chunk(model: ModelConfig, retro: RetroConfig, config, vocab_size
                                                             backend=backend),
         retro=retro, **chunk_arguments(model, config, vocab_size, pre_process, post_process, vp_stage))
     chunk.fused_output_loss = model.fused_output_loss
+    drop_final_norm(chunk, model)
     return chunk
 
 
