@@ -96,3 +96,64 @@ def test_local_spec_takes_block_attention_only_where_it_applies(monkeypatch):
     assert calls == [1]
     torch.testing.assert_close(out, _sdpa_ref(q, k, v, attn.softmax_scale, None), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(plain, out[:8], rtol=1e-5, atol=1e-5)
+
+
+def test_whole_tiny_gemma3_fast_ops_equal_hf_and_the_slow_ops(tmp_path, monkeypatch):
+    """A tiny random Gemma 3 (1 KV head, window 5) at 80 tokens (> one attention block), imported:
+    logits equal transformers'; LoRA loss and every LoRA gradient equal those of the same model
+    with the composed RMSNorm, megatron's GeGLU and SDPA attention."""
+    pytest.importorskip("transformers")
+    from gemma3_cases import VOCAB, hf_gemma3_logits, make_hf_gemma3, relative_error
+
+    import megatron_retro.models.norm as norm
+    import megatron_retro.models.sdpa_attention as sa
+    import megatron_retro.models.swiglu as sw
+    from megatron_retro.config import ParallelConfig, load_config
+    from megatron_retro.models.gpt import build_gpt_model
+    from megatron_retro.parallel.initialize import destroy_parallel, initialize_parallel
+    from megatron_retro.peft import apply_peft, make_peft_config
+    from megatron_retro.training.checkpointing import load_checkpoint
+    from megatron_retro.training.hf_convert import import_hf
+    from megatron_retro.training.pretrain import model_record
+    from types import SimpleNamespace
+
+    make_hf_gemma3(str(tmp_path / "hf"))
+    import_hf(str(tmp_path / "hf"), str(tmp_path / "ckpt"), ParallelConfig())
+    destroy_parallel()
+    cfg = load_config(str(tmp_path / "ckpt" / "model.yaml"), [])
+    initialize_parallel(cfg.parallel, seed=1)
+    (model,) = chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=VOCAB, precision="fp32")
+    load_checkpoint(str(tmp_path / "ckpt" / "iter_0000000"), SimpleNamespace(chunks=chunks), model_record(cfg, VOCAB),
+                    with_optimizer=False)
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, VOCAB, (2, 81), generator=g)
+    pos = torch.arange(80).expand(2, 80)
+    model.eval()
+    with torch.no_grad():
+        ours = model(tokens[:, :-1], pos, None)[..., :VOCAB]
+    assert relative_error(ours, hf_gemma3_logits(str(tmp_path / "hf"), tokens[:, :-1])) < 1e-5
+
+    apply_peft(chunks, make_peft_config("lora", {"rank": 4, "alpha": 8.0}))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_b" in name:
+                p.normal_(0.0, 0.05, generator=g)   # B = 0 would leave A's gradient 0
+    model.train()
+    mask = (torch.rand(2, 80, generator=g) < 0.3).float()
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        loss = (model(tokens[:, :-1], pos, None, labels=tokens[:, 1:], loss_mask=mask) * mask).sum()
+        loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    calls = []
+    monkeypatch.setattr(sa, "block_causal_attention", lambda *a: calls.append(1) or block_causal_attention(*a))
+    fast = loss_and_grads()
+    assert len(calls) == cfg.model.num_layers
+    monkeypatch.setattr(sa.SDPAttention, "_block_path", lambda *a: False)
+    monkeypatch.setattr(norm.FusedRMSNorm, "forward", lambda self, x: _rms_ref(x, self.weight, self.eps, self.offset))
+    monkeypatch.setattr(sw.SwiGLUMLP, "_plain_glu", lambda self: None)
+    slow = loss_and_grads()
+    assert len(fast) == len(slow) > 1 + 4 * cfg.model.num_layers
+    _close(fast, slow, 2e-5)
