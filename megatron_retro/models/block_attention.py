@@ -11,15 +11,17 @@ matrix, and each block is one batched GEMM against only the keys it may see:
 
     keys of block [p0, p1):  [k0, p1),  k0 = 0 (causal) or max(0, p0 - window) (sliding window)
     forward    S = σ·Q_blk·K_[k0,p1)ᵀ  (masked: key > query, or query - key > window)
-               P = softmax(S),  O_blk = P·V,  lse = log Σ exp(S)   (per query row)
-    backward   P = exp(σ·Q·Kᵀ - lse)  (recomputed, as flash attention does),  D = rowsum(dO ∘ O)
-               dV += Pᵀ·dO,  dS = P ∘ (dO·Vᵀ - D),  dQ = σ·dS·K,  dK += σ·dSᵀ·Q
+               P = softmax(S),  O_blk = P·V
+    backward   P recomputed (as flash attention does; one more GEMM per block, no [.., L] kept)
+               dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP - rowsum(dP ∘ P)),  dQ = σ·dS·K,  dK += σ·dSᵀ·Q
 Keys above a block's last position are never touched, so causal attention does ~(nb+1)/(2·nb) of
 the full score work (nb blocks), and a sliding window bounds L by c + window.  Saved for backward:
-q, k, v, O and lse (no score or probability matrix outlives its block).
+q, k and v only (no score or probability matrix outlives its block).  Per block the elementwise
+work is one pass each for the mask (the GEMM's β·C input), the softmax and its backward.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -27,26 +29,31 @@ import torch
 BLOCK = 64   # query positions per block (hpg·64 GEMM rows)
 
 
-def _block_mask(p0: int, p1: int, k0: int, hpg: int, window: Optional[int], device) -> torch.Tensor:
-    """[c·hpg, L] True where attention is forbidden (row = position-major query, col = key k0 + j)."""
+@functools.lru_cache(maxsize=16)
+def _block_bias(p0: int, p1: int, k0: int, hpg: int, window: Optional[int], dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """[c·hpg, L] additive mask: 0 where allowed, -inf where forbidden (row = position-major
+    query, col = key k0 + j); shared by every layer with the same shape and window."""
     q_pos = torch.arange(p0, p1, device=device).repeat_interleave(hpg)[:, None]   # [c·hpg, 1]
     k_pos = torch.arange(k0, p1, device=device)[None, :]                          # [1, L]
     forbid = k_pos > q_pos
     if window is not None:
         forbid |= (q_pos - k_pos) > window
-    return forbid
+    return torch.zeros(forbid.shape, dtype=dtype, device=device).masked_fill_(forbid, float("-inf"))
 
 
-def _blocks(s: int, window: Optional[int], block: int):
+def _blocks(s: int, hpg: int, window: Optional[int], block: int, dtype, device):
     for p0 in range(0, s, block):
         p1 = min(s, p0 + block)
-        yield p0, p1, (max(0, p0 - window) if window is not None else 0)
+        k0 = max(0, p0 - window) if window is not None else 0
+        yield p0, p1, k0, _block_bias(p0, p1, k0, hpg, window, dtype, device)
 
 
-def _scores(qb, kb, scale, mask):
-    """σ·Q·Kᵀ [B, c·hpg, L] with forbidden entries at -inf."""
-    z = torch.bmm(qb, kb.transpose(1, 2)).mul_(scale)
-    return z.masked_fill_(mask, float("-inf"))
+def _probs(qb, kb, scale, bias):
+    """softmax(σ·Q·Kᵀ + mask) [B, c·hpg, L]: one GEMM on top of the broadcast mask, one row-wise
+    softmax (a row of L floats stays in cache: one pass over the block)."""
+    z = torch.baddbmm(bias.expand(qb.shape[0], -1, -1), qb, kb.transpose(1, 2), alpha=scale)
+    return torch.softmax(z, dim=-1)
 
 
 class BlockCausalAttention(torch.autograd.Function):
@@ -56,39 +63,28 @@ class BlockCausalAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, scale: float, window: Optional[int], block: int):
         B, s, hpg, hn = q.shape
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        lse = torch.empty(B, s * hpg, dtype=q.dtype, device=q.device)
-        masks = []
-        for p0, p1, k0 in _blocks(s, window, block):
-            mask = _block_mask(p0, p1, k0, hpg, window, q.device)
-            masks.append(mask)
-            qb = q[:, p0:p1].reshape(B, -1, hn)                    # [B, c·hpg, hn] (a view)
-            z = _scores(qb, k[:, k0:p1], scale, mask)               # [B, c·hpg, L]
-            zmax = z.amax(dim=-1, keepdim=True)
-            z.sub_(zmax).exp_()
-            total = z.sum(dim=-1, keepdim=True)
-            z.div_(total)
-            lse[:, p0 * hpg:p1 * hpg] = (zmax + total.log()).squeeze(-1)
-            torch.bmm(z, v[:, k0:p1], out=out[:, p0:p1].view(B, -1, hn))
-        ctx.scale, ctx.window, ctx.block, ctx.masks = scale, window, block, masks
-        ctx.save_for_backward(q, k, v, out, lse)
+        for p0, p1, k0, bias in _blocks(s, hpg, window, block, q.dtype, q.device):
+            p = _probs(q[:, p0:p1].reshape(B, -1, hn), k[:, k0:p1], scale, bias)   # [B, c·hpg, L]
+            torch.bmm(p, v[:, k0:p1], out=out[:, p0:p1].view(B, -1, hn))
+        ctx.scale, ctx.window, ctx.block = scale, window, block
+        ctx.save_for_backward(q, k, v)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v = ctx.saved_tensors
         B, s, hpg, hn = q.shape
         dout = dout.contiguous()
-        d = torch.linalg.vecdot(dout, out).reshape(B, s * hpg)      # rowsum(dO ∘ O) [B, s·hpg]
         dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
         dv = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
-        for (p0, p1, k0), mask in zip(_blocks(s, ctx.window, ctx.block), ctx.masks):
-            rows = slice(p0 * hpg, p1 * hpg)
+        for p0, p1, k0, bias in _blocks(s, hpg, ctx.window, ctx.block, q.dtype, q.device):
             qb, kb, vb = q[:, p0:p1].reshape(B, -1, hn), k[:, k0:p1], v[:, k0:p1]
             dob = dout[:, p0:p1].reshape(B, -1, hn)
-            p = _scores(qb, kb, ctx.scale, mask).sub_(lse[:, rows, None]).exp_()   # P [B, c·hpg, L]
+            p = _probs(qb, kb, ctx.scale, bias)                      # P, recomputed [B, c·hpg, L]
             dv[:, k0:p1].baddbmm_(p.transpose(1, 2), dob)
-            ds = torch.bmm(dob, vb.transpose(1, 2)).sub_(d[:, rows, None]).mul_(p)   # dS [B, c·hpg, L]
+            dp = torch.bmm(dob, vb.transpose(1, 2))                  # dO·Vᵀ
+            ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype)   # P ∘ (dP - rowsum(dP ∘ P))
             torch.bmm(ds, kb, out=dq[:, p0:p1].view(B, -1, hn))
             dk[:, k0:p1].baddbmm_(ds.transpose(1, 2), qb)
         dq.mul_(ctx.scale)
