@@ -4,6 +4,10 @@ megatron-core's ``DotProductAttention`` materialises the [b, np, sq, sk] score a
 matrices and copies them for an in-place mask: on CPU that costs ~0.3 s a step at seq 512.  This
 module keeps megatron's interface (same constructor, same forward arguments, same output layout)
 and lets torch pick its fused kernel (flash / memory-efficient on GPU, the fused CPU kernel here).
+On CPU, causal self-attention with grouped queries (several query heads per key head, e.g. Gemma 3)
+and no explicit mask or dropout takes :func:`~megatron_retro.models.block_attention.block_causal_attention`
+instead (one GEMM per block of positions for all heads of a group; 1.4x faster fwd+bwd than the
+fused kernel at Gemma 3 270M's shape, 4 query heads / 1 key head of 256, seq 384).
 
 Notation: sq query length, sk key length, b micro-batch, np heads on this TP rank, ng key/value
 groups on this rank, hn head width.
@@ -21,6 +25,8 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.utils import is_layer_window_attention
 from megatron.core.utils import divide
+
+from megatron_retro.models.block_attention import BLOCK, block_causal_attention
 
 
 class SDPAttention(MegatronModule):
@@ -52,13 +58,15 @@ class SDPAttention(MegatronModule):
         mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
         sq, b, np_, hn = query.shape
         sk = key.shape[0]
+        dropout_p = self.dropout_p if self.training else 0.0
+        if self._block_path(query, key, attention_mask, mask_type, dropout_p):
+            return block_causal_attention(query, key, value, self.softmax_scale, self.window)   # [sq, b, np*hn]
         # Contiguous [b, heads, s, hn]: torch's CPU flash kernel runs ~1.3x faster on it than on
         # the strided view of megatron's [s, b, ...] layout, copy included.
         q = query.permute(1, 2, 0, 3).contiguous()  # [b, np, sq, hn]
         k = key.permute(1, 2, 0, 3).contiguous()    # [b, ng, sk, hn]
         v = value.permute(1, 2, 0, 3).contiguous()  # [b, ng, sk, hn]
         attn_mask, is_causal = self._sdpa_mask(attention_mask, mask_type, sq, sk, query.device, self.window)
-        dropout_p = self.dropout_p if self.training else 0.0
         if dropout_p > 0.0 and not self.config.sequence_parallel:
             with tensor_parallel.get_cuda_rng_tracker().fork():
                 out = self._sdpa(q, k, v, attn_mask, is_causal, dropout_p)
@@ -66,6 +74,13 @@ class SDPAttention(MegatronModule):
             out = self._sdpa(q, k, v, attn_mask, is_causal, dropout_p)
         # [b, np, sq, hn] -> [sq, b, np*hn]
         return out.permute(2, 0, 1, 3).reshape(sq, b, np_ * hn)
+
+    def _block_path(self, query, key, attention_mask, mask_type, dropout_p) -> bool:
+        """CPU, causal self-attention over a whole sequence longer than a block, grouped queries,
+        no explicit mask, no dropout: the case where the blocked GEMM path was measured faster."""
+        sq, _, np_, _ = query.shape
+        return (query.device.type == "cpu" and mask_type == AttnMaskType.causal and attention_mask is None
+                and dropout_p == 0.0 and sq == key.shape[0] and sq > BLOCK and np_ > key.shape[2])
 
     def _sdpa(self, q, k, v, attn_mask, is_causal, dropout_p):
         return F.scaled_dot_product_attention(

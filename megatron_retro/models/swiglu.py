@@ -1,4 +1,4 @@
-"""SwiGLU in one autograd op, and the local spec's MLP that uses it.
+"""SwiGLU and GeGLU (tanh GELU, Gemma's) in one autograd op, and the local spec's MLP that uses it.
 
 Notation: M tokens (s·b), f the MLP width on this TP rank; the fc1 output x [..., 2f] holds
 [gate | up] (megatron's layout per rank), σ the logistic function.
@@ -13,6 +13,9 @@ pass over [M, 2f]).  Here:
                du = dy·silu(g)                              (silu, then *= dy)
 both written straight into the two halves of one [.., 2f] gradient (no concatenation), and only
 x itself is saved (silu(g) is recomputed in backward: 1/3 less activation memory for this op).
+GeGLU is the same with gelu_tanh in place of silu (aten's ``gelu_backward(approximate="tanh")``
+for the gate's derivative); tanh-GELU costs several times silu on CPU, so its act(g) [.., f] is
+kept from the forward instead of recomputed (one more [M, f] saved per layer, one GELU pass less).
 """
 from __future__ import annotations
 
@@ -21,50 +24,90 @@ import torch.nn.functional as F
 from megatron.core.transformer.mlp import MLP
 
 
-class SwiGLUFunction(torch.autograd.Function):
-    """x [..., 2f] = [gate | up] -> silu(gate)·up [..., f]."""
+SAVE_ACTIVATION = {"gelu_tanh"}   # activations kept for backward rather than recomputed
+
+
+def _act_out(kind: str, gate: torch.Tensor, out: torch.Tensor) -> None:
+    if kind == "silu":
+        torch.ops.aten.silu.out(gate, out=out)
+    else:
+        torch.ops.aten.gelu.out(gate, approximate="tanh", out=out)
+
+
+def _act_backward_(kind: str, grad: torch.Tensor, gate: torch.Tensor) -> None:
+    """grad *= act'(gate), in place."""
+    if kind == "silu":
+        torch.ops.aten.silu_backward.grad_input(grad, gate, grad_input=grad)   # ·σ(g)(1 + g(1 - σ(g)))
+    else:
+        torch.ops.aten.gelu_backward.grad_input(grad, gate, approximate="tanh", grad_input=grad)
+
+
+class GatedActFunction(torch.autograd.Function):
+    """x [..., 2f] = [gate | up] -> act(gate)·up [..., f], act = silu or gelu_tanh."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, kind: str = "silu"):
         f = x.shape[-1] // 2
         gate, up = x[..., :f], x[..., f:]
         y = torch.empty(up.shape, dtype=x.dtype, device=x.device)  # [..., f]
-        torch.ops.aten.silu.out(gate, out=y)
+        _act_out(kind, gate, y)
+        act = y.clone() if kind in SAVE_ACTIVATION else None        # act(g) [..., f]
         y.mul_(up)
-        ctx.save_for_backward(x)
+        ctx.kind = kind
+        ctx.save_for_backward(x, act)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        (x,) = ctx.saved_tensors
+        x, act = ctx.saved_tensors
         f = x.shape[-1] // 2
         gate, up = x[..., :f], x[..., f:]
         dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)   # [..., 2f]
         dgate, dup = dx[..., :f], dx[..., f:]
         torch.mul(dy, up, out=dgate)                                 # dy·u
-        torch.ops.aten.silu_backward.grad_input(dgate, gate, grad_input=dgate)   # ·σ(g)(1 + g(1 - σ(g)))
-        torch.ops.aten.silu.out(gate, out=dup)
-        dup.mul_(dy)                                                 # dy·silu(g)
-        return dx
+        _act_backward_(ctx.kind, dgate, gate)                        # ·act'(g)
+        if act is None:
+            _act_out(ctx.kind, gate, dup)
+            dup.mul_(dy)                                             # dy·act(g)
+        else:
+            torch.mul(dy, act, out=dup)
+        return dx, None
+
+
+SwiGLUFunction = GatedActFunction   # the name earlier code and tests use
 
 
 def swiglu(x: torch.Tensor) -> torch.Tensor:
     """silu(x[..., :f]) · x[..., f:] with the one-op backward above."""
-    return SwiGLUFunction.apply(x)
+    return GatedActFunction.apply(x, "silu")
+
+
+def geglu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(x[..., :f]) · x[..., f:] (Gemma's MLP) with the one-op backward above."""
+    return GatedActFunction.apply(x, "gelu_tanh")
 
 
 class SwiGLUMLP(MLP):
-    """megatron's MLP; the plain SwiGLU case (no bias, no per-token scale, no clamp or offset, no
-    fused CUDA/TE activation) runs :func:`swiglu`, every other case megatron's own forward."""
+    """megatron's MLP; the plain SwiGLU / GeGLU-tanh case (no bias, no per-token scale, no clamp or
+    offset, no fused CUDA/TE activation) runs :func:`swiglu` / :func:`geglu_tanh`, every other case
+    megatron's own forward."""
+
+    def _plain_glu(self):
+        """The fused activation for this config, or None (megatron's own path)."""
+        from megatron_retro.models.transformer_config import gelu_tanh
+
+        c = self.config
+        if not (c.gated_linear_unit and not c.bias_activation_fusion and not c.use_te_activation_func
+                and c.activation_func_clamp_value is None and c.glu_linear_offset == 0.0 and not c.add_bias_linear):
+            return None
+        return {F.silu: swiglu, gelu_tanh: geglu_tanh}.get(self.activation_func)
 
     def _plain_swiglu(self) -> bool:
-        c = self.config
-        return (c.gated_linear_unit and self.activation_func is F.silu and not c.bias_activation_fusion
-                and not c.use_te_activation_func and c.activation_func_clamp_value is None
-                and c.glu_linear_offset == 0.0 and not c.add_bias_linear)
+        return self._plain_glu() is swiglu
 
     def forward(self, hidden_states, per_token_scale=None, **kwargs):
-        if per_token_scale is not None or not self._plain_swiglu():
+        glu = self._plain_glu() if per_token_scale is None else None
+        if glu is None:
             return super().forward(hidden_states, per_token_scale=per_token_scale, **kwargs)
         h, _ = self.linear_fc1(hidden_states)            # [s, b, 2f]
-        return self.linear_fc2(swiglu(h))                 # ([s, b, d], None)
+        return self.linear_fc2(glu(h))                    # ([s, b, d], None)

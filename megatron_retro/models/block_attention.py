@@ -1,0 +1,110 @@
+"""Causal (optionally sliding-window) attention as blocks of large GEMMs, for grouped queries on CPU.
+
+Notation: b micro-batch, s sequence (queries = keys), ng key/value groups, hpg query heads per
+group, hn head width, B = b·ng, c query positions per block, L keys a block sees, σ the scale.
+
+torch's fused CPU attention (``scaled_dot_product_attention``) handles each query head against
+its key head in small tiles; with one key head for four query heads (Gemma 3 270M) the four heads
+of a group read the same keys.  Here the queries of a group are stored position-major,
+q [B, s, hpg, hn], so the hpg·c query rows of c consecutive positions form one [hpg·c, hn]
+matrix, and each block is one batched GEMM against only the keys it may see:
+
+    keys of block [p0, p1):  [k0, p1),  k0 = 0 (causal) or max(0, p0 - window) (sliding window)
+    forward    S = σ·Q_blk·K_[k0,p1)ᵀ  (masked: key > query, or query - key > window)
+               P = softmax(S),  O_blk = P·V
+    backward   P recomputed (as flash attention does; one more GEMM per block, no [.., L] kept)
+               dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP - rowsum(dP ∘ P)),  dQ = σ·dS·K,  dK += σ·dSᵀ·Q
+Keys above a block's last position are never touched, so causal attention does ~(nb+1)/(2·nb) of
+the full score work (nb blocks), and a sliding window bounds L by c + window.  Saved for backward:
+q, k and v only (no score or probability matrix outlives its block).  Per block the elementwise
+work is one pass each for the mask (the GEMM's β·C input), the softmax and its backward.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+BLOCK = 64   # query positions per block (hpg·64 GEMM rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _block_bias(p0: int, p1: int, k0: int, hpg: int, window: Optional[int], dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """[c·hpg, L] additive mask: 0 where allowed, -inf where forbidden (row = position-major
+    query, col = key k0 + j); shared by every layer with the same shape and window."""
+    q_pos = torch.arange(p0, p1, device=device).repeat_interleave(hpg)[:, None]   # [c·hpg, 1]
+    k_pos = torch.arange(k0, p1, device=device)[None, :]                          # [1, L]
+    forbid = k_pos > q_pos
+    if window is not None:
+        forbid |= (q_pos - k_pos) > window
+    return torch.zeros(forbid.shape, dtype=dtype, device=device).masked_fill_(forbid, float("-inf"))
+
+
+def _blocks(s: int, hpg: int, window: Optional[int], block: int, dtype, device):
+    for p0 in range(0, s, block):
+        p1 = min(s, p0 + block)
+        k0 = max(0, p0 - window) if window is not None else 0
+        yield p0, p1, k0, _block_bias(p0, p1, k0, hpg, window, dtype, device)
+
+
+def _probs(qb, kb, scale, bias):
+    """softmax(σ·Q·Kᵀ + mask) [B, c·hpg, L]: one GEMM on top of the broadcast mask, one row-wise
+    softmax (a row of L floats stays in cache: one pass over the block)."""
+    z = torch.baddbmm(bias.expand(qb.shape[0], -1, -1), qb, kb.transpose(1, 2), alpha=scale)
+    return torch.softmax(z, dim=-1)
+
+
+class BlockCausalAttention(torch.autograd.Function):
+    """q [B, s, hpg, hn], k/v [B, s, hn] (contiguous) -> O [B, s, hpg, hn]; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale: float, window: Optional[int], block: int):
+        B, s, hpg, hn = q.shape
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        for p0, p1, k0, bias in _blocks(s, hpg, window, block, q.dtype, q.device):
+            p = _probs(q[:, p0:p1].reshape(B, -1, hn), k[:, k0:p1], scale, bias)   # [B, c·hpg, L]
+            torch.bmm(p, v[:, k0:p1], out=out[:, p0:p1].view(B, -1, hn))
+        ctx.scale, ctx.window, ctx.block = scale, window, block
+        ctx.save_for_backward(q, k, v)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v = ctx.saved_tensors
+        B, s, hpg, hn = q.shape
+        dout = dout.contiguous()
+        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
+        dv = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
+        for p0, p1, k0, bias in _blocks(s, hpg, ctx.window, ctx.block, q.dtype, q.device):
+            qb, kb, vb = q[:, p0:p1].reshape(B, -1, hn), k[:, k0:p1], v[:, k0:p1]
+            dob = dout[:, p0:p1].reshape(B, -1, hn)
+            p = _probs(qb, kb, ctx.scale, bias)                      # P, recomputed [B, c·hpg, L]
+            dv[:, k0:p1].baddbmm_(p.transpose(1, 2), dob)
+            dp = torch.bmm(dob, vb.transpose(1, 2))                  # dO·Vᵀ
+            ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype)   # P ∘ (dP - rowsum(dP ∘ P))
+            torch.bmm(ds, kb, out=dq[:, p0:p1].view(B, -1, hn))
+            dk[:, k0:p1].baddbmm_(ds.transpose(1, 2), qb)
+        dq.mul_(ctx.scale)
+        dk.mul_(ctx.scale)
+        return dq, dk, dv, None, None, None
+
+
+def block_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float,
+                           window: Optional[int] = None, block: int = BLOCK) -> torch.Tensor:
+    """megatron layout: query [s, b, np, hn], key/value [s, b, ng, hn] -> [s, b, np·hn].
+
+    Head i of the np query heads reads key/value group i // (np / ng) (megatron's GQA layout).
+    ``window``: a query sees itself and at most ``window`` keys before it."""
+    s, b, np_, hn = query.shape
+    ng = key.shape[2]
+    hpg = np_ // ng
+    # [s, b, ng, hpg, hn] -> [b, ng, s, hpg, hn] -> [B, s, hpg, hn]; keys [s, b, ng, hn] -> [B, s, hn]
+    q = query.reshape(s, b, ng, hpg, hn).permute(1, 2, 0, 3, 4).contiguous().view(b * ng, s, hpg, hn)
+    k = key.permute(1, 2, 0, 3).contiguous().view(b * ng, s, hn)
+    v = value.permute(1, 2, 0, 3).contiguous().view(b * ng, s, hn)
+    out = BlockCausalAttention.apply(q, k, v, float(scale), window, block)   # [B, s, hpg, hn]
+    # [b, ng, s, hpg, hn] -> [s, b, ng, hpg, hn] -> [s, b, np·hn]
+    return out.view(b, ng, s, hpg, hn).permute(2, 0, 1, 3, 4).reshape(s, b, np_ * hn)
