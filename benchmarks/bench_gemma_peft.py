@@ -22,10 +22,9 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
-from common import options
+from common import options, run_variant
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "models", "gemma3-270m.yaml")
 VARIANTS = ("hf-peft-all-logits", "hf-peft-answer-logits", "ours-lora")
@@ -139,13 +138,7 @@ def main() -> None:
         return child(args.variant, args)
     rows = {}
     for variant in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="ignore")
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-        if not lines:
-            raise SystemExit(f"{variant} failed:\n{out.stderr[-3000:]}")
-        rows[variant] = json.loads(lines[-1][7:])
+        rows[variant] = run_variant(__file__, variant, sys.argv[1:], args.threads)
     tokens = args.batch * args.seq
     best = max(VARIANTS[:2], key=lambda v: tokens / rows[v]["step_s"])
     print(f"seq {args.seq}, batch {args.batch}, loss on the last {args.answer} tokens/row, fp32, "

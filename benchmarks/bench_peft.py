@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
+
+from common import run_variant
 
 SHAPE = dict(vocab=8192, hidden=512, layers=8, heads=8, ffn=1408, seq=512, batch=4, rank=16)
 SMALL = dict(vocab=1024, hidden=128, layers=2, heads=4, ffn=352, seq=128, batch=2, rank=8)
@@ -157,16 +156,10 @@ def main() -> None:
         return child(args.variant, s, args.steps, args.warmup, tuple(args.override), args.threads)
     rows = {}
     for variant in ("hf-peft", "ours-full", "ours-lora", "ours-qlora"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(args.threads)]
-        cmd += ["--small"] if args.small else []
-        cmd += ["--override", *args.override] if args.override else []
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="ignore")
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-        if not lines:
-            raise SystemExit(f"{variant} failed:\n{out.stderr[-3000:]}")
-        rows[variant] = json.loads(lines[-1][7:])
+        argv = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        argv += ["--small"] if args.small else []
+        argv += ["--override", *args.override] if args.override else []
+        rows[variant] = run_variant(__file__, variant, argv, args.threads)
     f = flops(s)
     tokens = s["batch"] * s["seq"]
     hf = rows["hf-peft"]
