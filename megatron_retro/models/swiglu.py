@@ -74,9 +74,6 @@ class GatedActFunction(torch.autograd.Function):
         return dx, None
 
 
-SwiGLUFunction = GatedActFunction   # the name earlier code and tests use
-
-
 def swiglu(x: torch.Tensor) -> torch.Tensor:
     """silu(x[..., :f]) · x[..., f:] with the one-op backward above."""
     return GatedActFunction.apply(x, "silu")
@@ -101,9 +98,6 @@ class SwiGLUMLP(MLP):
                 and c.activation_func_clamp_value is None and c.glu_linear_offset == 0.0 and not c.add_bias_linear):
             return None
         return {F.silu: swiglu, gelu_tanh: geglu_tanh}.get(self.activation_func)
-
-    def _plain_swiglu(self) -> bool:
-        return self._plain_glu() is swiglu
 
     def forward(self, hidden_states, per_token_scale=None, **kwargs):
         glu = self._plain_glu() if per_token_scale is None else None
