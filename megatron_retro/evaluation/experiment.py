@@ -1,7 +1,9 @@
 """`megatron-retro experiment --config configs/experiments/<name>.yaml`: the paper's grid, resumable.
 
 Reads top to bottom:
-1. the task corpus's retrieval database (built once) and, with ``retrieval_shards > 0``, the
+1. the task corpus's retrieval database (built once per tokenizer: a model with its own, e.g. Gemma's
+   next to the tiny models, reads the corpus, passages and questions tokenized with it, and its own
+   question caches) and, with ``retrieval_shards > 0``, the
    sharded retrieval service started on it; the top-k passages of every question of the train,
    valid and test splits are retrieved once through it and cached, so every cell reads the same
    retrieved set (GPT inline, RETRO as neighbours); the service stays up until the run ends
@@ -30,10 +32,9 @@ import os
 import time
 from typing import Dict, List, Optional
 
-from megatron_retro.config import RunConfig
 from megatron_retro.evaluation.experiment_cells import pretrain_base, run_cell
 from megatron_retro.evaluation.experiment_config import ExperimentConfig, ExperimentModel
-from megatron_retro.evaluation.experiment_retrieval import Services, prepare_retrieval
+from megatron_retro.evaluation.experiment_retrieval import Services, prepare_model_retrieval
 from megatron_retro.evaluation.grid_runs import barrier, cell_dir, grid, is_writer, log, model_config
 
 __all__ = ["run_experiment", "plan_lines", "report"]
@@ -79,18 +80,16 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
     os.makedirs(exp.out_dir, exist_ok=True)
     for line in plan_lines(exp):
         log(line)
-    first = model_config(exp, exp.models[0])
     services = Services()
     try:
-        return _run_phases(exp, first, services, progress, max_cells, t0)
+        return _run_phases(exp, services, progress, max_cells, t0)
     finally:
         services.stop()  # up from question retrieval to here: RETRO pretraining reads it too
 
 
-def _run_phases(exp: ExperimentConfig, first: RunConfig, services: Services, progress: bool,
+def _run_phases(exp: ExperimentConfig, services: Services, progress: bool,
                 max_cells: Optional[int], t0: float) -> dict:
-    retrieval = prepare_retrieval(exp, first, progress, services)
-    log(f"retrieval: {json.dumps(retrieval['splits'])}")
+    retrieval = prepare_model_retrieval(exp, progress, services)   # model name -> its database and splits
     bases: Dict[str, str] = {}
     by_name = {m.name: m for m in exp.models}
 
@@ -117,7 +116,8 @@ def _run_phases(exp: ExperimentConfig, first: RunConfig, services: Services, pro
         if max_cells is not None and ran >= max_cells:
             break
         log(f"cell {model.name} / {method} / seed {seed}")
-        records.append(run_cell(exp, model, base_of(model), method, seed, progress, services, retrieval["db_dir"]))
+        records.append(run_cell(exp, model, base_of(model), method, seed, progress, services,
+                                retrieval[model.name]["db_dir"]))
         ran += 1
         s = records[-1]["scores"]
         share = records[-1].get("top_share") or 0.0
@@ -135,7 +135,7 @@ def _run_phases(exp: ExperimentConfig, first: RunConfig, services: Services, pro
         paths = report(exp, records, perplexity)
     barrier()
     return {"cells": len(records), "ran": ran, "total_cells": len(grid(exp)), "report": paths,
-            "retrieval": retrieval, "seconds": round(time.perf_counter() - t0, 1)}
+            "retrieval": retrieval[exp.models[0].name], "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def report(exp: ExperimentConfig, records: List[dict], perplexity: Optional[List[dict]] = None) -> List[str]:

@@ -16,8 +16,8 @@ from typing import Dict, Optional
 from megatron_retro.config import RunConfig
 from megatron_retro.evaluation.experiment_config import ExperimentConfig, ExperimentModel
 from megatron_retro.evaluation.experiment_retrieval import Services, dp_size
-from megatron_retro.evaluation.grid_runs import (barrier, cell_config, cell_dir, is_writer, log, model_config,
-                                                 run_pretrain)
+from megatron_retro.evaluation.grid_runs import (barrier, cell_config, cell_dir, cell_settings, is_writer, log,
+                                                 model_config, run_pretrain)
 
 
 def size_key(cfg: RunConfig, vocab_size: int) -> float:
@@ -133,6 +133,8 @@ def run_cell(exp: ExperimentConfig, model: ExperimentModel, base: str, method: s
                   gold_passage_retrieved=result.info.get("gold_passage_retrieved"),
                   retrieval={"mode": cfg.retrieval.mode, "eval_passages": result.info.get("passages_retrieved_by")},
                   top_answer=result.info.get("top_answer"), top_share=result.info.get("top_share"),
+                  settings=cell_settings(cfg, method),
+                  finetune_overrides=[] if method == "zero-shot" else exp.finetune_overrides_of(model, method),
                   seconds=round(time.perf_counter() - t0, 1))
     if is_writer():
         write_eval(out, result)

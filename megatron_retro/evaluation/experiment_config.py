@@ -8,10 +8,11 @@ checkpoint or the pretraining steps to run here.  ``zero-shot`` evaluates the ba
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
-from megatron_retro.config import ConfigError, build_item, cfg, load_dataclass, require
+from megatron_retro.config import ConfigError, build_item, cfg, load_config, load_dataclass, require
 
 METHODS = ("zero-shot", "none", "lora", "adapter", "parallel_adapter", "ptuning", "prompt", "prefix", "ia3",
            "qlora")
@@ -32,7 +33,12 @@ class ExperimentModel:
                                          "decoder (retro-fitting); its checkpoint at the same number of steps")
     init_from_step: Optional[int] = cfg(None, "the step of init_from's checkpoint to start from (None = its "
                                               "last); that checkpoint must be kept (checkpoint.save_interval)")
-    overrides: List[str] = cfg([], "section.key=value overrides of this model's runs")
+    overrides: List[str] = cfg([], "section.key=value overrides of this model's runs (pretraining, zero-shot and "
+                                   "fine-tuning: model.*, data.tokenizer, qa.seq_length, qa.eval_examples ...)")
+    finetune_overrides: List[str] = cfg([], "section.key=value overrides of this model's fine-tuning runs, after "
+                                            "the grid's finetune_overrides (its own train.steps, batch, lr ...)")
+    method_overrides: List[str] = cfg([], "method:section.key=value overrides of one PEFT method's fine-tuning "
+                                          "runs of this model, after the grid's method_overrides")
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, f"models.name={self.name!r}: a non-empty label without '/'")
@@ -41,6 +47,27 @@ class ExperimentModel:
         require(bool(self.checkpoint) or self.pretrain_steps > 0,
                  f"models.pretrain_steps={self.pretrain_steps}: model {self.name} needs a checkpoint or "
                  f"pretrain_steps > 0")
+        for item in self.finetune_overrides:
+            require("=" in str(item) and ":" not in str(item).partition("=")[0],
+                     f"models.finetune_overrides: {item!r} is not section.key=value (model {self.name})")
+        check_method_overrides(self.method_overrides, "models.method_overrides", f" (model {self.name})")
+
+    def overrides_of(self, method: str) -> List[str]:
+        """This model's method_overrides of ``method`` (section.key=value), in file order."""
+        return _of_method(self.method_overrides, method)
+
+
+def check_method_overrides(items: List[str], field: str, where: str = "") -> None:
+    """Each item is method:section.key=value with a known method."""
+    for item in items:
+        method, _, override = str(item).partition(":")
+        require(method in METHODS and "=" in override,
+                 f"{field}: {item!r} is not method:section.key=value with method one of {', '.join(METHODS)}"
+                 f"{where}")
+
+
+def _of_method(items: List[str], method: str) -> List[str]:
+    return [item.partition(":")[2] for item in items if item.partition(":")[0] == method]
 
 
 @dataclass
@@ -50,7 +77,7 @@ class ExperimentConfig:
     name: str = cfg("experiment", "experiment name")
     out_dir: str = cfg("runs/experiment", "directory of every run, the score rows, the table and the plots")
     models: List[Any] = cfg([], "base models: list of {name, config, checkpoint | pretrain_steps, init_from, "
-                                "overrides}")
+                                "overrides, finetune_overrides, method_overrides}")
     methods: List[str] = cfg(["zero-shot", "lora", "adapter", "ptuning"], "zero-shot and/or PEFT methods "
                              "('none' = full fine-tuning)")
     peft_configs: List[str] = cfg([], "method=path overrides of configs/peft/<method>.yaml")
@@ -99,11 +126,7 @@ class ExperimentConfig:
         for item in self.peft_configs:
             require("=" in item, f"peft_configs: {item!r} is not method=path")
         self.phase_minutes()
-        for item in self.method_overrides:
-            method, _, override = str(item).partition(":")
-            require(method in METHODS and "=" in override,
-                     f"method_overrides: {item!r} is not method:section.key=value with method one of "
-                     f"{', '.join(METHODS)}")
+        check_method_overrides(self.method_overrides, "method_overrides")
         for item in self.perplexity_pairs:
             require(str(item).count(":") == 1, f"perplexity_pairs: {item!r} is not gpt_name:retro_name")
         require(not (self.perplexity_pairs and self.perplexity_seeds) or self.perplexity_steps > 0,
@@ -127,7 +150,17 @@ class ExperimentConfig:
 
     def overrides_of(self, method: str) -> List[str]:
         """The method_overrides of ``method`` (section.key=value), in file order."""
-        return [item.partition(":")[2] for item in self.method_overrides if item.partition(":")[0] == method]
+        return _of_method(self.method_overrides, method)
+
+    def finetune_overrides_of(self, model: ExperimentModel, method: str) -> List[str]:
+        """The fine-tuning overrides of ``model``'s ``method`` cells, in the order they apply: the grid's
+        finetune_overrides, the model's, the grid's method_overrides of ``method``, the model's."""
+        return [*self.finetune_overrides, *model.finetune_overrides, *self.overrides_of(method),
+                *model.overrides_of(method)]
+
+    def run_overrides(self, model: ExperimentModel, *extra: str) -> List[str]:
+        """common_overrides, the model's overrides, then ``extra`` (``{out_dir}`` = the experiment's)."""
+        return [o.replace("{out_dir}", self.out_dir) for o in (*self.common_overrides, *model.overrides, *extra)]
 
     def peft_config_path(self, method: str) -> str:
         for item in self.peft_configs:
@@ -167,4 +200,41 @@ def load_experiment(path: str, overrides: Optional[list] = None) -> ExperimentCo
         if unknown:
             raise ConfigError(f"{marks.get(('perplexity_pairs',), where)}: perplexity_pairs={pair!r}: {unknown} "
                               f"not among the models {names}")
+    _check_run_configs(exp, marks, where)
     return exp
+
+
+def _check_run_configs(exp: ExperimentConfig, marks: dict, where: str) -> None:
+    """Every model's base run config and each of its fine-tuning methods' builds: a bad value stops
+    here, at the file:line of the override item that set it, not hours into the grid."""
+    tuned = [m for m in exp.methods if m != "zero-shot"]
+    for i, model in enumerate(exp.models):
+        sources = _override_sources(exp, i, marks)
+        for method in [None, *tuned]:
+            extra = exp.finetune_overrides_of(model, method) if method else []
+            try:
+                load_config(exp.resolve(model.config), exp.run_overrides(model, *extra))
+            except ConfigError as e:
+                found = re.match(r"^override '(.*?)': (.*)$", str(e))
+                hit = sources.get(found.group(1)) if found else None
+                cell = f"model {model.name}" + (f", {method} cells" if method else "")
+                if hit is None:
+                    raise ConfigError(f"{marks.get(('models', str(i), 'config'), where)}: {cell}: {e}") from None
+                raise ConfigError(f"{hit[0]}: {hit[1]} {found.group(1)!r} ({cell}): {found.group(2)}") from None
+
+
+def _override_sources(exp: ExperimentConfig, i: int, marks: dict) -> dict:
+    """override text -> (file:line, field) of the item of the experiment file that gives it (the
+    last applied when several do)."""
+    out = {}
+    lists = [(("common_overrides",), exp.common_overrides), (("models", str(i), "overrides"), exp.models[i].overrides),
+             (("finetune_overrides",), exp.finetune_overrides),
+             (("models", str(i), "finetune_overrides"), exp.models[i].finetune_overrides),
+             (("method_overrides",), exp.method_overrides),
+             (("models", str(i), "method_overrides"), exp.models[i].method_overrides)]
+    for path, items in lists:
+        field = ".".join(p for p in path if not p.isdigit())
+        for j, item in enumerate(items):
+            text = item.partition(":")[2] if path[-1] == "method_overrides" else item
+            out[text.replace("{out_dir}", exp.out_dir)] = (marks.get(path + (str(j),), marks.get(path, "?")), field)
+    return out

@@ -1,12 +1,15 @@
 """Phase 1 of an experiment: the task corpus's retrieval database, the sharded retrieval
 service(s) on it (``Services``, up from question retrieval to the end of the run) and the top-k
-passages of every question, retrieved once and cached so that every cell reads the same set.
+passages of every question, retrieved once and cached so that every cell reads the same set —
+once per tokenizer of the grid's models (``prepare_model_retrieval``: a model with its own, e.g.
+Gemma's, reads a database and question caches tokenized with it).
 
 Collective under torchrun (every rank runs it; rank 0 starts the servers and writes).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Dict, List, Optional
@@ -62,20 +65,23 @@ def start_services(exp: ExperimentConfig, qa_db: str, services: Services) -> Non
     from megatron_retro.retrieval.sharding import load_manifest
 
     root = _mkdir(os.path.join(exp.out_dir, "retrieval"))
-    services.token_file = os.path.join(root, "token")
     dbs = [qa_db] + [d for d in retro_dbs(exp)  # a database not built yet is searched in-process
                      if os.path.isfile(os.path.join(d, "index", "manifest.json"))]
-    if is_writer():
-        token = secrets.token_hex(16)
-        fd = os.open(services.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token)
-        os.environ["MEGATRON_RETRO_RETRIEVAL_TOKEN"] = token
+    if not services.token_file:  # first call; a later model's database (another tokenizer) keeps the token
+        services.token_file = os.path.join(root, "token")
+        if is_writer():
+            token = secrets.token_hex(16)
+            fd = os.open(services.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token)
+            os.environ["MEGATRON_RETRO_RETRIEVAL_TOKEN"] = token
     for db in dbs:
         key = os.path.realpath(db)
         if key in services.endpoints:
             continue
         name = "" if not services.endpoints else "-" + os.path.basename(key)
+        if os.path.join(root, f"endpoints{name}.json") in services.endpoints.values():  # same name, other tokenizer
+            name += f"-{len(services.endpoints)}"
         endpoints = os.path.join(root, f"endpoints{name}.json")
         services.endpoints[key] = endpoints
         if is_writer():
@@ -129,6 +135,31 @@ def prepare_retrieval(exp: ExperimentConfig, cfg: RunConfig, progress: bool,
             services.stop()
         destroy_parallel()
     return info
+
+
+def prepare_model_retrieval(exp: ExperimentConfig, progress: bool, services: Services) -> Dict[str, dict]:
+    """Collective: ``prepare_retrieval`` once per distinct QA database of the grid's models (one per
+    tokenizer: ``qa_data_key``); returns model name -> its database's info (db_dir, splits)."""
+    out: Dict[str, dict] = {}
+    by_key: Dict[str, dict] = {}
+    for model in exp.models:
+        cfg = model_config(exp, model)
+        key = qa_data_key(cfg)
+        if key not in by_key:
+            by_key[key] = prepare_retrieval(exp, cfg, progress, services)
+            log(f"retrieval for {model.name} (tokenizer {cfg.data.tokenizer or 'bundled'}, "
+                f"{by_key[key]['db_dir']}): {json.dumps(by_key[key]['splits'])}")
+        out[model.name] = by_key[key]
+    return out
+
+
+def qa_data_key(cfg: RunConfig) -> str:
+    """What decides a model's QA data and retrieval database: its data section (the tokenizer: the
+    corpus, passages and questions are tokenized with the model's own) and the task's retrieval
+    settings.  Models with equal keys share one database and its question caches."""
+    qa = cfg.qa
+    return repr((cfg.data, qa.task, qa.path, qa.passages, qa.retrieval_dir, qa.chunk_length, qa.passage_length,
+                 qa.embedder, qa.num_passages))
 
 
 def dp_size(cfg: RunConfig) -> int:

@@ -4,7 +4,8 @@
 ``is_writer``: this rank writes the grid's files (rank 0, or no process group); ``log``: one
 ``[experiment]`` console line from that rank; ``barrier``;
 ``grid``: the (model, method, seed) cells in run order; ``cell_dir`` / ``cell_config``: one cell's
-directory and run config (the grid runner and the suites-only runner read the same).
+directory and run config (the grid runner and the suites-only runner read the same);
+``cell_settings``: what of that config a cell's result.json records.
 """
 from __future__ import annotations
 
@@ -29,8 +30,7 @@ def log(msg: str) -> None:
 
 def model_config(exp: ExperimentConfig, model: ExperimentModel, *extra: str) -> RunConfig:
     """The model's run config with the grid's overrides (``{out_dir}`` in them = the experiment's)."""
-    overrides = [o.replace("{out_dir}", exp.out_dir) for o in (*exp.common_overrides, *model.overrides, *extra)]
-    return load_config(exp.resolve(model.config), overrides)
+    return load_config(exp.resolve(model.config), exp.run_overrides(model, *extra))
 
 
 def run_pretrain(cfg: RunConfig, progress: bool):
@@ -64,11 +64,24 @@ def cell_dir(exp: ExperimentConfig, model: str, method: str, seed: int) -> str:
 
 def cell_config(exp: ExperimentConfig, model: ExperimentModel, base: str, method: str, seed: int) -> RunConfig:
     """The run config of one cell (its out_dir is the cell's directory): zero-shot reads the base as the
-    grid's common settings say; a fine-tuning cell adds its seed and the fine-tuning / method overrides."""
+    grid's common settings say; a fine-tuning cell adds its seed and the fine-tuning / method overrides
+    (the grid's, then the model's: ``ExperimentConfig.finetune_overrides_of``)."""
     extra = [f"out_dir={cell_dir(exp, model.name, method, seed)}", f"checkpoint.load={base}"]
     if method != "zero-shot":
-        extra += [f"train.seed={seed}", *exp.finetune_overrides, *exp.overrides_of(method)]
+        extra += [f"train.seed={seed}", *exp.finetune_overrides_of(model, method)]
     return model_config(exp, model, *extra)
+
+
+def cell_settings(cfg: RunConfig, method: str) -> dict:
+    """The settings a cell ran with, for its result.json: the tokenizer, sequence length and test
+    questions; a fine-tuning cell also its step budget, batch and learning rates."""
+    out = {"tokenizer": cfg.data.tokenizer, "seq_length": cfg.qa.seq_length or cfg.model.seq_length,
+           "eval_examples": cfg.qa.eval_examples}
+    if method != "zero-shot":
+        t = cfg.train
+        out.update(steps=t.steps, micro_batch_size=t.micro_batch_size, global_batch_size=t.global_batch_size,
+                   lr=t.lr, min_lr=t.min_lr, train_examples=cfg.qa.train_examples)
+    return out
 
 
 def grid(exp: ExperimentConfig) -> List[tuple]:

@@ -76,3 +76,64 @@ def test_method_overrides_reach_that_method_only(tmp_path):
     assert exp.overrides_of("ptuning") == ["train.lr=2.0e-2", "train.steps=70"] and exp.overrides_of("lora") == []
     cfg = model_config(exp, exp.models[0], *exp.finetune_overrides, *exp.overrides_of("ptuning"))
     assert (cfg.train.lr, cfg.train.steps) == (2.0e-2, 70)
+
+
+GEMMA = os.path.abspath(os.path.join(ROOT, "configs", "models", "gemma3-270m.yaml"))
+TWO_MODELS = ("models:\n" + GOOD_MODEL + "    pretrain_steps: 2\n"
+              f"  - name: gemma\n    config: {GEMMA}\n    checkpoint: base/iter_0000000\n"
+              "    overrides: [data.tokenizer=base/tokenizer, model.seq_length=384, qa.seq_length=384, "
+              "qa.eval_examples=32]\n"
+              "    finetune_overrides: [train.steps=20, train.micro_batch_size=4, train.global_batch_size=4, "
+              "train.lr=2.0e-4]\n"
+              "    method_overrides: ['ptuning:train.lr=3.0e-3']\n"
+              "methods: [zero-shot, lora, ptuning]\n"
+              "common_overrides: [qa.seq_length=320, qa.eval_examples=100]\n"
+              "finetune_overrides: [train.steps=25, train.micro_batch_size=8, train.global_batch_size=8, "
+              "train.lr=2.0e-3, train.min_lr=2.0e-4]\n"
+              "method_overrides: ['ptuning:train.lr=1.0e-2', 'ptuning:train.steps=40']\n")
+
+
+def test_each_model_gets_its_own_finetune_overrides_in_its_cells(tmp_path):
+    """The grid's finetune_overrides, then the model's, then the grid's method_overrides, then the
+    model's: the Gemma arm keeps its own steps/batch/lr/seq length next to the tiny model, and each
+    cell's recorded settings (result.json) say so."""
+    from megatron_retro.evaluation.experiment_retrieval import qa_data_key
+    from megatron_retro.evaluation.grid_runs import cell_config, cell_settings
+
+    exp = load_experiment(write(tmp_path, TWO_MODELS))
+    got = {(m.name, x): cell_settings(cell_config(exp, m, "ck", x, 1), x) for m, x, _ in grid(exp)}
+    tiny = dict(tokenizer=None, seq_length=320, eval_examples=100, micro_batch_size=8, global_batch_size=8,
+                min_lr=2.0e-4, train_examples=got[("g", "lora")]["train_examples"])
+    gemma = dict(tokenizer="base/tokenizer", seq_length=384, eval_examples=32, micro_batch_size=4,
+                 global_batch_size=4, min_lr=2.0e-4, train_examples=tiny["train_examples"])
+    assert got[("g", "lora")] == dict(tiny, steps=25, lr=2.0e-3)
+    assert got[("g", "ptuning")] == dict(tiny, steps=40, lr=1.0e-2)          # the grid's method override
+    assert got[("gemma", "lora")] == dict(gemma, steps=20, lr=2.0e-4)        # the model's, after the grid's
+    assert got[("gemma", "ptuning")] == dict(gemma, steps=40, lr=3.0e-3)     # grid method, then model method
+    assert got[("g", "zero-shot")] == {"tokenizer": None, "seq_length": 320, "eval_examples": 100}
+    assert got[("gemma", "zero-shot")] == {"tokenizer": "base/tokenizer", "seq_length": 384, "eval_examples": 32}
+    assert exp.finetune_overrides_of(exp.models[1], "ptuning")[-2:] == ["train.steps=40", "train.lr=3.0e-3"]
+    # its own tokenizer: its own QA database and question caches; the tiny model's settings share one
+    keys = {m.name: qa_data_key(cell_config(exp, m, "ck", x, 1)) for m, x, _ in grid(exp)}
+    assert keys["g"] != keys["gemma"]
+    assert len({qa_data_key(cell_config(exp, exp.models[0], "ck", x, 1)) for x in exp.methods}) == 1
+
+
+@pytest.mark.parametrize("item, line, message", [
+    ("    finetune_overrides: [train.steps=-1]\n", 5,
+     r"models.finetune_overrides 'train.steps=-1' \(model g, lora cells\): train.steps=-1: must be >= 1"),
+    ("    finetune_overrides:\n      - train.lr=1e-3\n      - train.stepz=3\n", 7,
+     r"models.finetune_overrides 'train.stepz=3' \(model g, lora cells\): train.stepz: unknown key"),
+    ("    method_overrides: ['lora:train.lr=abc']\n", 5,
+     r"models.method_overrides 'train.lr=abc' \(model g, lora cells\): train.lr: expected a number"),
+    ("    finetune_overrides: ['lora:train.lr=1']\n", 5, r"models.finetune_overrides: 'lora:train.lr=1' is not "
+                                                        r"section.key=value"),
+    ("    method_overrides: [train.lr=1]\n", 5, r"models.method_overrides: 'train.lr=1' is not "
+                                              r"method:section.key=value.* \(model g\)"),
+    ("    overrides: [qa.seq_length=8]\n", 5, r"models.overrides 'qa.seq_length=8' \(model g\): qa.seq_length=8: "
+                                             r"must be >= 16"),
+])
+def test_bad_model_overrides_stop_at_their_file_line(tmp_path, item, line, message):
+    text = "models:\n" + GOOD_MODEL + "    pretrain_steps: 2\n" + item + "methods: [zero-shot, lora]\n"
+    with pytest.raises(ConfigError, match=rf"exp.yaml:{line}: .*{message}"):
+        load_experiment(write(tmp_path, text))
