@@ -10,7 +10,7 @@ from megatron_retro.evaluation.experiment_config import load_experiment
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml", "study-cpu.yaml", "gemma3-270m.yaml"])
 def test_bundled_experiments_load(name):
     exp = load_experiment(os.path.join(ROOT, "configs", "experiments", name))
     cells = grid(exp)
