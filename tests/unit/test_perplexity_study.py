@@ -39,9 +39,9 @@ def test_study_config_parses_and_equal_compute_gives_gpt_more_steps():
     exp = load_experiment(os.path.join(ROOT, "configs", "experiments", "study-cpu.yaml"))
     from megatron_retro.evaluation.grid_runs import grid, model_config
 
-    assert len({m.name for m in exp.models}) == 4 and len(exp.seeds) == 3 and len(exp.perplexity_seeds) == 3
+    assert len({m.name for m in exp.models}) == 5 and len(exp.seeds) == 3 and len(exp.perplexity_seeds) == 3
     assert set(exp.methods) == {"zero-shot", "lora", "adapter", "ptuning"}
-    assert len(grid(exp)) == 4 * (1 + 3 * 3)
+    assert len(grid(exp)) == 5 * (1 + 3 * 3)                # GPT/RETRO at two sizes + the Gemma arm
     assert len(runs(exp)) == 3 * 3 * len(exp.perplexity_pairs)
     models = {m.name: m for m in exp.models}
     gpt, retro = exp.perplexity_pairs[0].split(":")
