@@ -78,6 +78,18 @@ def _lora_term_args(self):
     return self.lora_a, self.lora_b, self._lora_scale, p
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, dx):
+        return dx.contiguous()
+
+
 def _column_forward(self, input_, weight=None, runtime_gather_output=None):
     """ColumnParallelLinear + LoRA: same collectives as the base layer."""
     from megatron.core.tensor_parallel.mappings import (copy_to_tensor_model_parallel_region,
@@ -94,7 +106,9 @@ def _column_forward(self, input_, weight=None, runtime_gather_output=None):
         x = gather_from_sequence_parallel_region(input_, tensor_parallel_output_grad=True, group=self.tp_group)
         saving = save_sequence_shard(input_, x, self.tp_group)   # keep [s/tp, b, K], re-gather in backward
     elif self.allreduce_dgrad:   # identity; backward all-reduces dX (base path + LoRA path)
-        x = copy_to_tensor_model_parallel_region(input_, group=self.tp_group)
+        # megatron's all-reduce reduces a contiguous copy of a strided gradient and returns the
+        # unreduced original: hand it dX contiguous (the folded torch path's dX is a strided view)
+        x = _ContiguousGrad.apply(copy_to_tensor_model_parallel_region(input_, group=self.tp_group))
     else:
         x = input_
     a, b, scale, p = _lora_term_args(self)
