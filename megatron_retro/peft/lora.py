@@ -79,7 +79,9 @@ def _lora_term_args(self):
 
 
 class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the incoming gradient contiguous."""
+    """Identity whose backward makes the incoming gradient contiguous.  megatron's ``_reduce``
+    all-reduces ``input_.contiguous()`` and returns ``input_``: a strided tensor (the folded LoRA
+    path's Y or dX, kernels/lora_torch.py) would come back unreduced."""
 
     @staticmethod
     def forward(ctx, x):
@@ -139,8 +141,8 @@ def _row_forward(self, input_):
         y = fused_lora_linear(x, _base_weight(self), a, b, scale)  # [s, b, N] partial over TP
     if self.sequence_parallel:
         y = reduce_scatter_to_sequence_parallel_region(y, group=self.tp_group)
-    else:
-        y = reduce_from_tensor_model_parallel_region(y, group=self.tp_group)
+    else:   # contiguous: megatron's all-reduce returns a strided input unreduced (see _ContiguousGrad)
+        y = reduce_from_tensor_model_parallel_region(y.contiguous(), group=self.tp_group)
     if not self.skip_bias_add:
         return (y + self.bias if self.bias is not None else y), None
     return y, self.bias
