@@ -126,6 +126,7 @@ def _column_forward(self, input_, weight=None, runtime_gather_output=None):
 def _row_forward(self, input_):
     """RowParallelLinear + LoRA: the LoRA partial sum joins the base all-reduce / reduce-scatter."""
     from megatron.core import tensor_parallel
+    from megatron.core.utils import get_pg_size
     from megatron.core.tensor_parallel.mappings import (reduce_from_tensor_model_parallel_region,
                                                         reduce_scatter_to_sequence_parallel_region,
                                                         scatter_to_tensor_model_parallel_region)
@@ -141,8 +142,9 @@ def _row_forward(self, input_):
         y = fused_lora_linear(x, _base_weight(self), a, b, scale)  # [s, b, N] partial over TP
     if self.sequence_parallel:
         y = reduce_scatter_to_sequence_parallel_region(y, group=self.tp_group)
-    else:   # contiguous: megatron's all-reduce returns a strided input unreduced (see _ContiguousGrad)
-        y = reduce_from_tensor_model_parallel_region(y.contiguous(), group=self.tp_group)
+    else:   # contiguous under TP: megatron's all-reduce returns a strided input unreduced (see _ContiguousGrad)
+        y = y.contiguous() if get_pg_size(self.tp_group) > 1 else y
+        y = reduce_from_tensor_model_parallel_region(y, group=self.tp_group)
     if not self.skip_bias_add:
         return (y + self.bias if self.bias is not None else y), None
     return y, self.bias
