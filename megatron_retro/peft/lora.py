@@ -78,6 +78,20 @@ def _lora_term_args(self):
     return self.lora_a, self.lora_b, self._lora_scale, p
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous.  megatron's ``_reduce``
+    all-reduces ``input_.contiguous()`` and returns ``input_``: a strided tensor (the folded LoRA
+    path's Y or dX, kernels/lora_torch.py) would come back unreduced."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, dx):
+        return dx.contiguous()
+
+
 def _column_forward(self, input_, weight=None, runtime_gather_output=None):
     """ColumnParallelLinear + LoRA: same collectives as the base layer."""
     from megatron.core.tensor_parallel.mappings import (copy_to_tensor_model_parallel_region,
@@ -94,7 +108,9 @@ def _column_forward(self, input_, weight=None, runtime_gather_output=None):
         x = gather_from_sequence_parallel_region(input_, tensor_parallel_output_grad=True, group=self.tp_group)
         saving = save_sequence_shard(input_, x, self.tp_group)   # keep [s/tp, b, K], re-gather in backward
     elif self.allreduce_dgrad:   # identity; backward all-reduces dX (base path + LoRA path)
-        x = copy_to_tensor_model_parallel_region(input_, group=self.tp_group)
+        # megatron's all-reduce reduces a contiguous copy of a strided gradient and returns the
+        # unreduced original: hand it dX contiguous (the folded torch path's dX is a strided view)
+        x = _ContiguousGrad.apply(copy_to_tensor_model_parallel_region(input_, group=self.tp_group))
     else:
         x = input_
     a, b, scale, p = _lora_term_args(self)
@@ -110,6 +126,7 @@ def _column_forward(self, input_, weight=None, runtime_gather_output=None):
 def _row_forward(self, input_):
     """RowParallelLinear + LoRA: the LoRA partial sum joins the base all-reduce / reduce-scatter."""
     from megatron.core import tensor_parallel
+    from megatron.core.utils import get_pg_size
     from megatron.core.tensor_parallel.mappings import (reduce_from_tensor_model_parallel_region,
                                                         reduce_scatter_to_sequence_parallel_region,
                                                         scatter_to_tensor_model_parallel_region)
@@ -125,7 +142,8 @@ def _row_forward(self, input_):
         y = fused_lora_linear(x, _base_weight(self), a, b, scale)  # [s, b, N] partial over TP
     if self.sequence_parallel:
         y = reduce_scatter_to_sequence_parallel_region(y, group=self.tp_group)
-    else:
+    else:   # contiguous under TP: megatron's all-reduce returns a strided input unreduced (see _ContiguousGrad)
+        y = y.contiguous() if get_pg_size(self.tp_group) > 1 else y
         y = reduce_from_tensor_model_parallel_region(y, group=self.tp_group)
     if not self.skip_bias_add:
         return (y + self.bias if self.bias is not None else y), None

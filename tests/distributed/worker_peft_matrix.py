@@ -21,6 +21,7 @@ from peft_cases import (METHOD_CASES, MODEL_OVERRIDES, RETRO_METHOD_CASES, RETRO
                         RandomRetroTokens, RandomTokens)
 
 from megatron_retro.config import load_config  # noqa: E402
+from megatron_retro.kernels import lora_torch  # noqa: E402
 from megatron_retro.models.global_params import init_by_global_name, local_grad_view  # noqa: E402
 from megatron_retro.models.gpt import build_gpt_model  # noqa: E402
 from megatron_retro.models.retro import build_retro_model  # noqa: E402
@@ -34,6 +35,8 @@ from megatron_retro.training.retro_step import RetroEngine  # noqa: E402
 from megatron_retro.training.gpt_step import masked_token_loss  # noqa: E402
 
 GBS = 4
+# LoRA's folded torch path (strided dX) at these tiny shapes too: its TP collectives are what is checked
+lora_torch.FOLD_MIN_TOKENS_PER_IN_FEATURE = 0.0
 LAYOUTS = [dict(tp=1, pp=1), dict(tp=2, pp=1), dict(tp=2, pp=1, sp=True), dict(tp=1, pp=2)]
 
 
