@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (constant)")
     ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--ids", type=int, nargs=2, default=(100, 600), metavar=("LO", "HI"),
+                    help="copied tokens are drawn from ids LO..HI-1 (the plateau is ln(HI-LO))")
     ap.add_argument("--hidden", type=int, default=256, help="plain: width (match the YAML)")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ffn", type=int, default=704)
@@ -106,14 +108,14 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     L, t0, left = args.length, time.time(), None
     for step in range(args.steps):
-        half = torch.randint(100, 600, (args.batch, L), generator=g)
+        half = torch.randint(args.ids[0], args.ids[1], (args.batch, L), generator=g)
         seq = torch.cat([torch.zeros(args.batch, 1, dtype=torch.long), half, half], 1)   # [b, 2L+1]
         loss = loss_fn(seq[:, :-1], seq[:, 1:])                                          # [b, 2L]
         loss.mean().backward()
         opt.step()
         opt.zero_grad()
         second = loss[:, L + 1:].mean().item()   # positions whose target is in the second copy (first excluded)
-        if left is None and second < 0.5 * math.log(500):
+        if left is None and second < 0.5 * math.log(args.ids[1] - args.ids[0]):
             left = step
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step:4d}  first copy {loss[:, :L].mean().item():.3f}  second copy {second:.3f}  "

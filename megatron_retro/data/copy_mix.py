@@ -13,7 +13,9 @@ the corpus samples keep their order (corpus sample ``i - floor(i*share)``; none 
 A copy sample (``s`` = seq_length) is ``s + 1`` tokens of segments ``[eod] x x .. x`` (a span
 ``x`` of 4..``data.copy_max_span`` random ordinary pieces, said 2-4 times), the last
 segment cut at the sample's end; ids are drawn from the tokenizer's ordinary pieces (no special,
-byte-fallback or newline pieces), deterministically from ``(seed, i)``.  Loss on every token, as
+byte-fallback or newline pieces; with ``data.copy_vocab=N`` the first N of them by id, which a
+from-scratch model learns to copy far sooner: benchmarks/copy_task_plateau.py ``--ids``),
+deterministically from ``(seed, i)``.  Loss on every token, as
 for the corpus samples.  Held-out samples stay plain corpus, so validation losses compare
 with a run without the mix.
 """
@@ -57,11 +59,13 @@ class CopyMixDataset:
     """Map-style dataset: ``base``'s items with a share of synthetic copy samples mixed in."""
 
     def __init__(self, base, tokenizer, seq_length: int, share: float, seed: int,
-                 min_span: int = 4, max_span: int = 48):
+                 min_span: int = 4, max_span: int = 48, vocab: int = 0):
         self.base, self.share, self.seed = base, share, seed
         self.s, self.eod = seq_length, tokenizer.eod
         self.min_span, self.max_span = min_span, max_span
         self.ids = ordinary_ids(tokenizer)
+        if vocab:
+            self.ids = self.ids[:vocab]
 
     def __len__(self) -> int:
         return len(self.base)

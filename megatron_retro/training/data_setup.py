@@ -57,5 +57,5 @@ def build_pretrain_data(cfg: RunConfig, dp: int = 1) -> PretrainData:
         from megatron_retro.data.copy_mix import CopyMixDataset
 
         train_ds = CopyMixDataset(train_ds, tokenizer, cfg.model.seq_length, cfg.data.copy_share,
-                                  cfg.data.seed, max_span=cfg.data.copy_max_span)
+                                  cfg.data.seed, max_span=cfg.data.copy_max_span, vocab=cfg.data.copy_vocab)
     return PretrainData(train=train_ds, valid=valid_ds, vocab_size=tokenizer.vocab_size)

@@ -61,6 +61,8 @@ def test_copy_mix_share_order_and_structure():
     assert torch.equal(ds[copies[0]]["tokens"], ds[copies[0]]["tokens"])   # deterministic per (seed, i)
     other = CopyMixDataset(Corpus(), FakeTokenizer(), 255, 0.25, seed=8, max_span=12)
     assert not torch.equal(ds[copies[0]]["tokens"], other[copies[0]]["tokens"])
+    small = CopyMixDataset(Corpus(), FakeTokenizer(), 255, 0.25, seed=7, max_span=12, vocab=20)
+    assert set(small[copies[0]]["tokens"].tolist()) <= {3} | set(range(11, 31))   # the first 20 ordinary ids
 
 
 def test_copy_share_validated():
