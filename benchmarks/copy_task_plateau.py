@@ -3,7 +3,8 @@ causal transformer of the same width, depth, heads and FFN size, on the same syn
 
 Task: a random sequence of L tokens (ids 100..599) repeated once, ``[eod] s s``; the loss on the
 second copy falls to ~0 once the model has an induction (copy) circuit, and stays at the unigram
-level, ln(500) = 6.21 nats, until then.  Same batches, same Adam (lr 1e-3 unless --lr), no schedule.
+level, ln(500) = 6.21 nats, until then (``--ids`` sets the range; with all 4,000 pieces it stays
+there far longer).  Same batches, same Adam (lr 1e-3 unless --lr), no schedule.
 
 This isolates the study's question "can the tiny model read a passage at all?" (issue 13) from the
 data: BENCHMARKS.md "Study" reports the step at which each model leaves the plateau.
@@ -13,6 +14,7 @@ data: BENCHMARKS.md "Study" reports the step at which each model leaves the plat
     python benchmarks/copy_task_plateau.py --config configs/models/gpt-tiny.yaml model.rotary_percent=1.0
     python benchmarks/copy_task_plateau.py --model plain --plain-init-std 0.02 --plain-final-norm
     python benchmarks/copy_task_plateau.py model.final_norm=false
+    python benchmarks/copy_task_plateau.py --min-length 4 --steps 800 model.final_norm=false
 """
 from __future__ import annotations
 
@@ -20,8 +22,11 @@ import argparse
 import math
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+from megatron_retro.data.copy_mix import copy_tokens
 
 
 class PlainCausalTransformer(nn.Module):
@@ -87,10 +92,15 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="ours: key=value overrides of the YAML")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--length", type=int, default=24, help="L, tokens per copy")
+    ap.add_argument("--min-length", type=int, default=0,
+                    help="M < L: samples of data.copy_share's format instead (megatron_retro/data/copy_mix.py: "
+                         "spans of M..L tokens said 2-4 times, 2L+1 tokens), printing the mean loss of all tokens")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (constant)")
     ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--ids", type=int, nargs=2, default=(100, 600), metavar=("LO", "HI"),
+                    help="copied tokens are drawn from ids LO..HI-1 (the plateau is ln(HI-LO))")
     ap.add_argument("--hidden", type=int, default=256, help="plain: width (match the YAML)")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ffn", type=int, default=704)
@@ -105,20 +115,30 @@ def main() -> None:
     opt = torch.optim.Adam(params, lr=args.lr)
     g = torch.Generator().manual_seed(0)
     L, t0, left = args.length, time.time(), None
+    rng, ids = np.random.default_rng(0), np.arange(args.ids[0], args.ids[1])
     for step in range(args.steps):
-        half = torch.randint(100, 600, (args.batch, L), generator=g)
-        seq = torch.cat([torch.zeros(args.batch, 1, dtype=torch.long), half, half], 1)   # [b, 2L+1]
+        if 0 < args.min_length < L:   # variable copy distance: only a content-matching circuit can copy
+            seq = torch.from_numpy(np.stack([copy_tokens(rng, ids, 2 * L + 1, 0, args.min_length, L)
+                                             for _ in range(args.batch)]))               # [b, 2L+1]
+        else:
+            half = torch.randint(args.ids[0], args.ids[1], (args.batch, L), generator=g)
+            seq = torch.cat([torch.zeros(args.batch, 1, dtype=torch.long), half, half], 1)   # [b, 2L+1]
         loss = loss_fn(seq[:, :-1], seq[:, 1:])                                          # [b, 2L]
         loss.mean().backward()
         opt.step()
         opt.zero_grad()
+        if 0 < args.min_length < L:
+            if step % 50 == 0 or step == args.steps - 1:
+                print(f"step {step:4d}  mean loss {loss.mean().item():.3f}  ({time.time() - t0:.0f} s)", flush=True)
+            continue
         second = loss[:, L + 1:].mean().item()   # positions whose target is in the second copy (first excluded)
-        if left is None and second < 0.5 * math.log(500):
+        if left is None and second < 0.5 * math.log(args.ids[1] - args.ids[0]):
             left = step
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step:4d}  first copy {loss[:, :L].mean().item():.3f}  second copy {second:.3f}  "
                   f"({time.time() - t0:.0f} s)", flush=True)
-    print(f"left the plateau (second-copy loss < half the unigram level) at step: {left}")
+    if not 0 < args.min_length < L:
+        print(f"left the plateau (second-copy loss < half the unigram level) at step: {left}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@
 3. **Passage gain**: for each question on those passages, the loss of the answer tokens after
    ``passage Question: q Answer:`` and after ``Question: q Answer:`` alone, and how often the
    greedy first answer token is right with the passage.  Reading shows as a lower loss with it.
+4. **Random twice**: 32 spans of 24 random ordinary pieces (``data.copy_vocab`` of them when set,
+   as ``data.copy_share`` draws them), each fed twice; loss on the first copy and on the second
+   from its second token on (its first is unpredictable).
+   Only a copy circuit lowers the second (the first sits at ln(pieces drawn from)).
 
 Prints one JSON line per checkpoint.  Single process, CPU, the run config's model
 (``--config``, default configs/models/gpt-tiny.yaml).
@@ -73,6 +77,10 @@ def main() -> None:
         if 2 * len(ctx) + 1 <= cfg.model.seq_length:
             passages.append(ctx)
         questions += [(ctx, encode_question(tok, q["question"]), encode_answer(tok, q["answers"][0])) for q in asked]
+    from megatron_retro.data.copy_mix import ordinary_ids
+
+    pieces = ordinary_ids(tok)[:cfg.data.copy_vocab or None]
+    spans = np.random.default_rng(99).choice(pieces, size=(32, 24)).tolist()   # [32, 24]
     for ckpt in ckpts:
         chunks, _, _ = load_model(cfg, tok.vocab_size, ckpt, tokenizer=tok)
         model = chunks[0]
@@ -89,6 +97,9 @@ def main() -> None:
                                                               for a, _ in sentences_seen])), 3)
             out["sentence_second_loss"] = round(float(np.mean([_loss(model, [tok.eod] + a + b, 1 + len(a))
                                                                for a, b in sentences_seen])), 3)
+            out["random_first_copy_loss"] = round(float(np.mean([_loss(model, [tok.eod] + x, 1) for x in spans])), 3)
+            out["random_second_copy_loss"] = round(float(np.mean(
+                [_loss(model, [tok.eod] + x + x, 2 + len(x)) for x in spans])), 3)
             with_p, without_p, right = [], [], []
             for ctx, q, a in questions:
                 with_p.append(_loss(model, [tok.eod] + ctx + q + a, 1 + len(ctx) + len(q)))

@@ -51,5 +51,11 @@ def prepare_gpt_datasets(cfg: RunConfig, dp: int = 1):
 
 
 def build_pretrain_data(cfg: RunConfig, dp: int = 1) -> PretrainData:
+    """GPT pretraining data; ``data.copy_share`` mixes synthetic copy samples into the training ones."""
     _, tokenizer, train_ds, valid_ds = prepare_gpt_datasets(cfg, dp)
+    if cfg.data.copy_share > 0:
+        from megatron_retro.data.copy_mix import CopyMixDataset
+
+        train_ds = CopyMixDataset(train_ds, tokenizer, cfg.model.seq_length, cfg.data.copy_share,
+                                  cfg.data.seed, max_span=cfg.data.copy_max_span, vocab=cfg.data.copy_vocab)
     return PretrainData(train=train_ds, valid=valid_ds, vocab_size=tokenizer.vocab_size)

@@ -105,6 +105,11 @@ def build_retro_pretrain_data(cfg: RunConfig, dp: int = 1, dp_rank: int = 0):
     from megatron_retro.training.neighbour_feed import RetroFeed, is_feeder
     from megatron_retro.training.data_setup import PretrainData
 
+    from megatron_retro.errors import UserError
+
+    if cfg.data.copy_share > 0:
+        raise UserError(f"data.copy_share={cfg.data.copy_share}: GPT pretraining only (RETRO samples need "
+                        f"neighbours); set it on the GPT a RETRO is retro-fitted from")
     data, tokenizer, train_ds, valid_ds = prepare_gpt_datasets(cfg, dp)
     out = retrieval_dir(cfg, os.path.dirname(os.path.abspath(data.prefix)))
     rank0_first(lambda: ensure_retro_db(cfg, data.prefix, tokenizer, train_ds.indices, out))
