@@ -390,6 +390,10 @@ NOT_REACHED = {
                                 "(tests/integration/test_retrieval_feed.py)",
     ("retrieval", "timeout"): "retrieval.mode=service only (tests/integration/test_retrieval_feed.py)",
     ("retrieval", "token_file"): "retrieval.mode=service only (tests/integration/test_retrieval_feed.py)",
+    ("data", "copy_max_span"): "data.copy_share > 0 only: read by training/data_setup.build_pretrain_data for the "
+                               "copy mix (tests/unit/test_copy_mix.py)",
+    ("data", "copy_vocab"): "data.copy_share > 0 only: read by training/data_setup.build_pretrain_data for the "
+                            "copy mix (tests/unit/test_copy_mix.py)",
     ("model", "global_attn_every"): "model.sliding_window set only: Gemma 3 local/global layers "
                                     "(tests/unit/test_gemma3_tiny.py)",
     ("model", "rotary_base_local"): "model.sliding_window set only: the local layers' RoPE base "
