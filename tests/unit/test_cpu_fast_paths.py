@@ -90,7 +90,7 @@ if sys.argv[1] == "keep":
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 w, x = torch.randn(256, 2560), torch.randn(4096, 256)
-for i in range(8):                        # a "step": 40-80 MiB activations, all freed at its end
+for i in range(12):                       # a "step": 40-80 MiB activations, all freed at its end
     before = faults()
     y = x @ w                             # [4096, 2560]
     z = torch.nn.functional.silu(y) * y
@@ -113,10 +113,13 @@ def test_keep_freed_heap_reuses_freed_pages(policy):
                          check=True).stdout.split()
     per_step = list(map(int, out))
     assert per_step[0] > 40000, out                        # 200 MiB touched at least once
+    settled = per_step[-6:]
     if policy == "keep":
-        assert max(per_step[-3:]) < 500, out
+        # glibc may still place one 40 MiB block on fresh top pages now and then (10,240 faults,
+        # seen once in CI); the default refaults all ~200 MiB (>40,000) in every step
+        assert sum(settled) < 25000, out
     else:
-        assert min(per_step[-3:]) > 40000, out
+        assert min(settled) > 40000, out
 
 
 def test_keep_freed_heap_leaves_a_user_policy_alone(monkeypatch):
