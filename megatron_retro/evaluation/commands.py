@@ -114,7 +114,7 @@ def _run(path: str, out, overrides, max_cells, progress: bool, suites_only: Opti
         if os.path.isfile(results) and summary["cells"] == summary["total_cells"]:
             with open(results, encoding="utf-8") as f:
                 print(f.read())
-        print(json.dumps({k: summary[k] for k in ("cells", "ran", "total_cells", "report", "seconds")}))
+        print(json.dumps({k: summary[k] for k in ("cells", "ran", "total_cells", "report", "seconds", "phase_minutes")}))
     return 0
 
 

@@ -87,9 +87,31 @@ def run_experiment(exp: ExperimentConfig, progress: bool = True, max_cells: Opti
         services.stop()  # up from question retrieval to here: RETRO pretraining reads it too
 
 
+class PhaseClock:
+    """Wall seconds spent per phase in this invocation (work reused from an earlier run costs ~0), so
+    a user can set ``expected_minutes`` from a measured run: :meth:`line` reads ``phase=minutes``."""
+
+    def __init__(self) -> None:
+        self.seconds: Dict[str, float] = {}
+
+    def timed(self, phase: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def minutes(self) -> Dict[str, float]:
+        return {phase: round(sec / 60, 1) for phase, sec in self.seconds.items()}
+
+    def line(self) -> str:
+        return " ".join(f"{phase}={minutes:g}" for phase, minutes in self.minutes().items())
+
+
 def _run_phases(exp: ExperimentConfig, services: Services, progress: bool,
                 max_cells: Optional[int], t0: float) -> dict:
-    retrieval = prepare_model_retrieval(exp, progress, services)   # model name -> its database and splits
+    clock = PhaseClock()
+    retrieval = clock.timed("retrieval", prepare_model_retrieval, exp, progress, services)   # model -> db, splits
     bases: Dict[str, str] = {}
     by_name = {m.name: m for m in exp.models}
 
@@ -98,7 +120,7 @@ def _run_phases(exp: ExperimentConfig, services: Services, progress: bool,
         if model.name not in bases:
             if model.init_from:
                 base_of(by_name[model.init_from])
-            bases[model.name] = pretrain_base(exp, model, bases, progress, services)
+            bases[model.name] = clock.timed("pretrain", pretrain_base, exp, model, bases, progress, services)
         return bases[model.name]
 
     records, ran = [], 0
@@ -116,8 +138,9 @@ def _run_phases(exp: ExperimentConfig, services: Services, progress: bool,
         if max_cells is not None and ran >= max_cells:
             break
         log(f"cell {model.name} / {method} / seed {seed}")
-        records.append(run_cell(exp, model, base_of(model), method, seed, progress, services,
-                                retrieval[model.name]["db_dir"]))
+        base = base_of(model)
+        records.append(clock.timed("cells", run_cell, exp, model, base, method, seed, progress, services,
+                                   retrieval[model.name]["db_dir"]))
         ran += 1
         s = records[-1]["scores"]
         share = records[-1].get("top_share") or 0.0
@@ -129,13 +152,15 @@ def _run_phases(exp: ExperimentConfig, services: Services, progress: bool,
     if exp.perplexity_pairs and exp.perplexity_seeds and not (max_cells is not None and ran >= max_cells):
         from megatron_retro.evaluation.perplexity_study import run_perplexity
 
-        perplexity = run_perplexity(exp, log)
+        perplexity = clock.timed("perplexity", run_perplexity, exp, log)
     paths = []
     if is_writer():
         paths = report(exp, records, perplexity)
     barrier()
+    log(f"minutes per phase in this run (reused work excluded; expected_minutes format): {clock.line()}")
     return {"cells": len(records), "ran": ran, "total_cells": len(grid(exp)), "report": paths,
-            "retrieval": retrieval[exp.models[0].name], "seconds": round(time.perf_counter() - t0, 1)}
+            "retrieval": retrieval[exp.models[0].name], "seconds": round(time.perf_counter() - t0, 1),
+            "phase_minutes": clock.minutes()}
 
 
 def report(exp: ExperimentConfig, records: List[dict], perplexity: Optional[List[dict]] = None) -> List[str]:

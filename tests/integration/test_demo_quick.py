@@ -62,6 +62,10 @@ def test_demo_quick_killed_then_resumed(tmp_path):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["cells"] == summary["total_cells"] == CELLS
     assert summary["ran"] == CELLS - len(before)                     # finished cells were not rerun
+    phases = summary["phase_minutes"]                                # what this (resumed) run spent where
+    assert set(phases) == {"retrieval", "pretrain", "cells"} and phases["cells"] > 0, phases
+    assert sum(phases.values()) <= summary["seconds"] / 60 + 0.2, (phases, summary["seconds"])
+    assert "minutes per phase in this run" in proc.stdout
     for d, mtime in before.items():
         assert os.path.getmtime(os.path.join(d, "result.json")) == mtime
 
