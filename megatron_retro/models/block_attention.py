@@ -71,9 +71,12 @@ def _probs(qb, kb, scale, bias, out=None):
     stays in cache: one pass over the block), into ``out`` if given.  (15% less than the GEMM on
     top of the broadcast full mask at [32, 64, 448], one core.)"""
     lo, tail = _masked_tail(bias)
-    z = torch.baddbmm(qb.new_empty(()).expand(qb.shape[0], *bias.shape), qb, kb.transpose(1, 2),
-                      beta=0.0, alpha=scale)                               # [B, c·hpg, L]
-    z[:, :, lo:].add_(tail)
+    if lo == 0:   # forbidden entries from the first column on (a sliding window): the GEMM on top of the mask
+        z = torch.baddbmm(bias.expand(qb.shape[0], -1, -1), qb, kb.transpose(1, 2), alpha=scale)
+    else:
+        z = torch.baddbmm(qb.new_empty(()).expand(qb.shape[0], *bias.shape), qb, kb.transpose(1, 2),
+                          beta=0.0, alpha=scale)                           # [B, c·hpg, L]
+        z[:, :, lo:].add_(tail)
     if out is None:
         return torch.softmax(z, dim=-1)
     return torch.ops.aten._softmax.out(z, -1, False, out=out)
