@@ -19,9 +19,12 @@ products ran at 2-2.5x their stand-alone time: their operands are no longer in c
 Y and dX are strided views (row stride N + R, K + R) of the wide outputs; elementwise consumers
 and autograd take them as they are (a column-parallel layer under TP makes dX contiguous before
 megatron's all-reduce, peft/lora.py).  Building G or F costs one pass over W (~N·K); the passes
-saved are ~M·(N + K) each way, hence the M >= K rule (`FOLD_MIN_TOKENS_PER_IN_FEATURE`).  F is
-rebuilt in backward from the saved W rather than kept (QLoRA's saved-tensor hook still swaps the
-dequantised W for a marker: no full-precision copy survives the forward).
+saved are ~M·(N + K) each way, hence the M >= K rule (`FOLD_MIN_TOKENS_PER_IN_FEATURE`).  With
+a stored base weight (an nn.Parameter: LoRA) G and F are two windows of one [N + R, K + R] buffer
+built once in forward and kept for backward (`folded_buffer`; one pass over W a step instead of
+two, for one more weight's bytes held per adapted linear through the step).  With a temporary
+base weight (QLoRA's dequantised one) F is rebuilt in backward from the saved W instead (QLoRA's
+saved-tensor hook swaps that W for a marker: no full-precision copy survives the forward).
 
 Accumulating (no dX wanted, inference, few tokens).  BLAS accumulates (beta = 1) in place:
 
@@ -112,6 +115,28 @@ def _alias(wide: torch.Tensor, lead: tuple, n: int) -> torch.Tensor:
         wide.untyped_storage(), wide.storage_offset(), (*lead, n), tuple(strides))
 
 
+def folded_buffer(weight, lora_a, lora_b, scale, dtype):
+    """One [N + R, K + R] buffer holding both stacked weights (built once a step when kept):
+        buf[:N, :K] = W + s·B·A,  buf[N:, :K] = A,  buf[:N, K:] = s·B   (buf[N:, K:] is never read)
+    G = buf[:, :K] (forward, row stride K + R) and F = buf[:N] (backward) share the merged block."""
+    n, k = weight.shape
+    r = lora_a.shape[0]
+    buf = torch.empty(n + r, k + r, dtype=dtype, device=weight.device)
+    b = lora_b.to(dtype)
+    torch.addmm(weight.to(dtype), b, lora_a.to(dtype), alpha=scale, out=buf[:n, :k])   # [N, K]
+    buf[n:, :k].copy_(lora_a)                                                          # [R, K]
+    torch.mul(b, scale, out=buf[:n, k:])                                               # [N, R]
+    return buf
+
+
+def keeps_folded_weight(weight) -> bool:
+    """Keep the stacked buffer from forward to backward (one build a step instead of two) when
+    the base weight is a stored parameter: its full-precision copy lives through the step anyway,
+    so the buffer costs one more weight's bytes per adapted linear.  A temporary weight (QLoRA's
+    dequantised one) is rebuilt in backward instead: no full-precision copy outlives the forward."""
+    return isinstance(weight, torch.nn.Parameter)
+
+
 class LoRAFoldedLinearFunction(torch.autograd.Function):
     """The same y and gradients with the rank-R terms folded into the frozen GEMMs (module docstring)."""
 
@@ -120,15 +145,22 @@ class LoRAFoldedLinearFunction(torch.autograd.Function):
         lead, k = x.shape[:-1], x.shape[-1]
         n = weight.shape[0]
         x2 = x.reshape(-1, k)                                          # [M, K]
-        g = stacked_weight(weight, lora_a, lora_b, scale, x.dtype)     # [N + R, K]
+        keep = keeps_folded_weight(weight)
+        if keep:
+            buf = folded_buffer(weight, lora_a, lora_b, scale, x.dtype)   # [N + R, K + R]
+            g = buf[:, :k]                                             # [N + R, K] row stride K + R
+        else:
+            g = stacked_weight(weight, lora_a, lora_b, scale, x.dtype)     # [N + R, K]
         yh = x2 @ g.t()                                                # [M, N + R] = [Y | H]
         y, h = _alias(yh, lead, n), yh[:, n:]                          # Y [*lead, N] strided (row stride N + R)
         if bias is not None:
             y.add_(bias.to(x.dtype))
         ctx.scale, ctx.lead = scale, lead
         # H copied out ([M, R]): a view would keep all of [Y | H] alive until backward.  F is
-        # rebuilt in backward from W (QLoRA's hook re-dequantises W there), not kept
-        ctx.save_for_backward(x2, h.contiguous(), weight, lora_a, lora_b)
+        # either kept (buf[:N], a stored parameter's base) or rebuilt in backward from W (QLoRA's
+        # hook re-dequantises W there)
+        ctx.save_for_backward(x2, h.contiguous(), buf[:n] if keep else weight, lora_a, lora_b)
+        ctx.kept = keep
         return y
 
     @staticmethod
@@ -139,7 +171,8 @@ class LoRAFoldedLinearFunction(torch.autograd.Function):
         _, _, need_a, need_b, need_bias, _ = ctx.needs_input_grad
         db = (h.t() @ dy2).mul_(ctx.scale).t().to(lora_b.dtype) if need_b else None   # [N, R]; dY still hot
         dbias = dy2.sum(0) if need_bias else None
-        dxh = dy2 @ folded_weight(weight, lora_a, lora_b, ctx.scale, x2.dtype)   # [M, K + R] = [dX | dH]
+        f = weight if ctx.kept else folded_weight(weight, lora_a, lora_b, ctx.scale, x2.dtype)   # [N, K + R]
+        dxh = dy2 @ f                                                  # [M, K + R] = [dX | dH]
         dx, dh = dxh[:, :k], dxh[:, k:]                                # dX strided (row stride K + R)
         da = (dh.t() @ x2).to(lora_a.dtype) if need_a else None        # [R, K]
         return dx.view(*ctx.lead, k), None, da, db, dbias, None

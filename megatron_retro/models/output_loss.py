@@ -51,7 +51,7 @@ def _softmax_block(h_c, weight, labels_c, vstart, group, tp):
     """[c, vl] exp(z - max) block, row max, sum of exps and target logit - max (all over TP)."""
     z = h_c @ weight.t()                                    # [c, vl]
     z = z.to(torch.promote_types(z.dtype, torch.float32))   # softmax in fp32 (or wider)
-    zmax = z.max(dim=1).values                              # [c]
+    zmax = z.amax(dim=1)                                    # [c] (no argmax: 3x faster than max on CPU)
     if tp > 1:
         dist.all_reduce(zmax, op=dist.ReduceOp.MAX, group=group)
     z.sub_(zmax[:, None])

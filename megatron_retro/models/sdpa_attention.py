@@ -4,10 +4,14 @@ megatron-core's ``DotProductAttention`` materialises the [b, np, sq, sk] score a
 matrices and copies them for an in-place mask: on CPU that costs ~0.3 s a step at seq 512.  This
 module keeps megatron's interface (same constructor, same forward arguments, same output layout)
 and lets torch pick its fused kernel (flash / memory-efficient on GPU, the fused CPU kernel here).
-On CPU, causal self-attention with grouped queries (several query heads per key head, e.g. Gemma 3)
-and no explicit mask or dropout takes :func:`~megatron_retro.models.block_attention.block_causal_attention`
-instead (one GEMM per block of positions for all heads of a group; 1.4x faster fwd+bwd than the
-fused kernel at Gemma 3 270M's shape, 4 query heads / 1 key head of 256, seq 384).
+On CPU, causal self-attention with no explicit mask or dropout takes
+:func:`~megatron_retro.models.block_attention.block_causal_attention` instead: with grouped queries
+(several query heads per key head, e.g. Gemma 3) recomputing the probabilities in backward (one
+GEMM per block of positions for all heads of a group; 1.4x faster fwd+bwd than the fused kernel at
+Gemma 3 270M's shape, 4 query heads / 1 key head of 256, seq 384); with one query head per key
+head keeping them from forward (72.8 vs 87.0 ms fwd+bwd per layer against the fused kernel at
+bench_peft's shape, 8 heads of 64, seq 512, b 4, one core; recomputing: 87.4 ms, no gain), which
+holds ~s²/2 floats per head until the layer's backward (18.9 MB a layer there).
 
 Notation: sq query length, sk key length, b micro-batch, np heads on this TP rank, ng key/value
 groups on this rank, hn head width.
@@ -59,8 +63,9 @@ class SDPAttention(MegatronModule):
         sq, b, np_, hn = query.shape
         sk = key.shape[0]
         dropout_p = self.dropout_p if self.training else 0.0
-        if self._block_path(query, key, attention_mask, mask_type, dropout_p):
-            return block_causal_attention(query, key, value, self.softmax_scale, self.window)   # [sq, b, np*hn]
+        if self._block_path(query, key, attention_mask, mask_type, dropout_p):   # [sq, b, np*hn]
+            return block_causal_attention(query, key, value, self.softmax_scale, self.window,
+                                          keep_probs=np_ == key.shape[2] and torch.is_grad_enabled())
         # Contiguous [b, heads, s, hn]: torch's CPU flash kernel runs ~1.3x faster on it than on
         # the strided view of megatron's [s, b, ...] layout, copy included.
         q = query.permute(1, 2, 0, 3).contiguous()  # [b, np, sq, hn]
@@ -76,11 +81,11 @@ class SDPAttention(MegatronModule):
         return out.permute(2, 0, 1, 3).reshape(sq, b, np_ * hn)
 
     def _block_path(self, query, key, attention_mask, mask_type, dropout_p) -> bool:
-        """CPU, causal self-attention over a whole sequence longer than a block, grouped queries,
-        no explicit mask, no dropout: the case where the blocked GEMM path was measured faster."""
-        sq, _, np_, _ = query.shape
+        """CPU, causal self-attention over a whole sequence longer than a block, no explicit mask,
+        no dropout: the case where the blocked GEMM path was measured faster (module docstring)."""
+        sq = query.shape[0]
         return (query.device.type == "cpu" and mask_type == AttnMaskType.causal and attention_mask is None
-                and dropout_p == 0.0 and sq == key.shape[0] and sq > BLOCK and np_ > key.shape[2])
+                and dropout_p == 0.0 and sq == key.shape[0] and sq > BLOCK)
 
     def _sdpa(self, q, k, v, attn_mask, is_causal, dropout_p):
         return F.scaled_dot_product_attention(

@@ -33,15 +33,20 @@ PATHS = {"folded": (0.0, lora_torch.LoRAFoldedLinearFunction), "accumulating": (
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-def test_matches_reference_chain(monkeypatch, path, dtype, tol, bias):
+@pytest.mark.parametrize("stored", [False, True], ids=["temp_w", "param_w"])
+def test_matches_reference_chain(monkeypatch, path, dtype, tol, bias, stored):
+    """``stored``: W an nn.Parameter (LoRA: the folded path keeps its stacked buffer for backward)
+    or a plain tensor (QLoRA's dequantised W: rebuilt in backward)."""
     threshold, fn = PATHS[path]
     monkeypatch.setattr(lora_torch, "FOLD_MIN_TOKENS_PER_IN_FEATURE", threshold)
     calls = []
     monkeypatch.setattr(fn, "apply", lambda *a, real=fn.apply: calls.append(1) or real(*a))
-    args = _case(dtype, bias)
-    got = _run(lora_torch.lora_linear_torch, *args)
+    x, w, *rest = _case(dtype, bias)
+    if stored:
+        w = torch.nn.Parameter(w, requires_grad=False)
+    got = _run(lora_torch.lora_linear_torch, x, w, *rest)
     assert calls == [1], path
-    ref = _run(fused_lora_reference, *args)
+    ref = _run(fused_lora_reference, x, w.detach(), *rest)
     for name, g, r in zip(["y", "dx", "da", "db", "dbias"], got, ref):
         assert g.dtype == r.dtype, name
         torch.testing.assert_close(g.float(), r.float(), rtol=tol, atol=tol * r.float().abs().max().item(), msg=name)
@@ -56,8 +61,9 @@ def test_folds_only_when_dx_is_wanted_and_tokens_outnumber_in_features():
         assert not lora_torch.use_folded(torch.zeros(41, 41, requires_grad=True), w)
 
 
-def test_folded_path_saves_no_merged_weight():
-    """Only X, H, the frozen W and the factors are saved (QLoRA's hook then swaps W for a marker)."""
+def test_folded_path_saves_no_merged_weight_for_a_temporary_w():
+    """A plain-tensor W (QLoRA's dequantised one): only X, H, W and the factors are saved (QLoRA's
+    hook then swaps W for a marker), no merged full-precision copy."""
     x, w, a, b, _, _ = _case(torch.float32, False)
     x.requires_grad_()
     saved = []
@@ -65,6 +71,19 @@ def test_folded_path_saves_no_merged_weight():
         lora_torch.LoRAFoldedLinearFunction.apply(x, w, a, b, None, 1.7)
     assert sorted(tuple(t.shape) for t in saved) == sorted([(45, 41), (45, 3), (37, 41), (3, 41), (37, 3)])
     assert any(t is w for t in saved)
+
+
+def test_folded_path_keeps_the_stacked_buffer_for_a_parameter_w():
+    """A stored W (nn.Parameter): the merged [W + s·B·A | s·B] of the forward is saved instead of W
+    (built once a step) and equals the backward's rebuild."""
+    x, w, a, b, _, _ = _case(torch.float32, False)
+    x.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        lora_torch.LoRAFoldedLinearFunction.apply(x, torch.nn.Parameter(w, requires_grad=False), a, b, None, 1.7)
+    assert sorted(tuple(t.shape) for t in saved) == sorted([(45, 41), (45, 3), (37, 44), (3, 41), (37, 3)])
+    kept = next(t for t in saved if tuple(t.shape) == (37, 44))
+    torch.testing.assert_close(kept, lora_torch.folded_weight(w, a, b, 1.7, torch.float32))
 
 
 def test_fused_lora_linear_takes_it_on_cpu_without_dropout(monkeypatch):

@@ -63,13 +63,15 @@ def _sdpa_ref(q, k, v, scale, window):   # [s, b, np|ng, hn] -> [s, b, np·hn], 
     return o.permute(2, 0, 1, 3).reshape(s, b, np_ * hn)
 
 
+@pytest.mark.parametrize("keep_probs", [False, True], ids=["recompute", "keep"])
 @pytest.mark.parametrize("s,b,np_,ng,hn,window,block", [(41, 2, 4, 1, 16, None, 9), (41, 2, 6, 2, 8, 5, 8),
-                                                        (9, 3, 2, 2, 4, None, 64), (33, 1, 4, 2, 8, 40, 16)])
-def test_block_attention_matches_sdpa(s, b, np_, ng, hn, window, block):
+                                                        (9, 3, 2, 2, 4, None, 64), (33, 1, 4, 2, 8, 40, 16),
+                                                        (70, 2, 3, 3, 8, None, 16)])
+def test_block_attention_matches_sdpa(s, b, np_, ng, hn, window, block, keep_probs):
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(s, b, n, hn, generator=g, dtype=torch.float64).requires_grad_() for n in (np_, ng, ng))
     dy = torch.randn(s, b, np_ * hn, generator=g, dtype=torch.float64)
-    _close(_grads(lambda *t: block_causal_attention(*t, 0.3, window, block), (q, k, v), dy),
+    _close(_grads(lambda *t: block_causal_attention(*t, 0.3, window, block, keep_probs), (q, k, v), dy),
            _grads(lambda *t: _sdpa_ref(*t, 0.3, window), (q, k, v), dy), 1e-11)
 
 
@@ -88,14 +90,18 @@ def test_local_spec_takes_block_attention_only_where_it_applies(monkeypatch):
     attn = build_gpt_model(cfg.model, cfg.parallel, vocab_size=64, precision="fp32")[0] \
         .decoder.layers[0].self_attention.core_attention
     calls = []
-    monkeypatch.setattr(sa, "block_causal_attention", lambda *a: calls.append(1) or block_causal_attention(*a))
+    monkeypatch.setattr(sa, "block_causal_attention", lambda *a, **kw: calls.append(kw) or block_causal_attention(*a, **kw))
     q, k, v = torch.randn(80, 2, 4, 8), torch.randn(80, 2, 1, 8), torch.randn(80, 2, 1, 8)
     out = attn(q, k, v, None, AttnMaskType.causal)
-    assert calls == [1]
+    assert calls == [{"keep_probs": False}]                          # grouped queries: P recomputed
     plain = attn(q[:8], k[:8], v[:8], None, AttnMaskType.causal)     # shorter than a block: SDPA
-    assert calls == [1]
+    assert len(calls) == 1
     torch.testing.assert_close(out, _sdpa_ref(q, k, v, attn.softmax_scale, None), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(plain, out[:8], rtol=1e-5, atol=1e-5)
+    k4, v4 = torch.randn(80, 2, 4, 8), torch.randn(80, 2, 4, 8)     # one query head per key head: P kept
+    torch.testing.assert_close(attn(q, k4, v4, None, AttnMaskType.causal), _sdpa_ref(q, k4, v4, attn.softmax_scale, None),
+                               rtol=1e-5, atol=1e-5)
+    assert calls[1:] == [{"keep_probs": True}]
 
 
 def test_whole_tiny_gemma3_fast_ops_equal_hf_and_the_slow_ops(tmp_path, monkeypatch):
@@ -148,7 +154,7 @@ def test_whole_tiny_gemma3_fast_ops_equal_hf_and_the_slow_ops(tmp_path, monkeypa
         return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     calls = []
-    monkeypatch.setattr(sa, "block_causal_attention", lambda *a: calls.append(1) or block_causal_attention(*a))
+    monkeypatch.setattr(sa, "block_causal_attention", lambda *a, **kw: calls.append(kw) or block_causal_attention(*a, **kw))
     fast = loss_and_grads()
     assert len(calls) == cfg.model.num_layers
     monkeypatch.setattr(sa.SDPAttention, "_block_path", lambda *a: False)
