@@ -11,7 +11,8 @@ GEMM per block of positions for all heads of a group; 1.4x faster fwd+bwd than t
 Gemma 3 270M's shape, 4 query heads / 1 key head of 256, seq 384); with one query head per key
 head keeping them from forward (72.8 vs 87.0 ms fwd+bwd per layer against the fused kernel at
 bench_peft's shape, 8 heads of 64, seq 512, b 4, one core; recomputing: 87.4 ms, no gain), which
-holds ~s²/2 floats per head until the layer's backward (18.9 MB a layer there).
+holds ~s²/2 floats per head until the layer's backward (18.9 MB a layer there; above
+``KEEP_PROBS_MAX_BYTES`` a layer, e.g. long sequences, the fused kernel again).
 
 Notation: sq query length, sk key length, b micro-batch, np heads on this TP rank, ng key/value
 groups on this rank, hn head width.
@@ -31,6 +32,10 @@ from megatron.core.transformer.utils import is_layer_window_attention
 from megatron.core.utils import divide
 
 from megatron_retro.models.block_attention import BLOCK, block_causal_attention
+
+# one query head per key head: the blocked path keeps b·np·sq²/2 fp32 probabilities per layer until its
+# backward; above this many bytes per layer (long sequences, many heads) torch's fused kernel, O(sq), is used
+KEEP_PROBS_MAX_BYTES = 64 * 2 ** 20
 
 
 class SDPAttention(MegatronModule):
@@ -83,9 +88,10 @@ class SDPAttention(MegatronModule):
     def _block_path(self, query, key, attention_mask, mask_type, dropout_p) -> bool:
         """CPU, causal self-attention over a whole sequence longer than a block, no explicit mask,
         no dropout: the case where the blocked GEMM path was measured faster (module docstring)."""
-        sq = query.shape[0]
+        sq, b, np_, _ = query.shape
+        kept_bytes = 4 * b * np_ * sq * sq // 2 if np_ == key.shape[2] and torch.is_grad_enabled() else 0
         return (query.device.type == "cpu" and mask_type == AttnMaskType.causal and attention_mask is None
-                and dropout_p == 0.0 and sq == key.shape[0] and sq > BLOCK)
+                and dropout_p == 0.0 and sq == key.shape[0] and sq > BLOCK and kept_bytes <= KEEP_PROBS_MAX_BYTES)
 
     def _sdpa(self, q, k, v, attn_mask, is_causal, dropout_p):
         return F.scaled_dot_product_attention(

@@ -102,6 +102,12 @@ def test_local_spec_takes_block_attention_only_where_it_applies(monkeypatch):
     torch.testing.assert_close(attn(q, k4, v4, None, AttnMaskType.causal), _sdpa_ref(q, k4, v4, attn.softmax_scale, None),
                                rtol=1e-5, atol=1e-5)
     assert calls[1:] == [{"keep_probs": True}]
+    monkeypatch.setattr(sa, "KEEP_PROBS_MAX_BYTES", 4 * 2 * 4 * 80 * 80 // 2 - 1)   # P kept would exceed it: SDPA
+    torch.testing.assert_close(attn(q, k4, v4, None, AttnMaskType.causal), _sdpa_ref(q, k4, v4, attn.softmax_scale, None),
+                               rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2
+    attn(q, k, v, None, AttnMaskType.causal)                         # grouped queries keep nothing: blocked
+    assert len(calls) == 3
 
 
 def test_whole_tiny_gemma3_fast_ops_equal_hf_and_the_slow_ops(tmp_path, monkeypatch):
