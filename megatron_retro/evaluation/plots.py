@@ -46,7 +46,7 @@ def build_figure(cells: Sequence[Cell], task: str, metric: str, spread: str = "s
                         label=model.upper() if model in MODEL_ORDER else model)
         ax.set_xscale("log")
         sizes = sorted({c.size for c in mine if c.method == method})
-        ax.set_xticks(sizes, [size_label(v) for v in sizes])
+        ax.set_xticks(sizes, [size_label(v) for v in sizes], rotation=45, ha="right")  # close sizes stay legible
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.15)
         ax.set_title(method)
