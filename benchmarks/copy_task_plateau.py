@@ -15,6 +15,7 @@ data: BENCHMARKS.md "Study" reports the step at which each model leaves the plat
     python benchmarks/copy_task_plateau.py --model plain --plain-init-std 0.02 --plain-final-norm
     python benchmarks/copy_task_plateau.py model.final_norm=false
     python benchmarks/copy_task_plateau.py --min-length 4 --steps 800 model.final_norm=false
+    python benchmarks/copy_task_plateau.py --min-length 4 --steps 300 model.smear_keys=true model.final_norm=false
 """
 from __future__ import annotations
 
