@@ -15,6 +15,14 @@ data: BENCHMARKS.md "Study" reports the step at which each model leaves the plat
     python benchmarks/copy_task_plateau.py --model plain --plain-init-std 0.02 --plain-final-norm
     python benchmarks/copy_task_plateau.py model.final_norm=false
     python benchmarks/copy_task_plateau.py --min-length 4 --steps 800 model.final_norm=false
+    python benchmarks/copy_task_plateau.py --min-length 4 --steps 300 model.smear_keys=true model.final_norm=false
+    python benchmarks/copy_task_plateau.py --min-length 4 --steps 300 --lr-mult output_layer=10 --rms model.smear_keys=true
+
+Levers for ours (BENCHMARKS "Study", smeared keys): ``--lr-mult SUBSTR=M`` (Adam lr x M for the
+parameters whose name contains SUBSTR), ``--reinit SUBSTR=V`` (matrices re-drawn N(0, V), vectors
+filled with V), ``--final-eps E`` (the final norm's epsilon), ``--curriculum N`` (with --min-length:
+the first N steps are the fixed-offset task), ``--rms`` (also print the rms of the last layer's
+output, of layer 1's attention output and of the embeddings).
 """
 from __future__ import annotations
 
@@ -58,6 +66,8 @@ class PlainCausalTransformer(nn.Module):
 def build(args):
     """A function tokens [b, s], labels [b, s] -> per-token loss [b, s], and its parameters."""
     if args.model == "plain":
+        if args.lr_mult or args.reinit or args.final_eps or args.rms:
+            raise SystemExit("--lr-mult / --reinit / --final-eps / --rms: for --model ours only")
         m = PlainCausalTransformer(args.vocab, args.hidden, args.heads, args.ffn, args.layers,
                                    init_std=args.plain_init_std, final_norm=args.plain_final_norm)
 
@@ -82,7 +92,31 @@ def build(args):
     def loss_fn(x, y):
         pos = torch.arange(x.shape[1])[None].expand_as(x)
         return m(x, pos, None, labels=y, loss_mask=torch.ones_like(x, dtype=torch.float))   # [b, s]
-    return loss_fn, m.parameters()
+    return loss_fn, apply_levers(args, m)
+
+
+def apply_levers(args, model) -> list:
+    """Ours: re-inits, final-norm epsilon and rms hooks; returns Adam param groups (--lr-mult)."""
+    named = list(model.named_parameters())
+    for spec in args.reinit:
+        pat, value = spec.split("=")
+        with torch.no_grad():
+            for name, p in named:
+                if pat in name:
+                    nn.init.normal_(p, std=float(value)) if p.dim() >= 2 else p.fill_(float(value))
+    if args.final_eps:
+        model.decoder.final_layernorm.eps = args.final_eps
+    if args.rms:
+        def keep(key, t):
+            args.rms_seen[key] = t.pow(2).mean().sqrt().item()
+        model.decoder.layers[-1].register_forward_hook(lambda m, i, o: keep("residual", o[0]))
+        model.decoder.layers[0].self_attention.register_forward_hook(lambda m, i, o: keep("attn1", o[0]))
+        model.embedding.register_forward_hook(lambda m, i, o: keep("emb", o))
+    mults = [(s.split("=")[0], float(s.split("=")[1])) for s in args.lr_mult]
+    groups: dict = {}
+    for name, p in named:
+        groups.setdefault(next((m for pat, m in reversed(mults) if pat in name), 1.0), []).append(p)
+    return [{"params": ps, "lr": args.lr * m} for m, ps in groups.items()]
 
 
 def main() -> None:
@@ -109,7 +143,13 @@ def main() -> None:
     ap.add_argument("--plain-final-norm", action="store_true",
                     help="plain: a LayerNorm before the output layer, as megatron's GPT has")
     ap.add_argument("--ours-init-std", type=float, default=0.0, help="ours: re-draw every matrix N(0, std) (0 = keep)")
+    ap.add_argument("--lr-mult", action="append", default=[], metavar="SUBSTR=M", help="ours: lr x M for these")
+    ap.add_argument("--reinit", action="append", default=[], metavar="SUBSTR=V", help="ours: re-draw N(0, V) / fill V")
+    ap.add_argument("--final-eps", type=float, default=0.0, help="ours: the final norm's epsilon (0 = keep)")
+    ap.add_argument("--curriculum", type=int, default=0, help="with --min-length: fixed offset for the first N steps")
+    ap.add_argument("--rms", action="store_true", help="ours: print residual / layer-1 attention / embedding rms")
     args = ap.parse_args()
+    args.rms_seen = {}
     torch.manual_seed(args.seed)
     loss_fn, params = build(args)
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -117,7 +157,8 @@ def main() -> None:
     L, t0, left = args.length, time.time(), None
     rng, ids = np.random.default_rng(0), np.arange(args.ids[0], args.ids[1])
     for step in range(args.steps):
-        if 0 < args.min_length < L:   # variable copy distance: only a content-matching circuit can copy
+        variable = 0 < args.min_length < L and step >= args.curriculum
+        if variable:   # variable copy distance: only a content-matching circuit can copy
             seq = torch.from_numpy(np.stack([copy_tokens(rng, ids, 2 * L + 1, 0, args.min_length, L)
                                              for _ in range(args.batch)]))               # [b, 2L+1]
         else:
@@ -127,15 +168,16 @@ def main() -> None:
         loss.mean().backward()
         opt.step()
         opt.zero_grad()
-        if 0 < args.min_length < L:
+        rms = "".join(f"  {k} rms {v:.3f}" for k, v in args.rms_seen.items())
+        if variable:
             if step % 50 == 0 or step == args.steps - 1:
-                print(f"step {step:4d}  mean loss {loss.mean().item():.3f}  ({time.time() - t0:.0f} s)", flush=True)
+                print(f"step {step:4d}  mean loss {loss.mean().item():.3f}{rms}  ({time.time() - t0:.0f} s)", flush=True)
             continue
         second = loss[:, L + 1:].mean().item()   # positions whose target is in the second copy (first excluded)
         if left is None and second < 0.5 * math.log(args.ids[1] - args.ids[0]):
             left = step
         if step % 50 == 0 or step == args.steps - 1:
-            print(f"step {step:4d}  first copy {loss[:, :L].mean().item():.3f}  second copy {second:.3f}  "
+            print(f"step {step:4d}  first copy {loss[:, :L].mean().item():.3f}  second copy {second:.3f}{rms}  "
                   f"({time.time() - t0:.0f} s)", flush=True)
     if not 0 < args.min_length < L:
         print(f"left the plateau (second-copy loss < half the unigram level) at step: {left}")

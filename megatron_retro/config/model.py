@@ -37,6 +37,10 @@ class ModelConfig:
     final_norm: bool = cfg(
         True, "normalise the last layer's output before the output layer; false = no final norm (on the "
               "synthetic copy task the tiny GPT leaves the copy plateau without it: BENCHMARKS 'Study')")
+    smear_keys: bool = cfg(
+        False, "smeared keys (Olsson et al. 2022): each decoder self-attention key is a learned per-head mix of "
+               "its own and the previous position's key, so one layer can do induction (content-based "
+               "copying); needs the SDPA core attention (models/key_smear.py, BENCHMARKS 'Study')")
     attention_backend: Literal["auto", "sdpa", "unfused", "te"] = cfg(
         "auto", "core attention: 'auto' = Transformer Engine if importable else torch SDPA")
     family: Literal["gpt", "gemma3"] = cfg(

@@ -6,11 +6,16 @@ gpt_spec.py picks between this, TE and those variants.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from megatron_retro.config import ModelConfig
 
 
-def get_gpt_layer_local_spec(model: ModelConfig, core_attention: str = "sdpa"):
-    """megatron-core modules only (runs everywhere): local linears, SP-aware torch norms."""
+def get_gpt_layer_local_spec(model: ModelConfig, core_attention: str = "sdpa", smear_keys: Optional[bool] = None):
+    """megatron-core modules only (runs everywhere): local linears, SP-aware torch norms.
+
+    ``smear_keys`` (default ``model.smear_keys``; RETRO's bidirectional encoder passes False) mixes
+    each self-attention key with the previous position's (SDPA core attention only)."""
     from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
     from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
     from megatron.core.transformer.attention import SelfAttention, SelfAttentionSubmodules
@@ -21,6 +26,7 @@ def get_gpt_layer_local_spec(model: ModelConfig, core_attention: str = "sdpa"):
     from megatron.core.transformer.spec_utils import ModuleSpec
     from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
+    from megatron_retro.errors import UserError
     from megatron_retro.models.norm import SequenceParallelNorm
     from megatron_retro.models.sdpa_attention import SDPAttention
     from megatron_retro.models.swiglu import SwiGLUMLP
@@ -29,6 +35,11 @@ def get_gpt_layer_local_spec(model: ModelConfig, core_attention: str = "sdpa"):
         from megatron.core.extensions.transformer_engine import TEDotProductAttention as attention_cls
     else:
         attention_cls = SDPAttention if core_attention == "sdpa" else DotProductAttention
+    if model.smear_keys if smear_keys is None else smear_keys:
+        if core_attention != "sdpa":
+            raise UserError(f"model.smear_keys=true: needs the SDPA core attention (model.attention_backend=sdpa "
+                            f"or auto without Transformer Engine), this layer would use {core_attention!r}")
+        attention_cls = ModuleSpec(module=SDPAttention, params={"smear_keys": True})
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(

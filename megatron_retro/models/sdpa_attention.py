@@ -14,6 +14,10 @@ bench_peft's shape, 8 heads of 64, seq 512, b 4, one core; recomputing: 87.4 ms,
 holds ~s²/2 floats per head until the layer's backward (18.9 MB a layer there; above
 ``KEEP_PROBS_MAX_BYTES`` a layer, e.g. long sequences, the fused kernel again).
 
+With ``smear_keys`` (``model.smear_keys``, self-attention only) each key is first mixed with the
+one before it through a learned per-group weight (:mod:`~megatron_retro.models.key_smear`); the
+weights shard with the key/value groups under tensor parallelism.
+
 Notation: sq query length, sk key length, b micro-batch, np heads on this TP rank, ng key/value
 groups on this rank, hn head width.
 """
@@ -32,6 +36,7 @@ from megatron.core.transformer.utils import is_layer_window_attention
 from megatron.core.utils import divide
 
 from megatron_retro.models.block_attention import BLOCK, block_causal_attention
+from megatron_retro.models.key_smear import smear_keys
 
 # one query head per key head: the blocked path keeps b·np·sq²/2 fp32 probabilities per layer until its
 # backward; above this many bytes per layer (long sequences, many heads) torch's fused kernel, O(sq), is used
@@ -44,7 +49,7 @@ class SDPAttention(MegatronModule):
     def __init__(self, config: TransformerConfig, layer_number: int, attn_mask_type: AttnMaskType,
                  attention_type: str, attention_dropout: Optional[float] = None,
                  softmax_scale: Optional[float] = None, cp_comm_type: Optional[str] = None,
-                 pg_collection=None) -> None:
+                 pg_collection=None, smear_keys: bool = False) -> None:
         super().__init__(config=config)
         if config.context_parallel_size != 1:
             raise ValueError("SDPAttention: context parallelism needs Transformer Engine attention")
@@ -58,6 +63,11 @@ class SDPAttention(MegatronModule):
         # Sliding-window (local) layer: a query sees itself and the `window` tokens before it.
         self.window = config.window_size[0] if is_layer_window_attention(
             config.window_size, config.window_attn_skip_freq, layer_number) else None
+        self.key_smear = None
+        self.prefix_keys = 0   # prefix tuning prepends this many position-less keys: never smeared
+        if smear_keys:   # one logit per key/value group on this rank (sigmoid(0) = half k_t, half k_{t-1})
+            self.key_smear = torch.nn.Parameter(torch.zeros(self.num_groups, dtype=config.params_dtype))
+            tensor_parallel.set_tensor_model_parallel_attributes(self.key_smear, True, 0, 1)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attention_mask: Optional[torch.Tensor], attn_mask_type: Optional[AttnMaskType] = None,
@@ -67,6 +77,9 @@ class SDPAttention(MegatronModule):
         mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
         sq, b, np_, hn = query.shape
         sk = key.shape[0]
+        if self.key_smear is not None:
+            p = self.prefix_keys
+            key = torch.cat([key[:p], smear_keys(key[p:], self.key_smear)])   # [sk, b, ng, hn]
         dropout_p = self.dropout_p if self.training else 0.0
         if self._block_path(query, key, attention_mask, mask_type, dropout_p):   # [sq, b, np*hn]
             return block_causal_attention(query, key, value, self.softmax_scale, self.window,
@@ -84,6 +97,15 @@ class SDPAttention(MegatronModule):
             out = self._sdpa(q, k, v, attn_mask, is_causal, dropout_p)
         # [b, np, sq, hn] -> [sq, b, np*hn]
         return out.permute(2, 0, 1, 3).reshape(sq, b, np_ * hn)
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: Optional[dict] = None):
+        """The key-smear logits are split over TP ranks along their only axis (one per group)."""
+        if self.key_smear is None:
+            return super().sharded_state_dict(prefix, sharded_offsets, metadata)
+        from megatron.core.transformer.utils import make_sharded_tensors_for_checkpoint
+
+        return make_sharded_tensors_for_checkpoint({"key_smear": self.key_smear}, prefix, {"key_smear": 0},
+                                                   sharded_offsets)
 
     def _block_path(self, query, key, attention_mask, mask_type, dropout_p) -> bool:
         """CPU, causal self-attention over a whole sequence longer than a block, no explicit mask,

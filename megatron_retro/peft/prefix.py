@@ -83,6 +83,7 @@ def apply_prefix(chunks: list, cfg: PrefixConfig, tf_config) -> list:
                                    lambda t, g: t.normal_(0.0, cfg.init_std, generator=g))
                 local = tp_slice(full, 1, groups // tp)   # [p, ng/tp, hn]
                 register_peft_param(module, f"prefix_{kind}", torch.nn.Parameter(local), axis=1)
+            module.prefix_keys = cfg.num_prefix_tokens   # model.smear_keys leaves them alone
             module.forward = types.MethodType(_prefix_forward(type(module).forward.__get__(module)), module)
             found.append(module)
     return found

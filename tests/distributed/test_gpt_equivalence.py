@@ -16,12 +16,13 @@ def results():
 
 
 def test_every_layout_reported(results):
-    assert len(results) == 8
+    assert len(results) == 10
 
 
 @pytest.mark.parametrize("layout", [
     dict(tp=2, pp=1), dict(tp=4, pp=1), dict(tp=2, pp=1, sp=True), dict(tp=4, pp=1, sp=True),
     dict(tp=1, pp=2), dict(tp=2, pp=2), dict(tp=2, pp=2, sp=True), dict(tp=1, pp=2, vpp=2),
+    dict(tp=2, pp=1, sp=True, smear=True), dict(tp=2, pp=2, smear=True),
 ], ids=lambda d: "-".join(f"{k}{v}" for k, v in d.items()))
 def test_same_loss_and_grads_as_tp1pp1(results, layout):
     row = results[str(sorted(layout.items()))]

@@ -24,6 +24,8 @@ LAYOUTS = [
     dict(tp=1, pp=1), dict(tp=2, pp=1), dict(tp=4, pp=1), dict(tp=2, pp=1, sp=True),
     dict(tp=4, pp=1, sp=True), dict(tp=1, pp=2), dict(tp=2, pp=2), dict(tp=2, pp=2, sp=True),
     dict(tp=1, pp=2, vpp=2),
+    # model.smear_keys: per-group key-smear logits shard with the key/value groups (vs its own TP1 reference)
+    dict(tp=1, pp=1, smear=True), dict(tp=2, pp=1, sp=True, smear=True), dict(tp=2, pp=2, smear=True),
 ]
 
 
@@ -31,7 +33,8 @@ def run_layout(layout):
     overrides = layout_overrides(layout) + [
         "model.num_layers=4", "model.hidden_size=64", "model.num_attention_heads=8",
         "model.num_query_groups=4", "model.ffn_hidden_size=128", f"model.seq_length={SEQ}",
-        "model.rotary_percent=0.5", "train.micro_batch_size=1", f"train.global_batch_size={GBS}"]
+        "model.rotary_percent=0.5", "train.micro_batch_size=1", f"train.global_batch_size={GBS}",
+        f"model.smear_keys={str(layout.get('smear', False)).lower()}"]
     cfg = load_config(None, overrides)
     ctx = initialize_parallel(cfg.parallel, seed=7)
     chunks = build_gpt_model(cfg.model, cfg.parallel, vocab_size=VOCAB)
@@ -42,9 +45,14 @@ def run_layout(layout):
 
 
 def main():
-    ref_ctx, ref_loss, ref = run_layout(LAYOUTS[0])
-    ref_full = assemble_full(ref)
-    for layout in LAYOUTS[1:]:
+    refs = {}
+    for layout in LAYOUTS:
+        key = layout.get("smear", False)
+        if layout in (dict(tp=1, pp=1), dict(tp=1, pp=1, smear=True)):
+            _, ref_loss, ref = run_layout(layout)
+            refs[key] = (ref_loss, assemble_full(ref))
+            continue
+        ref_loss, ref_full = refs[key]
         ctx, loss, grads = run_layout(layout)
         grad_err, loss_err, n_loss, _ = compare(loss, ref_loss, grads, ref_full)
         if dist.get_rank() == 0:

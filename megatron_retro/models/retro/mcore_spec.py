@@ -50,7 +50,7 @@ def get_mcore_encoder_block_spec(model: ModelConfig, retro: RetroConfig):
     )
 
     backend = "unfused" if model.attention_backend == "unfused" else "sdpa"
-    gpt = get_gpt_layer_local_spec(model, core_attention=backend)
+    gpt = get_gpt_layer_local_spec(model, core_attention=backend, smear_keys=False)   # bidirectional encoder
     self_attention = dataclasses.replace(gpt.submodules.self_attention,
                                          params={"attn_mask_type": AttnMaskType.no_mask})
     plain = dataclasses.replace(gpt, submodules=dataclasses.replace(gpt.submodules, self_attention=self_attention))

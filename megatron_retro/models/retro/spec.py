@@ -49,7 +49,7 @@ def get_retro_encoder_block_spec(model: ModelConfig, retro: RetroConfig):
     from megatron_retro.models.retro.cross_attention import RetroEncoderCrossAttention
 
     backend = "unfused" if model.attention_backend == "unfused" else "sdpa"
-    layer = get_gpt_layer_local_spec(model, core_attention=backend)
+    layer = get_gpt_layer_local_spec(model, core_attention=backend, smear_keys=False)   # bidirectional
     self_attention = dataclasses.replace(layer.submodules.self_attention,
                                          params={"attn_mask_type": AttnMaskType.no_mask})
     submodules = dataclasses.replace(
