@@ -86,12 +86,19 @@ def main():
     sp_saved.hooks = lambda local, gathered, group: (full.pack, lambda t: t)   # rule off: keep [s, b, K]
     dx_off, grads_off = forward_backward(layer, x, dy, full)
     sp_saved.hooks = original
+    # the folded path keeps its stacked weight for backward (weight-sized, not an activation): the saved
+    # tensor is the [N/tp, K + r] window [W + s·B·A | s·B] of its [N/tp + r, K + r] buffer
+    from megatron_retro.kernels.lora_torch import keeps_folded_weight, use_folded
+
+    gathered = torch.zeros(S, B, k, requires_grad=True)
+    folds = use_folded(gathered, layer.weight) and keeps_folded_weight(layer.weight)
+    buffer_bytes = layer.weight.shape[0] * (k + rank) * 4 if folds else 0
     same = torch.equal(dx, dx_off) and all(torch.equal(grads[n], grads_off[n]) for n in grads)
     if torch.distributed.get_rank() == 0:
         print("RESULT " + json.dumps({
             "frozen_bytes": frozen.bytes, "lora_bytes": lora.bytes, "rule_off_bytes": full.bytes,
             "x_local_bytes": x.numel() * 4, "x_full_bytes": 2 * x.numel() * 4,
-            "h_bytes": S * B * rank * 4, "same_grads": same, "grad_names": sorted(grads)}), flush=True)
+            "h_bytes": S * B * rank * 4, "fold_buffer_bytes": buffer_bytes, "same_grads": same, "grad_names": sorted(grads)}), flush=True)
 
 
 if __name__ == "__main__":
