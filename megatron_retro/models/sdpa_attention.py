@@ -81,9 +81,9 @@ class SDPAttention(MegatronModule):
             p = self.prefix_keys
             key = torch.cat([key[:p], smear_keys(key[p:], self.key_smear)])   # [sk, b, ng, hn]
         dropout_p = self.dropout_p if self.training else 0.0
-        if self._block_path(query, key, attention_mask, mask_type, dropout_p):   # [sq, b, np*hn]
-            return block_causal_attention(query, key, value, self.softmax_scale, self.window,
-                                          keep_probs=np_ == key.shape[2] and torch.is_grad_enabled())
+        keep_probs = np_ == key.shape[2] and torch.is_grad_enabled()   # one query head per key head, training
+        if self._block_path(query, key, attention_mask, mask_type, dropout_p, keep_probs):   # [sq, b, np*hn]
+            return block_causal_attention(query, key, value, self.softmax_scale, self.window, keep_probs=keep_probs)
         # Contiguous [b, heads, s, hn]: torch's CPU flash kernel runs ~1.3x faster on it than on
         # the strided view of megatron's [s, b, ...] layout, copy included.
         q = query.permute(1, 2, 0, 3).contiguous()  # [b, np, sq, hn]
@@ -107,11 +107,11 @@ class SDPAttention(MegatronModule):
         return make_sharded_tensors_for_checkpoint({"key_smear": self.key_smear}, prefix, {"key_smear": 0},
                                                    sharded_offsets)
 
-    def _block_path(self, query, key, attention_mask, mask_type, dropout_p) -> bool:
+    def _block_path(self, query, key, attention_mask, mask_type, dropout_p, keep_probs: bool) -> bool:
         """CPU, causal self-attention over a whole sequence longer than a block, no explicit mask,
         no dropout: the case where the blocked GEMM path was measured faster (module docstring)."""
         sq, b, np_, _ = query.shape
-        kept_bytes = 4 * b * np_ * sq * sq // 2 if np_ == key.shape[2] and torch.is_grad_enabled() else 0
+        kept_bytes = 4 * b * np_ * sq * sq // 2 if keep_probs else 0
         return (query.device.type == "cpu" and mask_type == AttnMaskType.causal and attention_mask is None
                 and dropout_p == 0.0 and sq == key.shape[0] and sq > BLOCK and kept_bytes <= KEEP_PROBS_MAX_BYTES)
 
