@@ -26,7 +26,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="lora", help="lora, qlora, none (full fine-tuning) or hf (HF peft LoRA)")
-    ap.add_argument("--steps", type=int, default=2, help="profiled steps (after one warm-up step)")
+    ap.add_argument("--steps", type=int, default=2, help="profiled steps (after the warm-up steps)")
+    ap.add_argument("--warmup", type=int, default=3, help="unprofiled steps first: the heap reaches its "
+                    "steady state (no page faults) only from the 3rd step on")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
@@ -39,7 +41,8 @@ def main() -> None:
     else:
         engine, batch, _ = build_ours(s, None if args.method == "none" else args.method, tuple(args.override))
         step = lambda: engine.train_step([batch])  # noqa: E731
-    step()
+    for _ in range(args.warmup):
+        step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(args.steps):
             step()
