@@ -4,7 +4,7 @@ Both variants run on the same engine (same weights, same batch), alternating ste
 machine load hits them alike; the ratio of medians is robust to load, absolute times are not.
 "plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false),
 megatron's unfused RoPE, the reference LoRA chain (kernels.fused_lora_reference), megatron's
-unfused gated MLP, torch's composite RMSNorm, LoRA's accumulating torch path instead of the folded one, the folded path's stacked weight rebuilt in backward instead of kept from forward, torch's fused SDPA kernel instead of the blocked causal attention (models/block_attention.py), dW added to main_grad by DDP's hook and torch's per-tensor Adam loop; "ours" =
+unfused gated MLP, torch's composite RMSNorm, LoRA's accumulating torch path instead of the folded one, the folded path's stacked weight rebuilt in backward instead of kept from forward, torch's fused SDPA kernel instead of the blocked causal attention (models/block_attention.py), dW added to main_grad by DDP's hook and torch's per-tensor Adam loop, our autograd Functions' torch calls through the CPU redirect mode (parallel/cpu_compat.py outside_redirect); "ours" =
 the defaults (models/output_loss.py, models/rope.py, kernels/lora_torch.py, models/swiglu.py,
 training/cpu_fast_paths.py, models/rmsnorm.py).  ``--parts`` picks which of them the plain side undoes.  Before
 timing, both variants' losses and gradients on the same weights are compared.
@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-PARTS = ("loss", "rope", "lora", "fold", "keep", "attn", "swiglu", "wgrad", "adam", "norm")
+PARTS = ("loss", "rope", "lora", "fold", "keep", "attn", "swiglu", "wgrad", "adam", "norm", "redirect")
 
 
 @contextlib.contextmanager
@@ -47,6 +47,7 @@ def plain_paths(engine, parts=PARTS):
     from megatron_retro.models.rmsnorm import FastRMSNorm
     from megatron_retro.models.sdpa_attention import SDPAttention
     from megatron_retro.models.swiglu import SwiGLUMLP
+    from megatron_retro.parallel import cpu_compat
 
     saved = fl.lora_linear_torch, attention.apply_rotary_pos_emb
     fold_threshold, keeps = lora_torch.FOLD_MIN_TOKENS_PER_IN_FEATURE, lora_torch.keeps_folded_weight
@@ -60,6 +61,8 @@ def plain_paths(engine, parts=PARTS):
         SDPAttention._block_path = lambda *a: False
     if "norm" in parts:
         FastRMSNorm.forward = torch.nn.RMSNorm.forward
+    if "redirect" in parts:   # every torch call in our Functions through the redirect mode again
+        cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = False
     fused_linears = [m for c in engine.chunks for m in c.modules() if getattr(m, "gradient_accumulation_fusion", False)]
     groups = [g for o in getattr(engine.optimizer, "chained_optimizers", [engine.optimizer])
               for g in o.optimizer.param_groups if g.get("fused")]
@@ -84,6 +87,7 @@ def plain_paths(engine, parts=PARTS):
         lora_torch.FOLD_MIN_TOKENS_PER_IN_FEATURE, lora_torch.keeps_folded_weight = fold_threshold, keeps
         SwiGLUMLP.forward, FastRMSNorm.forward = swiglu_forward, norm_forward
         SDPAttention._block_path = block_path
+        cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = True
         for m in fused_linears:
             m.gradient_accumulation_fusion = True
         for g in groups:

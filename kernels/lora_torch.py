@@ -45,11 +45,14 @@ from __future__ import annotations
 
 import torch
 
+from megatron_retro.parallel.cpu_compat import outside_redirect
+
 
 class LoRALinearTorchFunction(torch.autograd.Function):
     """y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ bias) with W frozen; see the module docstring."""
 
     @staticmethod
+    @outside_redirect
     def forward(ctx, x, weight, lora_a, lora_b, bias, scale):
         lead, k = x.shape[:-1], x.shape[-1]
         x2 = x.reshape(-1, k)                                          # [M, K]
@@ -64,6 +67,7 @@ class LoRALinearTorchFunction(torch.autograd.Function):
         return y.view(*lead, y.shape[-1])
 
     @staticmethod
+    @outside_redirect
     def backward(ctx, dy):
         x2, h, weight, lora_a, lora_b = ctx.saved_tensors
         dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)                # [M, N]
@@ -141,6 +145,7 @@ class LoRAFoldedLinearFunction(torch.autograd.Function):
     """The same y and gradients with the rank-R terms folded into the frozen GEMMs (module docstring)."""
 
     @staticmethod
+    @outside_redirect
     def forward(ctx, x, weight, lora_a, lora_b, bias, scale):
         lead, k = x.shape[:-1], x.shape[-1]
         n = weight.shape[0]
@@ -164,6 +169,7 @@ class LoRAFoldedLinearFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @outside_redirect
     def backward(ctx, dy):
         x2, h, weight, lora_a, lora_b = ctx.saved_tensors
         k = x2.shape[1]

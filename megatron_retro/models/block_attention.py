@@ -33,6 +33,8 @@ from typing import Optional
 
 import torch
 
+from megatron_retro.parallel.cpu_compat import outside_redirect
+
 BLOCK = 64   # query positions per block (hpg·64 GEMM rows)
 
 
@@ -91,6 +93,7 @@ class BlockCausalAttention(torch.autograd.Function):
     """q [B, s, hpg, hn], k/v [B, s, hn] (contiguous) -> O [B, s, hpg, hn]; see the module docstring."""
 
     @staticmethod
+    @outside_redirect
     def forward(ctx, q, k, v, scale: float, window: Optional[int], block: int, keep_probs: bool = False):
         B, s, hpg, hn = q.shape
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -108,6 +111,7 @@ class BlockCausalAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @outside_redirect
     def backward(ctx, dout):
         q, k, v, buf = ctx.saved_tensors
         B, s, hpg, hn = q.shape

@@ -34,6 +34,8 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from megatron_retro.parallel.cpu_compat import outside_redirect
+
 DEFAULT_CHUNK_ELEMENTS = 1 << 25   # fp32 logits per block: 128 MiB (fewer, larger blocks ran faster on CPU)
 
 
@@ -77,6 +79,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Rows [n, d] x weight [vl, d] -> fp32 losses [n]; see the module docstring."""
 
     @staticmethod
+    @outside_redirect
     def forward(ctx, h, weight, labels, row_weight, group, chunk_elements):
         tp, rank = _tp(group)
         n, vl = h.shape[0], weight.shape[0]
@@ -114,6 +117,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return losses
 
     @staticmethod
+    @outside_redirect
     def backward(ctx, grad):
         dh, dw, row_weight, lse, h, weight, labels = ctx.saved_tensors
         grad = grad.to(torch.promote_types(grad.dtype, torch.float32))

@@ -18,11 +18,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from megatron_retro.parallel.cpu_compat import outside_redirect
+
 
 class RMSNormFunction(torch.autograd.Function):
     """(x [..., h], w [h], eps, offset) -> x·rsqrt(mean(x²) + eps)·(w + offset); see the module docstring."""
 
     @staticmethod
+    @outside_redirect
     def forward(ctx, x, weight, eps: float, offset: float):
         acc = torch.promote_types(x.dtype, torch.float32)
         xf = x.to(acc)
@@ -35,6 +38,7 @@ class RMSNormFunction(torch.autograd.Function):
         return y.to(x.dtype)
 
     @staticmethod
+    @outside_redirect
     def backward(ctx, dy):
         x, r, weight = ctx.saved_tensors
         acc = torch.promote_types(x.dtype, torch.float32)

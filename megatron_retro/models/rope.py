@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from megatron_retro.parallel.cpu_compat import outside_redirect
+
 _MEGATRON = {}
 
 
@@ -32,6 +34,7 @@ class _RotaryFunction(torch.autograd.Function):
     """t [s, b, h, hn], cos/sin [s, 1, 1, r] (t's dtype) -> rotated t."""
 
     @staticmethod
+    @outside_redirect
     def forward(ctx, t, cos, sin):
         r = cos.shape[-1]
         q = r // 2
@@ -41,6 +44,7 @@ class _RotaryFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @outside_redirect
     def backward(ctx, dout):
         cos, sin = ctx.saved_tensors
         r = cos.shape[-1]

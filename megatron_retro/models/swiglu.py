@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from megatron.core.transformer.mlp import MLP
 
+from megatron_retro.parallel.cpu_compat import outside_redirect
+
 
 SAVE_ACTIVATION = {"gelu_tanh"}   # activations kept for backward rather than recomputed
 
@@ -46,6 +48,7 @@ class GatedActFunction(torch.autograd.Function):
     """x [..., 2f] = [gate | up] -> act(gate)·up [..., f], act = silu or gelu_tanh."""
 
     @staticmethod
+    @outside_redirect
     def forward(ctx, x, kind: str = "silu"):
         f = x.shape[-1] // 2
         gate, up = x[..., :f], x[..., f:]
@@ -58,6 +61,7 @@ class GatedActFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @outside_redirect
     def backward(ctx, dy):
         x, act = ctx.saved_tensors
         f = x.shape[-1] // 2

@@ -76,3 +76,62 @@ def test_remove_restores_torch():
 def test_apply_if_needed_applies_without_cuda():
     assert cpu_compat.apply_if_needed() is True
     assert cpu_compat.is_applied()
+
+
+class _CountingRedirect(cpu_compat.CudaToCpuMode):
+    """A redirect mode that counts the torch calls it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+class _Sub(torch.Tensor):
+    pass
+
+
+class _UserMode(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _lora_step(x, w, a, b):
+    from megatron_retro.kernels.lora_torch import LoRAFoldedLinearFunction
+
+    y = LoRAFoldedLinearFunction.apply(x, w, a, b, None, 2.0)
+    y.square().sum().backward()
+    return y.detach().clone(), x.grad.clone(), a.grad.clone(), b.grad.clone()
+
+
+def test_outside_redirect_skips_the_mode_in_our_functions_with_the_same_results(applied):
+    g = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(7, 5, generator=g), requires_grad=False)
+    a, b = (torch.nn.Parameter(torch.randn(*s, generator=g)) for s in ((3, 5), (7, 3)))
+    results = {}
+    for skip in (True, False):
+        x = torch.randn(9, 5, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        a.grad = b.grad = None
+        cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = skip
+        try:
+            with _CountingRedirect() as mode:
+                results[skip] = _lora_step(x, w, a, b)
+        finally:
+            cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = True
+        results[skip, "calls"] = mode.calls
+    # the same tensors either way; without the skip every op inside forward/backward went through the mode
+    assert all(torch.equal(p, q) for p, q in zip(results[True], results[False]))
+    assert results[False, "calls"] >= results[True, "calls"] + 6
+
+
+def test_outside_redirect_keeps_dispatch_for_a_users_mode_or_a_subclass(applied):
+    seen = []
+    body = cpu_compat.outside_redirect(lambda t: seen.append(torch._C._is_torch_function_enabled()))
+    body(torch.ones(1))                      # only the redirect: dispatch off inside
+    with _UserMode():
+        body(torch.ones(1))                  # a user's mode must still see the calls
+    body(torch.ones(1).as_subclass(_Sub))   # a subclass may rely on its own __torch_function__
+    assert seen == [False, True, True]
