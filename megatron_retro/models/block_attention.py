@@ -15,6 +15,8 @@ matrix, and each block is one batched GEMM against only the keys it may see:
                P = softmax(S),  O_blk = P·V
     backward   P recomputed (as flash attention does; one more GEMM per block, no [.., L] kept)
                dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP - rowsum(dP ∘ P)),  dQ = σ·dS·K,  dK += σ·dSᵀ·Q
+               (blocks last to first: causal without a window the last block sees every key, so its
+               dV, dK products write them whole, contiguous, with no zero fill first)
 Keys above a block's last position are never touched, so causal attention does ~(nb+1)/(2·nb) of
 the full score work (nb blocks), and a sliding window bounds L by c + window.  Saved for backward:
 q, k and v only (no score or probability matrix outlives its block).  Per block the elementwise
@@ -117,20 +119,33 @@ class BlockCausalAttention(torch.autograd.Function):
         B, s, hpg, hn = q.shape
         dout = dout.contiguous()
         dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
-        dv = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
-        off = 0
-        for p0, p1, k0, bias in _blocks(s, hpg, ctx.window, ctx.block, q.dtype, q.device):
+        blocks = list(_blocks(s, hpg, ctx.window, ctx.block, q.dtype, q.device))
+        offs = [0]                                   # each block's offset in the kept buffer
+        for *_, bias in blocks[:-1]:
+            offs.append(offs[-1] + B * bias.numel())
+        dk = dv = None
+        # last block first: causal without a window, it sees every key, so its products write dK and
+        # dV whole (contiguous: one batched GEMM, no zero fill); the other blocks then accumulate
+        for (p0, p1, k0, bias), off in zip(reversed(blocks), reversed(offs)):
             qb, kb, vb = q[:, p0:p1].reshape(B, -1, hn), k[:, k0:p1], v[:, k0:p1]
             dob = dout[:, p0:p1].reshape(B, -1, hn)
             # P [B, c·hpg, L]: kept from forward, or recomputed
             p = _kept_block(buf, off, B, *bias.shape) if buf is not None else _probs(qb, kb, ctx.scale, bias)
-            off += p.numel()
-            dv[:, k0:p1].baddbmm_(p.transpose(1, 2), dob)
+            first = dv is None
+            if first and not (k0 == 0 and p1 == s):   # a window's last block leaves early keys untouched
+                dk, dv = torch.zeros(k.shape, dtype=k.dtype, device=k.device), torch.zeros_like(v)
+                first = False
+            if first:
+                dv = torch.bmm(p.transpose(1, 2), dob)                # [B, s, hn]
+            else:
+                dv[:, k0:p1].baddbmm_(p.transpose(1, 2), dob)
             dp = torch.bmm(dob, vb.transpose(1, 2))                  # dO·Vᵀ
             ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype)   # P ∘ (dP - rowsum(dP ∘ P))
             torch.bmm(ds, kb, out=dq[:, p0:p1].view(B, -1, hn))
-            dk[:, k0:p1].baddbmm_(ds.transpose(1, 2), qb)
+            if first:
+                dk = torch.bmm(ds.transpose(1, 2), qb)                # [B, s, hn]
+            else:
+                dk[:, k0:p1].baddbmm_(ds.transpose(1, 2), qb)
         dq.mul_(ctx.scale)
         dk.mul_(ctx.scale)
         return dq, dk, dv, None, None, None, None
