@@ -91,14 +91,24 @@ def _kept_block(buf, off: int, B: int, rows: int, keys: int) -> torch.Tensor:
     return buf[off:off + B * rows * keys].view(B, rows, keys)
 
 
+def _block_major(s: int, block: int) -> bool:
+    """Every block has ``block`` positions: O is then stored block by block, [nb, B, c·hpg, hn], so
+    each block's P·V writes a contiguous [B, c·hpg, hn] (one batched GEMM; a position slice of
+    [B, s, hpg, hn] is strided and runs as B separate GEMMs).  The caller's permute to megatron's
+    [s, b, np·hn] copies either layout once."""
+    return s % block == 0
+
+
 class BlockCausalAttention(torch.autograd.Function):
-    """q [B, s, hpg, hn], k/v [B, s, hn] (contiguous) -> O [B, s, hpg, hn]; see the module docstring."""
+    """q [B, s, hpg, hn], k/v [B, s, hn] (contiguous) -> O [nb, B, c·hpg, hn] when every block is
+    full (``_block_major``), else O [B, s, hpg, hn]; see the module docstring."""
 
     @staticmethod
     @outside_redirect
     def forward(ctx, q, k, v, scale: float, window: Optional[int], block: int, keep_probs: bool = False):
         B, s, hpg, hn = q.shape
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        major = _block_major(s, block)
+        out = torch.empty((s // block, B, block * hpg, hn) if major else q.shape, dtype=q.dtype, device=q.device)
         blocks = list(_blocks(s, hpg, window, block, q.dtype, q.device))
         buf = torch.empty(B * sum(b.shape[0] * b.shape[1] for *_, b in blocks), dtype=q.dtype,
                           device=q.device) if keep_probs else None   # every block's P, flat
@@ -106,7 +116,7 @@ class BlockCausalAttention(torch.autograd.Function):
         for p0, p1, k0, bias in blocks:
             keep = _kept_block(buf, off, B, *bias.shape) if keep_probs else None
             p = _probs(q[:, p0:p1].reshape(B, -1, hn), k[:, k0:p1], scale, bias, keep)   # [B, c·hpg, L]
-            torch.bmm(p, v[:, k0:p1], out=out[:, p0:p1].view(B, -1, hn))
+            torch.bmm(p, v[:, k0:p1], out=out[p0 // block] if major else out[:, p0:p1].view(B, -1, hn))
             off += p.numel()
         ctx.scale, ctx.window, ctx.block = scale, window, block
         ctx.save_for_backward(q, k, v, buf)
@@ -117,7 +127,8 @@ class BlockCausalAttention(torch.autograd.Function):
     def backward(ctx, dout):
         q, k, v, buf = ctx.saved_tensors
         B, s, hpg, hn = q.shape
-        dout = dout.contiguous()
+        dout = dout.contiguous()   # O's layout: [nb, B, c·hpg, hn] or [B, s, hpg, hn]
+        major = _block_major(s, ctx.block)
         dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         blocks = list(_blocks(s, hpg, ctx.window, ctx.block, q.dtype, q.device))
         offs = [0]                                   # each block's offset in the kept buffer
@@ -128,7 +139,7 @@ class BlockCausalAttention(torch.autograd.Function):
         # dV whole (contiguous: one batched GEMM, no zero fill); the other blocks then accumulate
         for (p0, p1, k0, bias), off in zip(reversed(blocks), reversed(offs)):
             qb, kb, vb = q[:, p0:p1].reshape(B, -1, hn), k[:, k0:p1], v[:, k0:p1]
-            dob = dout[:, p0:p1].reshape(B, -1, hn)
+            dob = dout[p0 // ctx.block] if major else dout[:, p0:p1].reshape(B, -1, hn)
             # P [B, c·hpg, L]: kept from forward, or recomputed
             p = _kept_block(buf, off, B, *bias.shape) if buf is not None else _probs(qb, kb, ctx.scale, bias)
             first = dv is None
@@ -165,6 +176,8 @@ def block_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.
     q = query.reshape(s, b, ng, hpg, hn).permute(1, 2, 0, 3, 4).contiguous().view(b * ng, s, hpg, hn)
     k = key.permute(1, 2, 0, 3).contiguous().view(b * ng, s, hn)
     v = value.permute(1, 2, 0, 3).contiguous().view(b * ng, s, hn)
-    out = BlockCausalAttention.apply(q, k, v, float(scale), window, block, keep_probs)   # [B, s, hpg, hn]
-    # [b, ng, s, hpg, hn] -> [s, b, ng, hpg, hn] -> [s, b, np·hn]
+    out = BlockCausalAttention.apply(q, k, v, float(scale), window, block, keep_probs)
+    if _block_major(s, block):   # [nb, B, c·hpg, hn] = [nb, b, ng, c, hpg, hn] -> [nb, c, b, ng, hpg, hn]
+        return out.view(s // block, b, ng, block, hpg, hn).permute(0, 3, 1, 2, 4, 5).reshape(s, b, np_ * hn)
+    # [B, s, hpg, hn] = [b, ng, s, hpg, hn] -> [s, b, ng, hpg, hn] -> [s, b, np·hn]
     return out.view(b, ng, s, hpg, hn).permute(2, 0, 1, 3, 4).reshape(s, b, np_ * hn)

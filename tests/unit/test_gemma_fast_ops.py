@@ -66,7 +66,8 @@ def _sdpa_ref(q, k, v, scale, window):   # [s, b, np|ng, hn] -> [s, b, np·hn], 
 @pytest.mark.parametrize("keep_probs", [False, True], ids=["recompute", "keep"])
 @pytest.mark.parametrize("s,b,np_,ng,hn,window,block", [(41, 2, 4, 1, 16, None, 9), (41, 2, 6, 2, 8, 5, 8),
                                                         (9, 3, 2, 2, 4, None, 64), (33, 1, 4, 2, 8, 40, 16),
-                                                        (70, 2, 3, 3, 8, None, 16)])
+                                                        (70, 2, 3, 3, 8, None, 16), (48, 2, 4, 2, 8, None, 16),
+                                                        (32, 3, 2, 2, 8, 6, 8)])   # the last two: whole blocks
 def test_block_attention_matches_sdpa(s, b, np_, ng, hn, window, block, keep_probs):
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(s, b, n, hn, generator=g, dtype=torch.float64).requires_grad_() for n in (np_, ng, ng))
