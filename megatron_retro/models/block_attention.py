@@ -17,6 +17,8 @@ matrix, and each block is one batched GEMM against only the keys it may see:
                dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP - rowsum(dP ∘ P)),  dQ = σ·dS·K,  dK += σ·dSᵀ·Q
                (blocks last to first: causal without a window the last block sees every key, so its
                dV, dK products write them whole, contiguous, with no zero fill first)
+               (dQ, with whole blocks: written block-major, one contiguous batched GEMM a block,
+               then scaled into q's layout in one pass)
 Keys above a block's last position are never touched, so causal attention does ~(nb+1)/(2·nb) of
 the full score work (nb blocks), and a sliding window bounds L by c + window.  Saved for backward:
 q, k and v only (no score or probability matrix outlives its block).  Per block the elementwise
@@ -129,7 +131,11 @@ class BlockCausalAttention(torch.autograd.Function):
         B, s, hpg, hn = q.shape
         dout = dout.contiguous()   # O's layout: [nb, B, c·hpg, hn] or [B, s, hpg, hn]
         major = _block_major(s, ctx.block)
-        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        nb = s // ctx.block
+        # dQ blocks land block-major when every block is whole ([nb, B, c·hpg, hn]: each block's dS·K
+        # one contiguous batched GEMM; a position slice of [B, s, hpg, hn] runs as B separate GEMMs),
+        # then one scaling pass writes them into q's layout
+        dqm = torch.empty((nb, B, ctx.block * hpg, hn) if major else q.shape, dtype=q.dtype, device=q.device)
         blocks = list(_blocks(s, hpg, ctx.window, ctx.block, q.dtype, q.device))
         offs = [0]                                   # each block's offset in the kept buffer
         for *_, bias in blocks[:-1]:
@@ -152,12 +158,17 @@ class BlockCausalAttention(torch.autograd.Function):
                 dv[:, k0:p1].baddbmm_(p.transpose(1, 2), dob)
             dp = torch.bmm(dob, vb.transpose(1, 2))                  # dO·Vᵀ
             ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype)   # P ∘ (dP - rowsum(dP ∘ P))
-            torch.bmm(ds, kb, out=dq[:, p0:p1].view(B, -1, hn))
+            torch.bmm(ds, kb, out=dqm[p0 // ctx.block] if major else dqm[:, p0:p1].view(B, -1, hn))
             if first:
                 dk = torch.bmm(ds.transpose(1, 2), qb)                # [B, s, hn]
             else:
                 dk[:, k0:p1].baddbmm_(ds.transpose(1, 2), qb)
-        dq.mul_(ctx.scale)
+        if major:   # [nb, B, c, hpg, hn] -> [B, nb, c, hpg, hn] = q's [B, s, hpg, hn], scaled on the way
+            dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+            torch.mul(dqm.view(nb, B, ctx.block, hpg, hn).transpose(0, 1), ctx.scale,
+                      out=dq.view(B, nb, ctx.block, hpg, hn))
+        else:
+            dq = dqm.mul_(ctx.scale)
         dk.mul_(ctx.scale)
         return dq, dk, dv, None, None, None, None
 
