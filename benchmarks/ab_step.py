@@ -4,7 +4,7 @@ Both variants run on the same engine (same weights, same batch), alternating ste
 machine load hits them alike; the ratio of medians is robust to load, absolute times are not.
 "plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false),
 megatron's unfused RoPE, the reference LoRA chain (kernels.fused_lora_reference), megatron's
-unfused gated MLP, torch's composite RMSNorm, LoRA's accumulating torch path instead of the folded one, the folded path's stacked weight rebuilt in backward instead of kept from forward, torch's fused SDPA kernel instead of the blocked causal attention (models/block_attention.py), dW added to main_grad by DDP's hook and torch's per-tensor Adam loop, our autograd Functions' torch calls through the CPU redirect mode (parallel/cpu_compat.py outside_redirect); "ours" =
+unfused gated MLP, torch's composite RMSNorm, LoRA's accumulating torch path instead of the folded one, the folded path's stacked weight rebuilt in backward instead of kept from forward, torch's fused SDPA kernel instead of the blocked causal attention (models/block_attention.py), dW added to main_grad by DDP's hook and torch's per-tensor Adam loop, our autograd Functions' torch calls through the CPU redirect mode (parallel/cpu_compat.py outside_redirect), the blocked attention's dQ written into q's layout block by block (B GEMMs each) instead of block-major; "ours" =
 the defaults (models/output_loss.py, models/rope.py, kernels/lora_torch.py, models/swiglu.py,
 training/cpu_fast_paths.py, models/rmsnorm.py).  ``--parts`` picks which of them the plain side undoes.  Before
 timing, both variants' losses and gradients on the same weights are compared.
@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-PARTS = ("loss", "rope", "lora", "fold", "keep", "attn", "swiglu", "wgrad", "adam", "norm", "redirect")
+PARTS = ("loss", "rope", "lora", "fold", "keep", "attn", "swiglu", "wgrad", "adam", "norm", "redirect", "dq")
 
 
 @contextlib.contextmanager
@@ -43,7 +43,7 @@ def plain_paths(engine, parts=PARTS):
 
     import megatron_retro.kernels.fused_lora as fl
     from megatron_retro.kernels import lora_torch
-    from megatron_retro.models import rope
+    from megatron_retro.models import block_attention, rope
     from megatron_retro.models.rmsnorm import FastRMSNorm
     from megatron_retro.models.sdpa_attention import SDPAttention
     from megatron_retro.models.swiglu import SwiGLUMLP
@@ -63,6 +63,8 @@ def plain_paths(engine, parts=PARTS):
         FastRMSNorm.forward = torch.nn.RMSNorm.forward
     if "redirect" in parts:   # every torch call in our Functions through the redirect mode again
         cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = False
+    if "dq" in parts:   # the blocked attention's dQ into q's layout (a strided slice: B GEMMs a block)
+        block_attention.DQ_BLOCK_MAJOR = False
     fused_linears = [m for c in engine.chunks for m in c.modules() if getattr(m, "gradient_accumulation_fusion", False)]
     groups = [g for o in getattr(engine.optimizer, "chained_optimizers", [engine.optimizer])
               for g in o.optimizer.param_groups if g.get("fused")]
@@ -88,6 +90,7 @@ def plain_paths(engine, parts=PARTS):
         SwiGLUMLP.forward, FastRMSNorm.forward = swiglu_forward, norm_forward
         SDPAttention._block_path = block_path
         cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = True
+        block_attention.DQ_BLOCK_MAJOR = True
         for m in fused_linears:
             m.gradient_accumulation_fusion = True
         for g in groups:

@@ -40,6 +40,7 @@ import torch
 from megatron_retro.parallel.cpu_compat import outside_redirect
 
 BLOCK = 64   # query positions per block (hpg·64 GEMM rows)
+DQ_BLOCK_MAJOR = True   # dQ written block-major with whole blocks (False: into q's layout; benchmarks/ab_step.py --parts dq)
 
 
 @functools.lru_cache(maxsize=16)
@@ -132,10 +133,11 @@ class BlockCausalAttention(torch.autograd.Function):
         dout = dout.contiguous()   # O's layout: [nb, B, c·hpg, hn] or [B, s, hpg, hn]
         major = _block_major(s, ctx.block)
         nb = s // ctx.block
+        dq_major = major and DQ_BLOCK_MAJOR
         # dQ blocks land block-major when every block is whole ([nb, B, c·hpg, hn]: each block's dS·K
         # one contiguous batched GEMM; a position slice of [B, s, hpg, hn] runs as B separate GEMMs),
         # then one scaling pass writes them into q's layout
-        dqm = torch.empty((nb, B, ctx.block * hpg, hn) if major else q.shape, dtype=q.dtype, device=q.device)
+        dqm = torch.empty((nb, B, ctx.block * hpg, hn) if dq_major else q.shape, dtype=q.dtype, device=q.device)
         blocks = list(_blocks(s, hpg, ctx.window, ctx.block, q.dtype, q.device))
         offs = [0]                                   # each block's offset in the kept buffer
         for *_, bias in blocks[:-1]:
@@ -158,12 +160,12 @@ class BlockCausalAttention(torch.autograd.Function):
                 dv[:, k0:p1].baddbmm_(p.transpose(1, 2), dob)
             dp = torch.bmm(dob, vb.transpose(1, 2))                  # dO·Vᵀ
             ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype)   # P ∘ (dP - rowsum(dP ∘ P))
-            torch.bmm(ds, kb, out=dqm[p0 // ctx.block] if major else dqm[:, p0:p1].view(B, -1, hn))
+            torch.bmm(ds, kb, out=dqm[p0 // ctx.block] if dq_major else dqm[:, p0:p1].view(B, -1, hn))
             if first:
                 dk = torch.bmm(ds.transpose(1, 2), qb)                # [B, s, hn]
             else:
                 dk[:, k0:p1].baddbmm_(ds.transpose(1, 2), qb)
-        if major:   # [nb, B, c, hpg, hn] -> [B, nb, c, hpg, hn] = q's [B, s, hpg, hn], scaled on the way
+        if dq_major:   # [nb, B, c, hpg, hn] -> [B, nb, c, hpg, hn] = q's [B, s, hpg, hn], scaled on the way
             dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
             torch.mul(dqm.view(nb, B, ctx.block, hpg, hn).transpose(0, 1), ctx.scale,
                       out=dq.view(B, nb, ctx.block, hpg, hn))
