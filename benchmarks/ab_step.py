@@ -65,6 +65,8 @@ def plain_paths(engine, parts=PARTS):
         cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = False
     if "dq" in parts:   # the blocked attention's dQ into q's layout (a strided slice: B GEMMs a block)
         block_attention.DQ_BLOCK_MAJOR = False
+    dkv = block_attention.DKV_SHARES_BATCHED   # an opt-in (--ours-extra): never on the plain side
+    block_attention.DKV_SHARES_BATCHED = False
     fused_linears = [m for c in engine.chunks for m in c.modules() if getattr(m, "gradient_accumulation_fusion", False)]
     groups = [g for o in getattr(engine.optimizer, "chained_optimizers", [engine.optimizer])
               for g in o.optimizer.param_groups if g.get("fused")]
@@ -91,6 +93,7 @@ def plain_paths(engine, parts=PARTS):
         SDPAttention._block_path = block_path
         cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = True
         block_attention.DQ_BLOCK_MAJOR = True
+        block_attention.DKV_SHARES_BATCHED = dkv
         for m in fused_linears:
             m.gradient_accumulation_fusion = True
         for g in groups:
@@ -115,12 +118,17 @@ def main() -> None:
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--against", choices=["plain", "hf"], default="plain")
+    ap.add_argument("--ours-extra", default="", help="opt-in paths the ours variant turns on: "
+                    "dkv (block attention's batched dK/dV shares, models/block_attention.py DKV_SHARES_BATCHED)")
     ap.add_argument("--parts", default=",".join(PARTS), help="what the plain variant un-optimises: "
                     "comma-separated subset of " + ",".join(PARTS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     s = SMALL if args.small else SHAPE
     engine, batch, _ = build_ours(s, None if args.method == "none" else args.method)
+    if "dkv" in args.ours_extra.split(","):
+        from megatron_retro.models import block_attention
+        block_attention.DKV_SHARES_BATCHED = True
     if args.against == "hf":
         return against_hf(args, s, engine, batch)
     for c in engine.chunks:

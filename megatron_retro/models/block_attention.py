@@ -41,6 +41,10 @@ from megatron_retro.parallel.cpu_compat import outside_redirect
 
 BLOCK = 64   # query positions per block (hpg·64 GEMM rows)
 DQ_BLOCK_MAJOR = True   # dQ written block-major with whole blocks (False: into q's layout; benchmarks/ab_step.py --parts dq)
+# each non-last block's dK, dV shares formed contiguous (one batched GEMM) and then added to the key slice,
+# instead of accumulated into the slice (B separate GEMMs): one more pass over [B, L, hn] a block, but
+# batched; off: 1.04x per layer, 1.009x the LoRA step at one thread (ab_step.py --ours-extra dkv: 2 threads)
+DKV_SHARES_BATCHED = False
 
 
 @functools.lru_cache(maxsize=16)
@@ -102,6 +106,16 @@ def _block_major(s: int, block: int) -> bool:
     return s % block == 0
 
 
+def _accumulate(acc, a, b, part=None):
+    """acc += a·b for a key slice acc [B, L, hn] of [B, s, hn] (strided batch: BLAS runs B separate
+    GEMMs); with a scratch ``part`` the product is one batched GEMM into part's first B·L·hn floats,
+    then added."""
+    if part is None:
+        acc.baddbmm_(a, b)
+    else:
+        acc.add_(torch.bmm(a, b, out=part[:acc.numel()].view(acc.shape)))
+
+
 class BlockCausalAttention(torch.autograd.Function):
     """q [B, s, hpg, hn], k/v [B, s, hn] (contiguous) -> O [nb, B, c·hpg, hn] when every block is
     full (``_block_major``), else O [B, s, hpg, hn]; see the module docstring."""
@@ -143,6 +157,7 @@ class BlockCausalAttention(torch.autograd.Function):
         for *_, bias in blocks[:-1]:
             offs.append(offs[-1] + B * bias.numel())
         dk = dv = None
+        part = torch.empty(B * s * hn, dtype=q.dtype, device=q.device) if DKV_SHARES_BATCHED else None
         # last block first: causal without a window, it sees every key, so its products write dK and
         # dV whole (contiguous: one batched GEMM, no zero fill); the other blocks then accumulate
         for (p0, p1, k0, bias), off in zip(reversed(blocks), reversed(offs)):
@@ -157,14 +172,14 @@ class BlockCausalAttention(torch.autograd.Function):
             if first:
                 dv = torch.bmm(p.transpose(1, 2), dob)                # [B, s, hn]
             else:
-                dv[:, k0:p1].baddbmm_(p.transpose(1, 2), dob)
+                _accumulate(dv[:, k0:p1], p.transpose(1, 2), dob, part)
             dp = torch.bmm(dob, vb.transpose(1, 2))                  # dO·Vᵀ
             ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype)   # P ∘ (dP - rowsum(dP ∘ P))
             torch.bmm(ds, kb, out=dqm[p0 // ctx.block] if dq_major else dqm[:, p0:p1].view(B, -1, hn))
             if first:
                 dk = torch.bmm(ds.transpose(1, 2), qb)                # [B, s, hn]
             else:
-                dk[:, k0:p1].baddbmm_(ds.transpose(1, 2), qb)
+                _accumulate(dk[:, k0:p1], ds.transpose(1, 2), qb, part)
         if dq_major:   # [nb, B, c, hpg, hn] -> [B, nb, c, hpg, hn] = q's [B, s, hpg, hn], scaled on the way
             dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
             torch.mul(dqm.view(nb, B, ctx.block, hpg, hn).transpose(0, 1), ctx.scale,
