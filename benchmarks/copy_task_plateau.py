@@ -21,7 +21,8 @@ data: BENCHMARKS.md "Study" reports the step at which each model leaves the plat
 Levers for ours (BENCHMARKS "Study", smeared keys): ``--lr-mult SUBSTR=M`` (Adam lr x M for the
 parameters whose name contains SUBSTR), ``--reinit SUBSTR=V`` (matrices re-drawn N(0, V), vectors
 filled with V), ``--final-eps E`` (the final norm's epsilon), ``--curriculum N`` (with --min-length:
-the first N steps are the fixed-offset task), ``--rms`` (also print the rms of the last layer's
+the first N steps are the fixed-offset task), ``--row-length N`` (with --min-length: rows of N
+tokens, as the pretraining mix's 257-token copy samples), ``--rms`` (also print the rms of the last layer's
 output, of layer 1's attention output and of the embeddings).
 """
 from __future__ import annotations
@@ -129,6 +130,9 @@ def main() -> None:
     ap.add_argument("--min-length", type=int, default=0,
                     help="M < L: samples of data.copy_share's format instead (megatron_retro/data/copy_mix.py: "
                          "spans of M..L tokens said 2-4 times, 2L+1 tokens), printing the mean loss of all tokens")
+    ap.add_argument("--row-length", type=int, default=0,
+                    help="with --min-length: samples of this many tokens (several segments, as the pretraining "
+                         "mix's seq_length+1 rows) instead of 2L+1")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (constant)")
@@ -159,8 +163,8 @@ def main() -> None:
     for step in range(args.steps):
         variable = 0 < args.min_length < L and step >= args.curriculum
         if variable:   # variable copy distance: only a content-matching circuit can copy
-            seq = torch.from_numpy(np.stack([copy_tokens(rng, ids, 2 * L + 1, 0, args.min_length, L)
-                                             for _ in range(args.batch)]))               # [b, 2L+1]
+            seq = torch.from_numpy(np.stack([copy_tokens(rng, ids, args.row_length or 2 * L + 1, 0, args.min_length, L)
+                                             for _ in range(args.batch)]))               # [b, row length]
         else:
             half = torch.randint(args.ids[0], args.ids[1], (args.batch, L), generator=g)
             seq = torch.cat([torch.zeros(args.batch, 1, dtype=torch.long), half, half], 1)   # [b, 2L+1]

@@ -28,6 +28,10 @@ class TrainConfig:
     log_interval: int = cfg(1, "steps between progress-bar / metrics updates")
     eval_interval: int = cfg(50, "steps between held-out evaluations (0 = only at the end)")
     eval_iters: int = cfg(4, "micro-batches per held-out evaluation")
+    lr_mult: list[str] = cfg(
+        [], "per-parameter learning-rate multipliers, entries 'SUBSTR=M': train.lr and train.min_lr times M "
+            "for every trainable parameter whose name contains SUBSTR; the last matching entry wins, e.g. "
+            "[linear_proj=0.1,layers.0.=1] (empty = one rate for all)")
     recompute: bool = cfg(False, "recompute activations of every layer in backward (each layer keeps only "
                                  "its input; selective recompute: model.recompute_modules)")
 
@@ -45,6 +49,10 @@ class TrainConfig:
                  f"(train.steps={self.steps} is shorter than the warm-up)")
             self.lr_warmup_steps = clamped
         require(self.clip_grad >= 0, f"train.clip_grad={self.clip_grad}: must be >= 0")
+        for spec in self.lr_mult:
+            pattern, _, mult = spec.rpartition("=")
+            require(bool(pattern) and _positive(mult),
+                    f"train.lr_mult entry {spec!r}: expected SUBSTR=M with M a number > 0")
         require(self.eval_interval >= 0, f"train.eval_interval={self.eval_interval}: must be >= 0")
 
     def num_microbatches(self, dp: int) -> int:
@@ -70,3 +78,11 @@ class CheckpointConfig:
     def __post_init__(self) -> None:
         require(self.save_interval >= 0, f"checkpoint.save_interval={self.save_interval}: must be >= 0")
         require(self.keep_last >= 1, f"checkpoint.keep_last={self.keep_last}: must be >= 1")
+
+
+def _positive(text: str) -> bool:
+    """True when ``text`` is a finite number > 0."""
+    try:
+        return 0 < float(text) < float("inf")
+    except ValueError:
+        return False

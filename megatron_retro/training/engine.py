@@ -57,7 +57,10 @@ class Engine:
             adam_beta1=train.adam_beta1, adam_beta2=train.adam_beta2, adam_eps=train.adam_eps,
             clip_grad=train.clip_grad, bf16=tf_config.bf16, fp16=tf_config.fp16,
             params_dtype=tf_config.params_dtype, use_distributed_optimizer=False)
-        self.optimizer = get_megatron_optimizer(opt_config, self.chunks)
+        from megatron_retro.training.lr_mult import lr_mult_overrides
+
+        self.optimizer = get_megatron_optimizer(
+            opt_config, self.chunks, config_overrides=lr_mult_overrides(train.lr_mult, self.chunks, opt_config))
         cpu_fast_paths.use_fused_adam(self.optimizer)
         cpu_fast_paths.install_foreach_clip_scale()
         self.scheduler = OptimizerParamScheduler(
