@@ -4,7 +4,7 @@ Both variants run on the same engine (same weights, same batch), alternating ste
 machine load hits them alike; the ratio of medians is robust to load, absolute times are not.
 "plain" = megatron's output layer + vocab-parallel cross-entropy (model.fused_output_loss=false),
 megatron's unfused RoPE, the reference LoRA chain (kernels.fused_lora_reference), megatron's
-unfused gated MLP, torch's composite RMSNorm, LoRA's accumulating torch path instead of the folded one, the folded path's stacked weight rebuilt in backward instead of kept from forward, torch's fused SDPA kernel instead of the blocked causal attention (models/block_attention.py), dW added to main_grad by DDP's hook and torch's per-tensor Adam loop, our autograd Functions' torch calls through the CPU redirect mode (parallel/cpu_compat.py outside_redirect), the blocked attention's dQ written into q's layout block by block (B GEMMs each) instead of block-major; "ours" =
+unfused gated MLP, torch's composite RMSNorm, LoRA's accumulating torch path instead of the folded one, the folded path's stacked weight rebuilt in backward instead of kept from forward, torch's fused SDPA kernel instead of the blocked causal attention (models/block_attention.py), dW added to main_grad by DDP's hook and torch's per-tensor Adam loop, our autograd Functions' torch calls through the CPU redirect mode (parallel/cpu_compat.py outside_redirect), the blocked attention's dQ written into q's layout block by block (B GEMMs each) instead of block-major, its non-last blocks' dK / dV accumulated into the key slice (B GEMMs each) instead of one batched GEMM and an add; "ours" =
 the defaults (models/output_loss.py, models/rope.py, kernels/lora_torch.py, models/swiglu.py,
 training/cpu_fast_paths.py, models/rmsnorm.py).  ``--parts`` picks which of them the plain side undoes.  Before
 timing, both variants' losses and gradients on the same weights are compared.
@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-PARTS = ("loss", "rope", "lora", "fold", "keep", "attn", "swiglu", "wgrad", "adam", "norm", "redirect", "dq")
+PARTS = ("loss", "rope", "lora", "fold", "keep", "attn", "swiglu", "wgrad", "adam", "norm", "redirect", "dq", "dkv")
 
 
 @contextlib.contextmanager
@@ -65,8 +65,8 @@ def plain_paths(engine, parts=PARTS):
         cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = False
     if "dq" in parts:   # the blocked attention's dQ into q's layout (a strided slice: B GEMMs a block)
         block_attention.DQ_BLOCK_MAJOR = False
-    dkv = block_attention.DKV_SHARES_BATCHED   # an opt-in (--ours-extra): never on the plain side
-    block_attention.DKV_SHARES_BATCHED = False
+    if "dkv" in parts:   # each non-last block's dK / dV accumulated into the key slice (B GEMMs a block)
+        block_attention.DKV_SHARES_BATCHED = False
     fused_linears = [m for c in engine.chunks for m in c.modules() if getattr(m, "gradient_accumulation_fusion", False)]
     groups = [g for o in getattr(engine.optimizer, "chained_optimizers", [engine.optimizer])
               for g in o.optimizer.param_groups if g.get("fused")]
@@ -93,7 +93,7 @@ def plain_paths(engine, parts=PARTS):
         SDPAttention._block_path = block_path
         cpu_compat.SKIP_REDIRECT_IN_HOT_PATHS = True
         block_attention.DQ_BLOCK_MAJOR = True
-        block_attention.DKV_SHARES_BATCHED = dkv
+        block_attention.DKV_SHARES_BATCHED = True
         for m in fused_linears:
             m.gradient_accumulation_fusion = True
         for g in groups:
@@ -118,17 +118,12 @@ def main() -> None:
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--against", choices=["plain", "hf"], default="plain")
-    ap.add_argument("--ours-extra", default="", help="opt-in paths the ours variant turns on: "
-                    "dkv (block attention's batched dK/dV shares, models/block_attention.py DKV_SHARES_BATCHED)")
     ap.add_argument("--parts", default=",".join(PARTS), help="what the plain variant un-optimises: "
                     "comma-separated subset of " + ",".join(PARTS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     s = SMALL if args.small else SHAPE
     engine, batch, _ = build_ours(s, None if args.method == "none" else args.method)
-    if "dkv" in args.ours_extra.split(","):
-        from megatron_retro.models import block_attention
-        block_attention.DKV_SHARES_BATCHED = True
     if args.against == "hf":
         return against_hf(args, s, engine, batch)
     for c in engine.chunks:

@@ -43,8 +43,9 @@ BLOCK = 64   # query positions per block (hpg·64 GEMM rows)
 DQ_BLOCK_MAJOR = True   # dQ written block-major with whole blocks (False: into q's layout; benchmarks/ab_step.py --parts dq)
 # each non-last block's dK, dV shares formed contiguous (one batched GEMM) and then added to the key slice,
 # instead of accumulated into the slice (B separate GEMMs): one more pass over [B, L, hn] a block, but
-# batched; off: 1.04x per layer, 1.009x the LoRA step at one thread (ab_step.py --ours-extra dkv: 2 threads)
-DKV_SHARES_BATCHED = False
+# batched: 1.04x per layer, 1.009x the LoRA step at one thread, but 0.983x the LoRA step and 0.987x the full
+# step at two threads, idle (benchmarks/ab_step.py --parts dkv --threads 2), so on
+DKV_SHARES_BATCHED = True
 
 
 @functools.lru_cache(maxsize=16)

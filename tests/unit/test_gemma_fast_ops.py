@@ -78,10 +78,11 @@ def test_block_attention_matches_sdpa(s, b, np_, ng, hn, window, block, keep_pro
 
 
 @pytest.mark.parametrize("s,b,np_,ng,hn,window,block", [(48, 2, 4, 2, 8, None, 16), (41, 2, 6, 2, 8, 5, 8)])
-def test_block_attention_batched_dkv_shares_match_sdpa(monkeypatch, s, b, np_, ng, hn, window, block):
-    """The opt-in batched dK/dV shares (DKV_SHARES_BATCHED): causal whole blocks and a window."""
+def test_block_attention_accumulated_dkv_shares_match_sdpa(monkeypatch, s, b, np_, ng, hn, window, block):
+    """dK/dV accumulated into the key slice (DKV_SHARES_BATCHED off; on by default and covered by
+    the test above): causal whole blocks and a window."""
     import megatron_retro.models.block_attention as ba
-    monkeypatch.setattr(ba, "DKV_SHARES_BATCHED", True)
+    monkeypatch.setattr(ba, "DKV_SHARES_BATCHED", False)
     test_block_attention_matches_sdpa(s, b, np_, ng, hn, window, block, True)
 
 def test_local_spec_takes_block_attention_only_where_it_applies(monkeypatch):
