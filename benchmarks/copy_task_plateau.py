@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from megatron_retro.config.train import lr_mult_of, parse_lr_mult
 from megatron_retro.data.copy_mix import copy_tokens
 
 
@@ -113,10 +114,10 @@ def apply_levers(args, model) -> list:
         model.decoder.layers[-1].register_forward_hook(lambda m, i, o: keep("residual", o[0]))
         model.decoder.layers[0].self_attention.register_forward_hook(lambda m, i, o: keep("attn1", o[0]))
         model.embedding.register_forward_hook(lambda m, i, o: keep("emb", o))
-    mults = [(s.split("=")[0], float(s.split("=")[1])) for s in args.lr_mult]
+    rules = parse_lr_mult(args.lr_mult)   # train.lr_mult's syntax and rule: the last match wins
     groups: dict = {}
     for name, p in named:
-        groups.setdefault(next((m for pat, m in reversed(mults) if pat in name), 1.0), []).append(p)
+        groups.setdefault(lr_mult_of(name, rules) or 1.0, []).append(p)
     return [{"params": ps, "lr": args.lr * m} for m, ps in groups.items()]
 
 

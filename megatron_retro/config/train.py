@@ -49,10 +49,7 @@ class TrainConfig:
                  f"(train.steps={self.steps} is shorter than the warm-up)")
             self.lr_warmup_steps = clamped
         require(self.clip_grad >= 0, f"train.clip_grad={self.clip_grad}: must be >= 0")
-        for spec in self.lr_mult:
-            pattern, _, mult = spec.rpartition("=")
-            require(bool(pattern) and _positive(mult),
-                    f"train.lr_mult entry {spec!r}: expected SUBSTR=M with M a number > 0")
+        parse_lr_mult(self.lr_mult)
         require(self.eval_interval >= 0, f"train.eval_interval={self.eval_interval}: must be >= 0")
 
     def num_microbatches(self, dp: int) -> int:
@@ -78,6 +75,23 @@ class CheckpointConfig:
     def __post_init__(self) -> None:
         require(self.save_interval >= 0, f"checkpoint.save_interval={self.save_interval}: must be >= 0")
         require(self.keep_last >= 1, f"checkpoint.keep_last={self.keep_last}: must be >= 1")
+
+
+def parse_lr_mult(specs: list[str]) -> list[tuple[str, float]]:
+    """``train.lr_mult`` entries ``["linear_proj=0.1", ...]`` -> ``[("linear_proj", 0.1), ...]``; a
+    malformed entry is one ConfigError line."""
+    rules = []
+    for spec in specs:
+        pattern, _, mult = spec.rpartition("=")
+        require(bool(pattern) and _positive(mult),
+                f"train.lr_mult entry {spec!r}: expected SUBSTR=M with M a number > 0")
+        rules.append((pattern, float(mult)))
+    return rules
+
+
+def lr_mult_of(name: str, rules: list[tuple[str, float]]) -> Optional[float]:
+    """The multiplier of parameter ``name``: the last rule whose pattern it contains, None if none."""
+    return next((mult for pattern, mult in reversed(rules) if pattern in name), None)
 
 
 def _positive(text: str) -> bool:

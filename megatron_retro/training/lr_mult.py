@@ -15,16 +15,8 @@ from typing import Optional
 
 import torch.distributed as dist
 
+from megatron_retro.config.train import lr_mult_of, parse_lr_mult
 from megatron_retro.errors import UserError
-
-
-def parse_lr_mult(specs: list[str]) -> list[tuple[str, float]]:
-    """``["linear_proj=0.1", ...]`` -> ``[("linear_proj", 0.1), ...]`` (validated by TrainConfig)."""
-    rules = []
-    for spec in specs:
-        pattern, mult = spec.rsplit("=", 1)
-        rules.append((pattern, float(mult)))
-    return rules
 
 
 def lr_mult_overrides(specs: list[str], chunks: list, opt_config) -> Optional[dict]:
@@ -42,10 +34,10 @@ def lr_mult_overrides(specs: list[str], chunks: list, opt_config) -> Optional[di
         for name, param in chunk.named_parameters():
             if not param.requires_grad:
                 continue
-            hits = [(pattern, mult) for pattern, mult in rules if pattern in name]
-            matched.update(pattern for pattern, _ in hits)
-            if hits and hits[-1][1] != 1.0:                       # last match wins
-                names_by_mult.setdefault(hits[-1][1], []).append(name)
+            matched.update(pattern for pattern, _ in rules if pattern in name)
+            mult = lr_mult_of(name, rules)                        # last match wins
+            if mult is not None and mult != 1.0:
+                names_by_mult.setdefault(mult, []).append(name)
     if dist.is_initialized() and dist.get_world_size() > 1:      # pipeline stages hold different layers
         seen: list = [None] * dist.get_world_size()
         dist.all_gather_object(seen, sorted(matched))
