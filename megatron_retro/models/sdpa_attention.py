@@ -78,8 +78,8 @@ class SDPAttention(MegatronModule):
         sq, b, np_, hn = query.shape
         sk = key.shape[0]
         if self.key_smear is not None:
-            p = self.prefix_keys
-            key = torch.cat([key[:p], smear_keys(key[p:], self.key_smear)])   # [sk, b, ng, hn]
+            p = self.prefix_keys   # [sk, b, ng, hn]; prefix-tuning keys (the first p) are not smeared
+            key = torch.cat([key[:p], smear_keys(key[p:], self.key_smear)]) if p else smear_keys(key, self.key_smear)
         dropout_p = self.dropout_p if self.training else 0.0
         keep_probs = np_ == key.shape[2] and torch.is_grad_enabled()   # one query head per key head, training
         if self._block_path(query, key, attention_mask, mask_type, dropout_p, keep_probs):   # [sq, b, np*hn]
